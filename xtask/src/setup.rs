@@ -1,0 +1,168 @@
+//! Installs what a fresh machine of this kind lacks, and nothing when it is all
+//! there, so re-running costs seconds. What this installs and how is the
+//! recipe in shared/TOOLCHAIN.md.
+
+use crate::shell::{output, step};
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+
+/// Debian packages the build, tests, demo and benchmarks call, keyed by the
+/// file that proves the package is present.
+const DEBIAN_PACKAGES: &[(&str, &str)] = &[
+    ("/usr/sbin/bpftool", "bpftool"),
+    ("/usr/bin/tshark", "tshark"),
+    ("/usr/bin/tcpdump", "tcpdump"),
+    ("/usr/bin/iperf3", "iperf3"),
+    ("/usr/sbin/ip", "iproute2"),
+];
+
+pub fn ensure_all() -> Result<()> {
+    ensure_debian_packages()?;
+    ensure_nightly_rust_src()?;
+    ensure_bpf_linker()?;
+    Ok(())
+}
+
+fn ensure_debian_packages() -> Result<()> {
+    let missing: Vec<&str> = DEBIAN_PACKAGES
+        .iter()
+        .filter(|(proof, _)| !Path::new(proof).exists())
+        .map(|&(_, package)| package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !is_root() {
+        bail!(
+            "Debian packages missing: {}. Run as root (the tests need root for namespaces and XDP anyway), \
+             or install them: apt-get install {}",
+            missing.join(" "),
+            missing.join(" ")
+        );
+    }
+    // tshark asks whether non-root users may capture; answer before it asks.
+    step(
+        "preseed wireshark-common",
+        &[
+            "sh",
+            "-c",
+            "echo 'wireshark-common wireshark-common/install-setuid boolean false' | debconf-set-selections",
+        ],
+    )?;
+    step("apt-get update", &["apt-get", "update", "-qq"])?;
+    let mut argv = vec![
+        "env",
+        "DEBIAN_FRONTEND=noninteractive",
+        "apt-get",
+        "install",
+        "-y",
+        "-q",
+        "--no-install-recommends",
+    ];
+    argv.extend(&missing);
+    step("install Debian packages", &argv)
+}
+
+fn nightly_sysroot() -> Result<PathBuf> {
+    let sysroot = output(&["rustc", "+nightly", "--print", "sysroot"]).context(
+        "the nightly toolchain is missing (`rustc +nightly` fails); the eBPF build needs it \
+         and this machine cannot download toolchains",
+    )?;
+    Ok(PathBuf::from(sysroot.trim()))
+}
+
+fn ensure_nightly_rust_src() -> Result<()> {
+    let core_src = nightly_sysroot()?.join("lib/rustlib/src/rust/library/core");
+    if core_src.exists() {
+        return Ok(());
+    }
+    step(
+        "nightly rust-src (for -Z build-std=core)",
+        &[
+            "rustup",
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ],
+    )
+}
+
+/// bpf-linker is built against the nightly's own libLLVM (Debian has no LLVM
+/// that bpf-linker's default feature wants). The installed binary keeps an
+/// rpath to `llvm_prefix()`, so that folder must stay.
+fn ensure_bpf_linker() -> Result<()> {
+    if output(&["bpf-linker", "--version"]).is_some() {
+        return Ok(());
+    }
+    let sysroot = nightly_sysroot()?;
+    let version = output(&["rustc", "+nightly", "-vV"]).context("rustc +nightly -vV failed")?;
+    let llvm_major = version
+        .lines()
+        .find_map(|line| line.strip_prefix("LLVM version: "))
+        .and_then(|v| v.split('.').next())
+        .context("rustc +nightly -vV does not name its LLVM version")?
+        .to_owned();
+
+    let prefix = llvm_prefix()?;
+    let lib = prefix.join("lib");
+    std::fs::create_dir_all(&lib).with_context(|| format!("cannot create {}", lib.display()))?;
+    let mut real_libs: Vec<PathBuf> = std::fs::read_dir(sysroot.join("lib"))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| {
+            // libLLVM-NN-rust-*.so is a linker script; the library is libLLVM.so.NN*.
+            path.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libLLVM.so."))
+        })
+        .collect();
+    real_libs.sort();
+    let Some(first) = real_libs.first().cloned() else {
+        bail!(
+            "no libLLVM.so.* in {}/lib: cannot build bpf-linker",
+            sysroot.display()
+        );
+    };
+    for real in &real_libs {
+        symlink_replacing(real, &lib.join(real.file_name().unwrap_or_default()))?;
+    }
+    symlink_replacing(&first, &lib.join("libLLVM.so"))?;
+
+    let features = format!("llvm-{llvm_major}");
+    let prefix_env = format!("LLVM_PREFIX={}", prefix.display());
+    step(
+        "build bpf-linker against the nightly's libLLVM (about 70 s, once)",
+        &[
+            "env",
+            &prefix_env,
+            "cargo",
+            "+nightly",
+            "install",
+            "bpf-linker",
+            "--no-default-features",
+            "--features",
+            &features,
+        ],
+    )
+}
+
+fn llvm_prefix() -> Result<PathBuf> {
+    let cargo_home = match std::env::var_os("CARGO_HOME") {
+        Some(home) => PathBuf::from(home),
+        None => PathBuf::from(std::env::var_os("HOME").context("HOME is not set")?).join(".cargo"),
+    };
+    Ok(cargo_home.join("xdpsec-llvm"))
+}
+
+fn symlink_replacing(target: &Path, link: &Path) -> Result<()> {
+    if link.symlink_metadata().is_ok() {
+        std::fs::remove_file(link)?;
+    }
+    std::os::unix::fs::symlink(target, link)
+        .with_context(|| format!("cannot link {} -> {}", link.display(), target.display()))
+}
+
+fn is_root() -> bool {
+    output(&["id", "-u"]).is_some_and(|uid| uid.trim() == "0")
+}
