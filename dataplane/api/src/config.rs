@@ -1,0 +1,560 @@
+//! The static (manual-key) configuration that `xdpsec dataplane --config
+//! FILE` reads, in the spirit of `ip xfrm state/policy add`:
+//! `[dataplane]`, `[[interface]]`, `[[sa]]` and `[[policy]]` tables.
+//!
+//! Errors name the file, the field (`sa[1].key`) and what is wrong, with
+//! the line and column where the field is.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
+
+use crate::policy::{Policy, PolicyAction};
+use crate::sa::{Direction, SaSpec, ValidationError};
+
+/// Where the SA API socket goes unless the config says otherwise.
+pub const DEFAULT_API_SOCKET: &str = "/run/xdpsec/api.sock";
+
+/// Largest config file read.
+const MAX_CONFIG_BYTES: u64 = 16 << 20;
+
+/// The example in `examples/static-tunnel.toml`: gateway A of a
+/// site-to-site tunnel.
+pub fn sample_config() -> &'static str {
+    include_str!("../examples/static-tunnel.toml")
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticConfig {
+    /// `[dataplane]`.
+    #[serde(default)]
+    pub dataplane: DataplaneConfig,
+    /// `[[interface]]` entries.
+    #[serde(default, rename = "interface")]
+    pub interfaces: Vec<InterfaceConfig>,
+    /// `[[sa]]` entries.
+    #[serde(default, rename = "sa")]
+    pub sas: Vec<SaSpec>,
+    /// `[[policy]]` entries.
+    #[serde(default, rename = "policy")]
+    pub policies: Vec<Policy>,
+}
+
+/// How XDP is attached.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpMode {
+    /// In the driver (fast; veth supports it).
+    #[default]
+    Native,
+    /// In the generic network stack hook (any driver, slower).
+    Generic,
+}
+
+/// `[dataplane]`: process-wide knobs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataplaneConfig {
+    /// The SA API socket (created with mode 0600).
+    #[serde(default = "default_api_socket")]
+    pub api_socket: PathBuf,
+    /// Worker threads; absent: one per entry of `cpus`, or one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers: Option<u32>,
+    /// CPUs to pin workers to, one each; empty: not pinned.
+    #[serde(default)]
+    pub cpus: Vec<u32>,
+    /// Spin instead of sleeping in poll() when idle.
+    #[serde(default)]
+    pub busy_poll: bool,
+    /// Native or generic XDP.
+    #[serde(default)]
+    pub xdp_mode: XdpMode,
+}
+
+fn default_api_socket() -> PathBuf {
+    PathBuf::from(DEFAULT_API_SOCKET)
+}
+
+impl Default for DataplaneConfig {
+    fn default() -> Self {
+        DataplaneConfig {
+            api_socket: default_api_socket(),
+            workers: None,
+            cpus: Vec::new(),
+            busy_poll: false,
+            xdp_mode: XdpMode::Native,
+        }
+    }
+}
+
+impl DataplaneConfig {
+    /// The number of workers to start.
+    pub fn worker_count(&self) -> u32 {
+        match self.workers {
+            Some(n) => n,
+            None if !self.cpus.is_empty() => u32::try_from(self.cpus.len()).unwrap_or(u32::MAX),
+            None => 1,
+        }
+    }
+}
+
+/// What an interface is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The LAN side: cleartext.
+    Inside,
+    /// The WAN side: ESP.
+    Outside,
+    /// Both, on a one-armed gateway.
+    Both,
+}
+
+/// `[[interface]]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InterfaceConfig {
+    /// Kernel interface name.
+    pub name: String,
+    /// Inside, outside, or both (one-armed).
+    pub role: Role,
+    /// RX/TX queue pairs to open an AF_XDP socket on (queues 0..n).
+    #[serde(default = "one")]
+    pub queues: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// A config that cannot be used: the file, the field and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The config file.
+    pub file: PathBuf,
+    /// Path of the field (`sa[1].key`), when one is to blame.
+    pub field: Option<String>,
+    /// What is wrong.
+    pub reason: String,
+    /// 1-based line and column of the field or error, when known.
+    pub location: Option<(usize, usize)>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "config {}: ", self.file.display())?;
+        if let Some(field) = &self.field {
+            write!(f, "{field}: ")?;
+        }
+        f.write_str(&self.reason)?;
+        if let Some((line, column)) = self.location {
+            write!(f, " (line {line}, column {column})")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl StaticConfig {
+    /// Reads, parses and validates the file at `path`.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        let path = path.as_ref();
+        let fail = |reason: String| ConfigError {
+            file: path.to_owned(),
+            field: None,
+            reason,
+            location: None,
+        };
+        let file = std::fs::File::open(path).map_err(|e| fail(format!("cannot open: {e}")))?;
+        let mut bytes = Vec::new();
+        file.take(MAX_CONFIG_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| fail(format!("cannot read: {e}")))?;
+        if bytes.len() as u64 > MAX_CONFIG_BYTES {
+            return Err(fail(format!(
+                "larger than {} MiB; is this the right file?",
+                MAX_CONFIG_BYTES >> 20
+            )));
+        }
+        let text = String::from_utf8(bytes).map_err(|e| {
+            fail(format!(
+                "not UTF-8 text (invalid byte at offset {})",
+                e.utf8_error().valid_up_to()
+            ))
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates `text`; `file` is only used in errors.
+    pub fn parse(text: &str, file: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        let file = file.as_ref();
+        if let Err(e) = DeTable::parse(text) {
+            return Err(toml_error(file, text, &e, "TOML syntax error: "));
+        }
+        let config: StaticConfig =
+            toml::from_str(text).map_err(|e| toml_error(file, text, &e, ""))?;
+        config.validate().map_err(|e| {
+            let location = locate_field(text, &e.field);
+            ConfigError {
+                file: file.to_owned(),
+                field: (!e.field.is_empty()).then_some(e.field),
+                reason: e.reason,
+                location,
+            }
+        })?;
+        Ok(config)
+    }
+
+    /// Checks everything the types do not: ranges, uniqueness, references
+    /// between entries. Field paths are absolute (`sa[1].spi`).
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        self.validate_dataplane()?;
+        self.validate_interfaces()?;
+        let mut by_id: HashMap<(u32, Direction), usize> = HashMap::new();
+        for (i, sa) in self.sas.iter().enumerate() {
+            sa.validate().map_err(|e| e.within(&format!("sa[{i}]")))?;
+            if let Some(j) = by_id.insert((sa.spi, sa.direction), i) {
+                return Err(ValidationError::new(
+                    format!("sa[{i}].spi"),
+                    format!(
+                        "SPI {:#x} ({}) with direction = \"{}\" is already used by sa[{j}]; \
+                         SPIs must be unique per direction",
+                        sa.spi, sa.spi, sa.direction
+                    ),
+                ));
+            }
+        }
+        let mut policies = HashMap::new();
+        for (i, policy) in self.policies.iter().enumerate() {
+            let field = format!("policy[{i}]");
+            policy.validate().map_err(|e| e.within(&field))?;
+            if let Some(j) = policies.insert(policy.key(), i) {
+                return Err(ValidationError::new(
+                    field,
+                    format!("same local, remote and direction as policy[{j}]"),
+                ));
+            }
+            if let (PolicyAction::Protect, Some(spi)) = (policy.action, policy.spi) {
+                let Some(&s) = by_id.get(&(spi, policy.direction)) else {
+                    return Err(ValidationError::new(
+                        format!("{field}.spi"),
+                        format!(
+                            "no [[sa]] has spi = {spi:#x} ({spi}) and direction = \"{}\"",
+                            policy.direction
+                        ),
+                    ));
+                };
+                let sa = &self.sas[s];
+                let covered = sa
+                    .selectors
+                    .iter()
+                    .any(|ts| ts.local.covers(&policy.local) && ts.remote.covers(&policy.remote));
+                if !covered {
+                    return Err(ValidationError::new(
+                        field,
+                        format!(
+                            "{} -> {} is not inside the traffic selectors of sa[{s}] \
+                             (spi {spi:#x}); its packets would be dropped",
+                            policy.local, policy.remote
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_dataplane(&self) -> Result<(), ValidationError> {
+        let dp = &self.dataplane;
+        let socket = &dp.api_socket;
+        if !socket.is_absolute() {
+            return Err(ValidationError::new(
+                "dataplane.api_socket",
+                format!("{} is not an absolute path", socket.display()),
+            ));
+        }
+        // sun_path holds 108 bytes including the terminating NUL.
+        if socket.as_os_str().len() > 107 {
+            return Err(ValidationError::new(
+                "dataplane.api_socket",
+                format!(
+                    "path is {} bytes, Unix sockets allow at most 107",
+                    socket.as_os_str().len()
+                ),
+            ));
+        }
+        if dp.workers == Some(0) {
+            return Err(ValidationError::new(
+                "dataplane.workers",
+                "must be at least 1",
+            ));
+        }
+        let mut seen = BTreeMap::new();
+        for (i, cpu) in dp.cpus.iter().enumerate() {
+            if let Some(j) = seen.insert(cpu, i) {
+                return Err(ValidationError::new(
+                    format!("dataplane.cpus[{i}]"),
+                    format!("CPU {cpu} is already listed at cpus[{j}]"),
+                ));
+            }
+        }
+        if let Some(n) = dp.workers {
+            if !dp.cpus.is_empty() && dp.cpus.len() != n as usize {
+                return Err(ValidationError::new(
+                    "dataplane.workers",
+                    format!(
+                        "{n} workers but cpus lists {} CPUs; list one CPU per worker or leave cpus empty",
+                        dp.cpus.len()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_interfaces(&self) -> Result<(), ValidationError> {
+        if self.interfaces.is_empty() {
+            return Err(ValidationError::new(
+                "interface",
+                "no [[interface]]: add one with role = \"inside\" and one with role = \"outside\" \
+                 (or one with role = \"both\" for a one-armed gateway)",
+            ));
+        }
+        let mut names = HashMap::new();
+        for (i, iface) in self.interfaces.iter().enumerate() {
+            let name = &iface.name;
+            let bad_char = name
+                .chars()
+                .find(|c| c.is_whitespace() || c.is_control() || *c == '/' || *c == ':');
+            if name.is_empty()
+                || name.len() > 15
+                || bad_char.is_some()
+                || name == "."
+                || name == ".."
+            {
+                return Err(ValidationError::new(
+                    format!("interface[{i}].name"),
+                    format!(
+                        "{name:?} is not a valid interface name (1-15 bytes, no whitespace, '/' or ':')"
+                    ),
+                ));
+            }
+            if let Some(j) = names.insert(name.as_str(), i) {
+                return Err(ValidationError::new(
+                    format!("interface[{i}].name"),
+                    format!("{name:?} is already listed at interface[{j}]"),
+                ));
+            }
+            if iface.queues == 0 {
+                return Err(ValidationError::new(
+                    format!("interface[{i}].queues"),
+                    "must be at least 1",
+                ));
+            }
+        }
+        let has = |role| self.interfaces.iter().any(|i| i.role == role);
+        if !has(Role::Both) {
+            for (role, name) in [(Role::Inside, "inside"), (Role::Outside, "outside")] {
+                if !has(role) {
+                    return Err(ValidationError::new(
+                        "interface",
+                        format!(
+                            "no interface has role = \"{name}\"; a gateway needs an inside and an \
+                             outside interface (or one with role = \"both\" for a one-armed gateway)"
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn toml_error(file: &Path, text: &str, e: &toml::de::Error, what: &str) -> ConfigError {
+    let message = e
+        .message()
+        .trim()
+        .lines()
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join("; ");
+    let (field, location) = match e.span() {
+        Some(span) => (
+            locate_offset(text, span.start),
+            Some(line_col(text, span.start)),
+        ),
+        None => (None, None),
+    };
+    ConfigError {
+        file: file.to_owned(),
+        field,
+        reason: format!("{what}{message}"),
+        location,
+    }
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+    (line, column)
+}
+
+/// A key or array element of the document with its path and span.
+struct Node {
+    path: String,
+    span: std::ops::Range<usize>,
+    /// A table opened by a `[header]` or `[[header]]` line (its span is the
+    /// header; its keys follow on later lines).
+    section: bool,
+}
+
+fn is_bare_key(k: &str) -> bool {
+    !k.is_empty()
+        && k.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+fn join(prefix: &str, key: &str) -> String {
+    let key = if is_bare_key(key) {
+        key.to_owned()
+    } else {
+        format!("{key:?}")
+    };
+    if prefix.is_empty() {
+        key
+    } else {
+        format!("{prefix}.{key}")
+    }
+}
+
+fn is_section(text: &str, value: &Spanned<DeValue<'_>>) -> bool {
+    matches!(value.get_ref(), DeValue::Table(_))
+        && text
+            .get(value.span().start..)
+            .is_some_and(|t| t.starts_with('['))
+}
+
+fn walk_table(text: &str, table: &DeTable<'_>, prefix: &str, out: &mut Vec<Node>) {
+    for (key, value) in table.iter() {
+        let path = join(prefix, key.get_ref());
+        let (ks, vs) = (key.span(), value.span());
+        let section = is_section(text, value);
+        let span = if section {
+            vs
+        } else {
+            ks.start.min(vs.start)..ks.end.max(vs.end)
+        };
+        out.push(Node {
+            path: path.clone(),
+            span,
+            section,
+        });
+        walk_value(text, value, &path, out);
+    }
+}
+
+fn walk_value(text: &str, value: &Spanned<DeValue<'_>>, path: &str, out: &mut Vec<Node>) {
+    match value.get_ref() {
+        DeValue::Table(t) => walk_table(text, t, path, out),
+        DeValue::Array(a) => {
+            for (i, e) in a.iter().enumerate() {
+                let p = format!("{path}[{i}]");
+                out.push(Node {
+                    path: p.clone(),
+                    span: e.span(),
+                    section: is_section(text, e),
+                });
+                walk_value(text, e, &p, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Every key and element of the document (as far as it parses).
+fn nodes(text: &str) -> Vec<Node> {
+    let (root, _errors) = DeTable::parse_recoverable(text);
+    let mut out = Vec::new();
+    walk_table(text, root.get_ref(), "", &mut out);
+    out
+}
+
+/// The path of the field at byte `offset`: the innermost key or element
+/// whose span holds it, else a key earlier on the same line, else the
+/// `[section]` it falls in.
+fn locate_offset(text: &str, offset: usize) -> Option<String> {
+    let nodes = nodes(text);
+    let containing = nodes
+        .iter()
+        .filter(|n| n.span.start <= offset && offset < n.span.end)
+        .min_by_key(|n| (n.span.len(), std::cmp::Reverse(n.path.len())));
+    if let Some(n) = containing {
+        return Some(n.path.clone());
+    }
+    let same_line = |n: &&Node| {
+        !n.section
+            && n.span.start <= offset
+            && text
+                .get(n.span.start..offset)
+                .is_some_and(|s| !s.contains('\n'))
+    };
+    if let Some(n) = nodes.iter().filter(same_line).max_by_key(|n| n.span.start) {
+        return Some(n.path.clone());
+    }
+    let section = nodes
+        .iter()
+        .filter(|n| n.section && n.span.start <= offset)
+        .max_by_key(|n| n.span.start)
+        .map(|n| n.path.as_str());
+    // A line `key = ...` that did not make it into the tree (a duplicate
+    // key, a syntax error after the key).
+    match (section, key_of_line(text, offset)) {
+        (Some(s), Some(k)) => Some(format!("{s}.{k}")),
+        (None, Some(k)) => Some(k.to_owned()),
+        (s, None) => s.map(str::to_owned),
+    }
+}
+
+/// The dotted bare key that starts the line holding `offset`, if the line
+/// is `key = ...` and `offset` is not before the key.
+fn key_of_line(text: &str, offset: usize) -> Option<&str> {
+    let offset = (0..=offset.min(text.len()))
+        .rev()
+        .find(|&o| text.is_char_boundary(o))?;
+    let start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let line = &text[start..];
+    let line = &line[..line.find('\n').unwrap_or(line.len())];
+    let indent = line.len() - line.trim_start().len();
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim();
+    let is_key = !key.is_empty() && key.split('.').all(|part| is_bare_key(part.trim()));
+    (is_key && offset >= start + indent).then_some(key)
+}
+
+/// Line and column of the field at `path`, or of its nearest parent.
+fn locate_field(text: &str, path: &str) -> Option<(usize, usize)> {
+    let nodes = nodes(text);
+    let mut path = path;
+    loop {
+        if let Some(n) = nodes.iter().find(|n| n.path == path) {
+            return Some(line_col(text, n.span.start));
+        }
+        let cut = path.rfind(['.', '['])?;
+        path = &path[..cut];
+    }
+}

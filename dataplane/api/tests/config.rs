@@ -1,0 +1,537 @@
+//! The static config: the example parses, and each broken config yields an
+//! error naming the file, the field and what is wrong.
+
+use std::path::Path;
+
+use xdpsec_api::config::{Role, XdpMode, DEFAULT_API_SOCKET};
+use xdpsec_api::{sample_config, Direction, PolicyAction, StaticConfig};
+
+const FILE: &str = "/etc/xdpsec.toml";
+
+const BASE: &str = r#"
+[dataplane]
+api_socket = "/run/xdpsec/api.sock"
+workers = 2
+cpus = [2, 3]
+
+[[interface]]
+name = "lan0"
+role = "inside"
+
+[[interface]]
+name = "wan0"
+role = "outside"
+queues = 4
+
+[[sa]]
+spi = 0x1001
+direction = "out"
+key = "000102030405060708090a0b0c0d0e0f10111213"
+tunnel_local = "198.18.0.1"
+tunnel_remote = "198.18.0.2"
+selectors = [{ local = "10.1.0.0/24", remote = "10.2.0.0/24" }]
+
+[[sa]]
+spi = 0x2001
+direction = "in"
+key = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1fdeadbeef"
+replay_window = 1024
+tunnel_local = "198.18.0.1"
+tunnel_remote = "198.18.0.2"
+selectors = [
+    { local = "10.1.0.0/24", remote = "10.2.0.0/24", protocol = "udp", remote_ports = "1000-2000" },
+]
+
+[sa.lifetime]
+soft_bytes = 1000
+hard_bytes = 2000
+
+[[policy]]
+local = "10.1.0.0/24"
+remote = "10.2.0.0/24"
+direction = "out"
+action = "protect"
+spi = 0x1001
+"#;
+
+#[test]
+fn base_config_parses() {
+    let cfg = StaticConfig::parse(BASE, FILE).unwrap();
+    assert_eq!(cfg.dataplane.worker_count(), 2);
+    assert_eq!(cfg.interfaces[1].queues, 4);
+    assert_eq!(cfg.interfaces[0].queues, 1, "default queues");
+    assert_eq!(cfg.sas.len(), 2);
+    assert_eq!(cfg.sas[0].replay_window, 1024, "default window");
+    assert_eq!(cfg.sas[1].key.bits(), 256);
+    assert_eq!(cfg.sas[1].lifetime.hard_bytes, Some(2000));
+    assert_eq!(
+        cfg.sas[1].selectors[0]
+            .remote_ports
+            .map(|p| (p.start(), p.end())),
+        Some((1000, 2000))
+    );
+    assert_eq!(cfg.policies[0].spi, Some(0x1001));
+}
+
+#[test]
+fn sample_config_parses() {
+    let on_disk = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/static-tunnel.toml"),
+    )
+    .unwrap();
+    assert_eq!(sample_config(), on_disk);
+    let cfg = StaticConfig::parse(sample_config(), "static-tunnel.toml").unwrap();
+    assert_eq!(cfg.dataplane.api_socket, Path::new(DEFAULT_API_SOCKET));
+    assert_eq!(cfg.dataplane.worker_count(), 2);
+    assert_eq!(cfg.dataplane.xdp_mode, XdpMode::Native);
+    let roles: Vec<Role> = cfg.interfaces.iter().map(|i| i.role).collect();
+    assert_eq!(roles, vec![Role::Inside, Role::Outside]);
+    assert_eq!(cfg.sas.len(), 2);
+    let out = &cfg.sas[0];
+    assert_eq!((out.spi, out.direction), (0x1001, Direction::Out));
+    assert_eq!(out.key.bits(), 256);
+    assert!(out.esn);
+    assert_eq!(out.selectors.len(), 2);
+    let inb = &cfg.sas[1];
+    assert_eq!((inb.spi, inb.direction), (0x2001, Direction::In));
+    assert_eq!(inb.key.bits(), 128);
+    assert_eq!(inb.replay_window, 2048);
+    assert_eq!(inb.lifetime.hard_packets, Some(1_000_000_000));
+    assert_eq!(cfg.policies.len(), 4);
+    assert_eq!(cfg.policies[3].action, PolicyAction::Drop);
+    // And the whole file is also valid as API input.
+    let json = serde_json::to_string(&cfg).unwrap();
+    let back: StaticConfig = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, cfg);
+}
+
+#[test]
+fn minimal_one_armed_config_uses_defaults() {
+    let cfg =
+        StaticConfig::parse("[[interface]]\nname = \"eth0\"\nrole = \"both\"\n", FILE).unwrap();
+    assert_eq!(cfg.dataplane.api_socket, Path::new(DEFAULT_API_SOCKET));
+    assert_eq!(cfg.dataplane.worker_count(), 1);
+    assert!(!cfg.dataplane.busy_poll);
+    assert!(cfg.sas.is_empty() && cfg.policies.is_empty());
+}
+
+struct Case {
+    name: &'static str,
+    /// Replace the first `from` of BASE by `to`.
+    from: &'static str,
+    to: &'static str,
+    field: &'static str,
+    reason: &'static str,
+    /// The error's line is the line where `to` starts.
+    at_change: bool,
+}
+
+const CASES: &[Case] = &[
+    Case {
+        name: "bad hex",
+        from: "1e1fdeadbeef",
+        to: "1e1fdeadbeeg",
+        field: "sa[1].key",
+        reason: "invalid hex digit at position 71",
+        at_change: true,
+    },
+    Case {
+        name: "wrong key length",
+        from: "1a1b1c1d1e1fdeadbeef\"",
+        to: "\"",
+        field: "sa[1].key",
+        reason: "expected 40 or 72 hex characters (AES-GCM-128/256 key + 4-byte salt), got 52",
+        at_change: false,
+    },
+    Case {
+        name: "key with odd length",
+        from: "0e0f10111213\"",
+        to: "0e0f101112\"",
+        field: "sa[0].key",
+        reason: "expected 40 or 72 hex characters (AES-GCM-128/256 key + 4-byte salt), got 38",
+        at_change: false,
+    },
+    Case {
+        name: "SPI 0",
+        from: "spi = 0x1001\ndirection",
+        to: "spi = 0\ndirection",
+        field: "sa[0].spi",
+        reason: "SPI 0 is not allowed",
+        at_change: true,
+    },
+    Case {
+        name: "SPI 200",
+        from: "spi = 0x2001",
+        to: "spi = 200",
+        field: "sa[1].spi",
+        reason: "SPI 200 is in the range 1-255 that RFC 4303 reserves",
+        at_change: true,
+    },
+    Case {
+        name: "duplicate SPI",
+        from: "spi = 0x2001\ndirection = \"in\"",
+        to: "spi = 0x1001\ndirection = \"out\"",
+        field: "sa[1].spi",
+        reason: "already used by sa[0]",
+        at_change: true,
+    },
+    Case {
+        name: "window 16",
+        from: "replay_window = 1024",
+        to: "replay_window = 16",
+        field: "sa[1].replay_window",
+        reason: "16 is outside 32..=8192",
+        at_change: true,
+    },
+    Case {
+        name: "window 10000",
+        from: "replay_window = 1024",
+        to: "replay_window = 10000",
+        field: "sa[1].replay_window",
+        reason: "10000 is outside 32..=8192",
+        at_change: true,
+    },
+    Case {
+        name: "soft > hard",
+        from: "soft_bytes = 1000",
+        to: "soft_bytes = 3000",
+        field: "sa[1].lifetime.soft_bytes",
+        reason: "soft limit 3000 exceeds hard_bytes 2000",
+        at_change: true,
+    },
+    Case {
+        name: "unknown field in sa",
+        from: "replay_window = 1024\n",
+        to: "colour = \"blue\"\n",
+        field: "sa[1].colour",
+        reason: "unknown field `colour`",
+        at_change: true,
+    },
+    Case {
+        name: "unknown field in dataplane",
+        from: "workers = 2",
+        to: "wrokers = 2",
+        field: "dataplane.wrokers",
+        reason: "unknown field `wrokers`",
+        at_change: true,
+    },
+    Case {
+        name: "unknown table",
+        from: "[[policy]]",
+        to: "[[polcy]]",
+        field: "polcy[0]",
+        reason: "unknown field `polcy`",
+        at_change: true,
+    },
+    Case {
+        name: "bad prefix",
+        from: "selectors = [{ local = \"10.1.0.0/24\"",
+        to: "selectors = [{ local = \"10.1.0.0/33\"",
+        field: "sa[0].selectors[0].local",
+        reason: "prefix length 33 exceeds 32 for IPv4",
+        at_change: true,
+    },
+    Case {
+        name: "prefix with host bits",
+        from: "remote = \"10.2.0.0/24\"\ndirection",
+        to: "remote = \"10.2.0.9/24\"\ndirection",
+        field: "policy[0].remote",
+        reason: "did you mean 10.2.0.0/24",
+        at_change: true,
+    },
+    Case {
+        name: "policy naming a missing SA",
+        from: "action = \"protect\"\nspi = 0x1001",
+        to: "action = \"protect\"\nspi = 0x1002",
+        field: "policy[0].spi",
+        reason: "no [[sa]] has spi = 0x1002 (4098) and direction = \"out\"",
+        at_change: true,
+    },
+    Case {
+        name: "policy naming an SA of the other direction",
+        from: "direction = \"out\"\naction",
+        to: "direction = \"in\"\naction",
+        field: "policy[0].spi",
+        reason: "no [[sa]] has spi = 0x1001 (4097) and direction = \"in\"",
+        at_change: false,
+    },
+    Case {
+        name: "policy outside the SA's selectors",
+        from: "remote = \"10.2.0.0/24\"\ndirection",
+        to: "remote = \"10.3.0.0/24\"\ndirection",
+        field: "policy[0]",
+        reason: "not inside the traffic selectors of sa[0]",
+        at_change: false,
+    },
+    Case {
+        name: "protect without spi",
+        from: "action = \"protect\"\nspi = 0x1001\n",
+        to: "action = \"protect\"\n",
+        field: "policy[0].spi",
+        reason: "action \"protect\" needs the SPI",
+        at_change: false,
+    },
+    Case {
+        name: "no outside interface",
+        from: "role = \"outside\"",
+        to: "role = \"inside\"",
+        field: "interface",
+        reason: "no interface has role = \"outside\"",
+        at_change: false,
+    },
+    Case {
+        name: "duplicate interface",
+        from: "name = \"wan0\"",
+        to: "name = \"lan0\"",
+        field: "interface[1].name",
+        reason: "\"lan0\" is already listed at interface[0]",
+        at_change: true,
+    },
+    Case {
+        name: "interface name too long",
+        from: "name = \"wan0\"",
+        to: "name = \"a-very-long-interface\"",
+        field: "interface[1].name",
+        reason: "not a valid interface name",
+        at_change: true,
+    },
+    Case {
+        name: "bad role",
+        from: "role = \"outside\"",
+        to: "role = \"outdoors\"",
+        field: "interface[1].role",
+        reason: "unknown variant `outdoors`",
+        at_change: true,
+    },
+    Case {
+        name: "workers and cpus disagree",
+        from: "workers = 2",
+        to: "workers = 3",
+        field: "dataplane.workers",
+        reason: "3 workers but cpus lists 2 CPUs",
+        at_change: true,
+    },
+    Case {
+        name: "relative socket path",
+        from: "\"/run/xdpsec/api.sock\"",
+        to: "\"api.sock\"",
+        field: "dataplane.api_socket",
+        reason: "not an absolute path",
+        at_change: true,
+    },
+    Case {
+        name: "bad tunnel address",
+        from: "tunnel_remote = \"198.18.0.2\"",
+        to: "tunnel_remote = \"198.18.0.300\"",
+        field: "sa[0].tunnel_remote",
+        reason: "\"198.18.0.300\" is not an IPv4 or IPv6 address",
+        at_change: true,
+    },
+    Case {
+        name: "mixed address families",
+        from: "tunnel_remote = \"198.18.0.2\"",
+        to: "tunnel_remote = \"fd00::2\"",
+        field: "sa[0].tunnel_remote",
+        reason: "address family",
+        at_change: true,
+    },
+    Case {
+        name: "bad direction",
+        from: "direction = \"in\"",
+        to: "direction = \"sideways\"",
+        field: "sa[1].direction",
+        reason: "unknown variant `sideways`, expected `in` or `out`",
+        at_change: true,
+    },
+    Case {
+        name: "SPI of the wrong type",
+        from: "spi = 0x2001",
+        to: "spi = \"0x2001\"",
+        field: "sa[1].spi",
+        reason: "invalid type: string \"0x2001\", expected u32",
+        at_change: true,
+    },
+    Case {
+        name: "negative SPI",
+        from: "spi = 0x2001",
+        to: "spi = -5",
+        field: "sa[1].spi",
+        reason: "expected u32",
+        at_change: true,
+    },
+    Case {
+        name: "missing key",
+        from: "key = \"000102030405060708090a0b0c0d0e0f10111213\"\n",
+        to: "",
+        field: "sa[0]",
+        reason: "missing field `key`",
+        at_change: false,
+    },
+    Case {
+        name: "bad port range",
+        from: "remote_ports = \"1000-2000\"",
+        to: "remote_ports = \"2000-1000\"",
+        field: "sa[1].selectors[0].remote_ports",
+        reason: "start is greater than end",
+        at_change: true,
+    },
+    Case {
+        name: "ports without protocol",
+        from: "protocol = \"udp\", ",
+        to: "",
+        field: "sa[1].selectors[0].remote_ports",
+        reason: "ports need a protocol",
+        at_change: false,
+    },
+    Case {
+        name: "TOML syntax error",
+        from: "tunnel_local = \"198.18.0.1\"\ntunnel_remote = \"198.18.0.2\"\nselectors = [{",
+        to: "tunnel_local = \"198.18.0.1\" 5\ntunnel_remote = \"198.18.0.2\"\nselectors = [{",
+        field: "sa[0].tunnel_local",
+        reason: "TOML syntax error",
+        at_change: true,
+    },
+    Case {
+        name: "duplicate key",
+        from: "replay_window = 1024\n",
+        to: "replay_window = 1024\nreplay_window = 64\n",
+        field: "sa[1].replay_window",
+        reason: "TOML syntax error: duplicate key",
+        at_change: false,
+    },
+];
+
+/// The 1-based number of the line that starts after `before`.
+fn line_of(before: &str) -> usize {
+    before.matches('\n').count() + 1
+}
+
+#[test]
+fn broken_configs_name_file_field_and_reason() {
+    assert!(CASES.len() >= 12);
+    let mut failures = Vec::new();
+    for case in CASES {
+        assert!(
+            BASE.contains(case.from),
+            "{}: {:?} not in BASE",
+            case.name,
+            case.from
+        );
+        let text = BASE.replacen(case.from, case.to, 1);
+        let err = match StaticConfig::parse(&text, FILE) {
+            Ok(_) => {
+                failures.push(format!("{}: accepted", case.name));
+                continue;
+            }
+            Err(e) => e,
+        };
+        let msg = err.to_string();
+        let expected_start = format!("config {FILE}: {}: ", case.field);
+        if !msg.starts_with(&expected_start) || !msg.contains(case.reason) {
+            failures.push(format!(
+                "{}:\n   got      {msg}\n   expected {expected_start}...{}...",
+                case.name, case.reason
+            ));
+            continue;
+        }
+        assert_eq!(err.field.as_deref(), Some(case.field), "{}", case.name);
+        if !msg.contains("(line ") {
+            failures.push(format!("{}: no line in {msg}", case.name));
+        }
+        if case.at_change && !case.to.is_empty() {
+            // The first line of `to` that differs from `from`.
+            let at = BASE.find(case.from).unwrap();
+            let skip = case
+                .to
+                .lines()
+                .zip(case.from.lines())
+                .take_while(|(t, f)| t == f)
+                .count();
+            let line = line_of(&text[..at]) + skip;
+            if err.location.map(|l| l.0) != Some(line) {
+                failures.push(format!("{}: expected line {line}: {msg}", case.name));
+            }
+        }
+        assert!(
+            !msg.contains("000102030405"),
+            "{}: error shows key: {msg}",
+            case.name
+        );
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+#[test]
+fn the_brief_example_message() {
+    let text = BASE.replacen("1e1fdeadbeef\"", "\"", 1).replacen(
+        "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d\"",
+        "000102030405060708090a0b0c0d0e0f101112\"",
+        1,
+    );
+    let msg = StaticConfig::parse(&text, FILE).unwrap_err().to_string();
+    assert!(
+        msg.starts_with(
+            "config /etc/xdpsec.toml: sa[1].key: expected 40 or 72 hex characters \
+             (AES-GCM-128/256 key + 4-byte salt), got 38"
+        ),
+        "{msg}"
+    );
+}
+
+#[test]
+fn load_reads_files_and_names_them() {
+    let dir = std::env::temp_dir().join(format!("xdpsec-api-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("good.toml");
+    std::fs::write(&good, BASE).unwrap();
+    assert_eq!(StaticConfig::load(&good).unwrap().sas.len(), 2);
+
+    let bad = dir.join("bad.toml");
+    std::fs::write(
+        &bad,
+        BASE.replacen("replay_window = 1024", "replay_window = 16", 1),
+    )
+    .unwrap();
+    let msg = StaticConfig::load(&bad).unwrap_err().to_string();
+    assert!(
+        msg.starts_with(&format!("config {}: sa[1].replay_window: ", bad.display())),
+        "{msg}"
+    );
+
+    let binary = dir.join("binary.toml");
+    std::fs::write(&binary, b"\xff\xfe\x00").unwrap();
+    let msg = StaticConfig::load(&binary).unwrap_err().to_string();
+    assert!(
+        msg.contains("binary.toml") && msg.contains("UTF-8"),
+        "{msg}"
+    );
+
+    let missing = dir.join("missing.toml");
+    let msg = StaticConfig::load(&missing).unwrap_err().to_string();
+    assert!(
+        msg.contains("missing.toml") && msg.contains("cannot open"),
+        "{msg}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn garbage_never_panics() {
+    // Truncations and byte flips of a valid file: always Ok or a clean error.
+    let sample = sample_config();
+    for cut in (0..sample.len()).step_by(7) {
+        if sample.is_char_boundary(cut) {
+            let _ = StaticConfig::parse(&sample[..cut], FILE).map_err(|e| e.to_string());
+        }
+    }
+    for (i, _) in sample.char_indices().step_by(13) {
+        for junk in ["\"", "[", "]", "=", "\n", "{", "#", "é"] {
+            let mut text = sample.to_owned();
+            let end = text[i..].chars().next().map_or(i, |c| i + c.len_utf8());
+            text.replace_range(i..end, junk);
+            if let Err(e) = StaticConfig::parse(&text, FILE) {
+                assert!(e.to_string().starts_with("config /etc/xdpsec.toml: "));
+            }
+        }
+    }
+}
