@@ -3,4 +3,13 @@
 //! backends and the loader of the XDP steering program.
 #![deny(unsafe_code)]
 
+// AF_XDP sockets: the only module allowed unsafe code (each block has a SAFETY comment).
+#[allow(unsafe_code)]
+pub mod afxdp;
 pub mod crypto;
+pub mod esp;
+pub mod replay;
+pub mod sa;
+pub mod selector;
+pub mod steer;
+pub mod wire;

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 /// Debian packages the build, tests, demo and benchmarks call, keyed by the
 /// file that proves the package is present.
 const DEBIAN_PACKAGES: &[(&str, &str)] = &[
-    ("/usr/sbin/bpftool", "bpftool"),
+    ("/usr/sbin/ethtool", "ethtool"),
     ("/usr/bin/tshark", "tshark"),
     ("/usr/bin/tcpdump", "tcpdump"),
     ("/usr/bin/iperf3", "iperf3"),
