@@ -8,6 +8,7 @@
 pub mod afxdp;
 pub mod crypto;
 pub mod esp;
+pub mod nexthop;
 pub mod replay;
 pub mod sa;
 pub mod selector;
