@@ -76,7 +76,9 @@ pub fn esp() -> Result<()> {
         machine: Machine::describe(),
         results: rows,
     };
-    let out = workspace_root().join("perf-results/esp-core.json");
+    let dir = workspace_root().join("perf-results");
+    std::fs::create_dir_all(&dir)?;
+    let out = dir.join("esp-core.json");
     std::fs::write(&out, serde_json::to_string_pretty(&report)? + "\n")?;
     println!("wrote {}", out.display());
     Ok(())
