@@ -6,11 +6,17 @@
 // AF_XDP sockets: the only module allowed unsafe code (each block has a SAFETY comment).
 #[allow(unsafe_code)]
 pub mod afxdp;
+pub mod api_server;
 pub mod crypto;
+pub mod daemon;
 pub mod esp;
 pub mod nexthop;
+pub mod pipeline;
 pub mod replay;
 pub mod sa;
 pub mod selector;
+pub mod stats;
 pub mod steer;
+pub mod tables;
 pub mod wire;
+pub mod worker;

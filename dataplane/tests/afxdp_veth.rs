@@ -7,11 +7,14 @@
 //! queue, zero-copy on veth and a foreign UMEM, frame headroom arithmetic,
 //! and an idle wait in poll().
 //!
-//! RX (an XDP program redirecting into an XSKMAP, then frames from the peer
-//! read off the RX ring) waits for the `steer` program to redirect; today it
-//! only classifies and passes.
+//! RX: the `steer` XDP program, attached natively to one end with role
+//! outside and a local address, redirects ESP-in-UDP datagrams that a plain
+//! UDP socket in the peer namespace sends into an XSK bound on queue 0,
+//! where they are read off the RX ring byte for byte; IKE datagrams (the
+//! zero non-ESP marker on 4500, and port 500) still reach ordinary UDP
+//! sockets in the XDP namespace (XDP_PASS).
 
-use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,6 +22,7 @@ use xdpsec_dataplane::afxdp::{
     ifindex, BindMode, FrameBatch, NoRoom, PollSet, SocketConfig, Umem, UmemConfig, XskError,
     XskSocket, MIN_HEADROOM, XDP_PACKET_HEADROOM,
 };
+use xdpsec_dataplane::steer::{AttachMode, Role, Steer, Verdict};
 use xdpsec_dataplane::wire::checksum;
 use xdpsec_testbed::{LinkInfo, Netns, Testbed};
 
@@ -551,4 +555,230 @@ fn an_idle_worker_sleeps_in_poll() {
     // Also with traffic on the wire, which the kernel keeps (XDP_PASS path).
     p.b.ping("198.18.2.1".parse().unwrap(), 1).unwrap();
     assert_eq!(sock.recv(&mut umem, &mut batch).unwrap(), 0);
+}
+
+/// ESP-in-UDP payload number `seq`: a non-zero SPI, the sequence number and
+/// some ciphertext-like bytes of a length that varies with `seq`.
+fn esp_payload(seq: u32) -> Vec<u8> {
+    let mut p = Vec::from((0x1000 + seq).to_be_bytes());
+    p.extend_from_slice(&(seq + 1).to_be_bytes());
+    p.extend((0..(16 + (seq as usize * 37) % 300)).map(|i| (i as u8) ^ (seq as u8)));
+    p
+}
+
+/// Checks the Ethernet, IP and UDP headers of a frame received on the XSK
+/// and returns its UDP payload. The IPv4 header checksum is verified; the
+/// UDP checksum is not (veth may hand over checksum-offloaded frames).
+fn udp_payload_of(frame: &[u8], p: &Pair, src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
+    assert_eq!(frame[0..6], p.a0.mac, "destination MAC");
+    assert_eq!(frame[6..12], p.b0.mac, "source MAC");
+    let l4 = match (src.ip(), dst.ip()) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            assert_eq!(frame[12..14], [0x08, 0x00], "ethertype");
+            let ip = &frame[14..34];
+            assert_eq!(ip[0], 0x45, "IPv4 without options");
+            assert_eq!(
+                usize::from(u16::from_be_bytes([ip[2], ip[3]])),
+                frame.len() - 14
+            );
+            assert_eq!(ip[9], 17, "UDP");
+            assert_eq!(ip[12..16], s.octets());
+            assert_eq!(ip[16..20], d.octets());
+            assert_eq!(checksum::data(ip), 0xffff, "IPv4 header checksum");
+            34
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            assert_eq!(frame[12..14], [0x86, 0xdd], "ethertype");
+            let ip = &frame[14..54];
+            assert_eq!(ip[0] >> 4, 6);
+            assert_eq!(
+                usize::from(u16::from_be_bytes([ip[4], ip[5]])),
+                frame.len() - 54
+            );
+            assert_eq!(ip[6], 17, "UDP");
+            assert_eq!(ip[8..24], s.octets());
+            assert_eq!(ip[24..40], d.octets());
+            54
+        }
+        _ => unreachable!("one family"),
+    };
+    let udp = &frame[l4..];
+    assert_eq!(u16::from_be_bytes([udp[0], udp[1]]), src.port());
+    assert_eq!(u16::from_be_bytes([udp[2], udp[3]]), dst.port());
+    assert_eq!(usize::from(u16::from_be_bytes([udp[4], udp[5]])), udp.len());
+    udp[8..].to_vec()
+}
+
+/// Reads frames off `sock` until `n` have arrived or `limit` has passed;
+/// their bytes, in arrival order. Every frame goes back to the UMEM.
+fn receive_frames(
+    sock: &mut XskSocket,
+    umem: &mut Umem,
+    n: usize,
+    limit: Duration,
+) -> Vec<Vec<u8>> {
+    let mut set = PollSet::new();
+    set.add(sock);
+    let mut batch = FrameBatch::new();
+    let mut got = Vec::new();
+    let deadline = Instant::now() + limit;
+    while got.len() < n && Instant::now() < deadline {
+        if sock.recv(umem, &mut batch).unwrap() == 0 {
+            set.wait(50).unwrap();
+            continue;
+        }
+        for frame in batch.drain() {
+            got.push(umem.data(&frame).to_vec());
+            umem.free(frame);
+        }
+    }
+    got
+}
+
+#[test]
+fn steer_redirects_esp_in_udp_to_the_xsk_and_passes_ike() {
+    let p = pair();
+    let a_v6: Ipv6Addr = "fd00:18:2::1".parse().unwrap();
+    let b_v6: Ipv6Addr = "fd00:18:2::2".parse().unwrap();
+    p.a.add_addr("a0", a_v6.into(), 64).unwrap();
+    p.b.add_addr("b0", b_v6.into(), 64).unwrap();
+    let a_v4 = Ipv4Addr::new(198, 18, 2, 1);
+    let b_v4 = Ipv4Addr::new(198, 18, 2, 2);
+
+    // In `a`: the IKE daemon's sockets, and the data plane's XSK on a0/0.
+    let bind_in_a = |addr: SocketAddr| {
+        let s = p.a.run_in(|| UdpSocket::bind(addr)).unwrap().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s
+    };
+    let ike4500 = bind_in_a(SocketAddr::new(a_v4.into(), 4500));
+    let ike500 = bind_in_a(SocketAddr::new(a_v4.into(), 500));
+    let (mut umem, mut xsk) =
+        p.a.run_in(|| {
+            let mut umem = Umem::new(UmemConfig {
+                frame_count: 256,
+                fill_size: 128,
+                comp_size: 64,
+                ..UmemConfig::default()
+            })
+            .expect("UMEM");
+            let sock = XskSocket::bind(
+                &mut umem,
+                ifindex("a0").expect("a0 exists in a"),
+                0,
+                &SocketConfig {
+                    rx_size: 128,
+                    tx_size: 64,
+                    fill_target: 128,
+                    ..SocketConfig::default()
+                },
+            )
+            .expect("bind to a0 queue 0");
+            (umem, sock)
+        })
+        .unwrap();
+
+    // The steering program on a0: outside, slot 0, a0's addresses local.
+    let mut steer = Steer::load().unwrap_or_else(|e| panic!("{e} (needs root)"));
+    steer.set_interface(p.a0.ifindex, Role::Outside, 0).unwrap();
+    steer.add_local_address(a_v4.into()).unwrap();
+    steer.add_local_address(a_v6.into()).unwrap();
+    steer.register_xsk(0, 0, &xsk).unwrap();
+    {
+        let _in_a = p.a.enter().unwrap();
+        steer
+            .attach("a0", AttachMode::Native)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    // From `b`: ESP-in-UDP over IPv4 and IPv6, then IKE, from ordinary UDP
+    // sockets (neighbour resolution of a0 passes through the program too).
+    let tx4 =
+        p.b.run_in(|| UdpSocket::bind(SocketAddr::new(b_v4.into(), SRC_PORT)))
+            .unwrap()
+            .unwrap();
+    let tx6 =
+        p.b.run_in(|| UdpSocket::bind(SocketAddr::new(b_v6.into(), SRC_PORT)))
+            .unwrap()
+            .unwrap();
+    let to4 = SocketAddr::new(a_v4.into(), 4500);
+    let to6 = SocketAddr::new(a_v6.into(), 4500);
+    const N4: u32 = 40;
+    const N6: u32 = 8;
+    let before = steer.counters().unwrap();
+    let mut sent = Vec::new();
+    for seq in 0..N4 + N6 {
+        let payload = esp_payload(seq);
+        let (sock, to) = if seq < N4 { (&tx4, to4) } else { (&tx6, to6) };
+        sock.send_to(&payload, to).unwrap();
+        sent.push((sock.local_addr().unwrap(), to, payload));
+    }
+    let ike = [&[0u8; 4][..], b"IKE_SA_INIT on 4500"].concat();
+    tx4.send_to(&ike, to4).unwrap();
+    tx4.send_to(b"IKE_SA_INIT on 500", SocketAddr::new(a_v4.into(), 500))
+        .unwrap();
+
+    // Every ESP datagram is on the XSK, in order, byte for byte.
+    let frames = receive_frames(&mut xsk, &mut umem, sent.len(), Duration::from_secs(10));
+    let counters = steer.counters().unwrap().since(&before);
+    assert_eq!(
+        frames.len(),
+        sent.len(),
+        "frames on the XSK; counters: {counters}; socket: {:?}",
+        xsk.kernel_stats()
+    );
+    for (i, (frame, (src, dst, payload))) in frames.iter().zip(&sent).enumerate() {
+        let got = udp_payload_of(frame, &p, *src, *dst);
+        assert_eq!(&got, payload, "ESP datagram {i}");
+    }
+
+    // The IKE datagrams went to the kernel and its sockets; none of the ESP
+    // datagrams did (they were sent first: any would be read first).
+    let mut buf = [0u8; 2048];
+    let (n, from) = ike4500.recv_from(&mut buf).expect("IKE on 4500 passed");
+    assert_eq!(&buf[..n], &ike[..]);
+    assert_eq!(from, SocketAddr::new(b_v4.into(), SRC_PORT));
+    let (n, _) = ike500.recv_from(&mut buf).expect("IKE on 500 passed");
+    assert_eq!(&buf[..n], b"IKE_SA_INIT on 500");
+    ike4500.set_nonblocking(true).unwrap();
+    assert!(
+        ike4500.recv_from(&mut buf).is_err(),
+        "an ESP datagram reached the IKE socket"
+    );
+
+    let counters = steer.counters().unwrap().since(&before);
+    assert_eq!(
+        counters.get(Verdict::EspInUdpRedirected),
+        u64::from(N4 + N6),
+        "{counters}"
+    );
+    assert_eq!(counters.get(Verdict::IkePass), 2, "{counters}");
+    assert_eq!(counters.get(Verdict::RedirectFailed), 0, "{counters}");
+    assert_eq!(counters.get(Verdict::NotLocalPass), 0, "{counters}");
+    let stats = xsk.stats();
+    assert_eq!(stats.rx_frames, u64::from(N4 + N6));
+    assert_eq!(stats.invalid_rx_descs, 0);
+    let kernel = xsk.kernel_stats().unwrap();
+    assert_eq!(kernel.rx_dropped, 0, "{kernel:?}");
+    assert_eq!(kernel.rx_ring_full, 0, "{kernel:?}");
+
+    // Without the socket the same datagram goes to the kernel: the IKE
+    // socket on 4500 gets it, and the program counts a failed redirect.
+    steer.unregister_xsk(0, 0).unwrap();
+    ike4500.set_nonblocking(false).unwrap();
+    let before = steer.counters().unwrap();
+    tx4.send_to(&sent[0].2, to4).unwrap();
+    let (n, _) = ike4500
+        .recv_from(&mut buf)
+        .expect("ESP passed to the kernel once no XSK is registered");
+    assert_eq!(&buf[..n], &sent[0].2[..]);
+    let counters = steer.counters().unwrap().since(&before);
+    assert_eq!(counters.get(Verdict::RedirectFailed), 1, "{counters}");
+    assert!(
+        receive_frames(&mut xsk, &mut umem, 1, Duration::from_millis(200)).is_empty(),
+        "a frame reached the unregistered XSK"
+    );
+
+    drop(steer);
+    drop(p.tb);
 }

@@ -14,6 +14,9 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("/usr/bin/tcpdump", "tcpdump"),
     ("/usr/bin/iperf3", "iperf3"),
     ("/usr/sbin/ip", "iproute2"),
+    // iputils' ping reports duplicate replies (DUP!); the tunnel tests and
+    // the demo use it.
+    ("/usr/bin/ping", "iputils-ping"),
 ];
 
 pub fn ensure_all() -> Result<()> {

@@ -6,6 +6,7 @@ use zeroize::Zeroizing;
 
 #[cfg(feature = "aws-lc")]
 mod aws_lc;
+mod null;
 #[cfg(feature = "rustcrypto")]
 mod rustcrypto;
 
@@ -33,6 +34,11 @@ pub enum Backend {
     AwsLc,
     /// RustCrypto `aes-gcm` (pure Rust); the `rustcrypto` cargo feature.
     RustCrypto,
+    /// No encryption and no authentication: the same pipeline without the
+    /// cipher, to measure the I/O ceiling. A benchmark switch of the data
+    /// plane's command line, never in [`Backend::available`], never
+    /// negotiated.
+    NullBenchmarkOnly,
 }
 
 impl Backend {
@@ -50,6 +56,7 @@ impl Backend {
         match self {
             Backend::AwsLc => "aws-lc-rs",
             Backend::RustCrypto => "rustcrypto",
+            Backend::NullBenchmarkOnly => "null-benchmark-only",
         }
     }
 }
@@ -97,6 +104,7 @@ pub fn new_aead(backend: Backend, key: &[u8]) -> Result<Box<dyn Aead>, CryptoErr
         Backend::AwsLc => Ok(Box::new(aws_lc::AwsLcAesGcm::new(key)?)),
         #[cfg(feature = "rustcrypto")]
         Backend::RustCrypto => Ok(Box::new(rustcrypto::RustCryptoAesGcm::new(key)?)),
+        Backend::NullBenchmarkOnly => Ok(Box::new(null::NullCipher::new(key))),
         #[allow(unreachable_patterns)]
         other => Err(CryptoError::BackendUnavailable(other)),
     }

@@ -27,10 +27,11 @@
 mod ns;
 mod ping;
 mod topology;
+pub mod tunnel;
 
 pub use ns::{format_mac, ChildOutput, LinkInfo, LinkStats, Netns, NsChild, NsGuard};
 pub use ping::PingReport;
-pub use topology::{Gateway, Host, Iface, StandardTopology};
+pub use topology::{Gateway, Host, Iface, StandardTopology, TopologyOptions, UnderlayTap};
 
 use std::ffi::OsStr;
 use std::process::{Child, Command, Stdio};
@@ -235,20 +236,38 @@ impl Testbed {
         b: &Netns,
         b_if: &str,
     ) -> Result<(LinkInfo, LinkInfo)> {
+        self.add_veth_with_queues(a, a_if, b, b_if, 1)
+    }
+
+    /// Like [`Testbed::add_veth`], with `queues` RX and TX queues on each
+    /// end (`numrxqueues`/`numtxqueues`; one AF_XDP socket can bind each).
+    pub fn add_veth_with_queues(
+        &self,
+        a: &Netns,
+        a_if: &str,
+        b: &Netns,
+        b_if: &str,
+        queues: u32,
+    ) -> Result<(LinkInfo, LinkInfo)> {
         check_ifname(a_if)?;
         check_ifname(b_if)?;
-        a.ip([
-            "link",
-            "add",
-            a_if,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            b_if,
-            "netns",
-            b.name(),
-        ])?;
+        if queues == 0 {
+            return Err(Error::InvalidName(
+                format!("{a_if} with 0 queues"),
+                "a veth needs at least one queue",
+            ));
+        }
+        let q = queues.to_string();
+        let mut args = vec!["link", "add", a_if];
+        if queues > 1 {
+            args.extend(["numtxqueues", &q, "numrxqueues", &q]);
+        }
+        args.extend(["type", "veth", "peer", "name", b_if]);
+        if queues > 1 {
+            args.extend(["numtxqueues", &q, "numrxqueues", &q]);
+        }
+        args.extend(["netns", b.name()]);
+        a.ip(&args)?;
         // Both namespaces forward and have DAD off already; the new ends
         // inherit "default" sysctls, but set rp_filter per device to be sure.
         a.sysctl(&[(&format!("net.ipv4.conf.{a_if}.rp_filter"), "0")])?;
@@ -262,7 +281,13 @@ impl Testbed {
     /// host A - gateway A - underlay - gateway B - host B. See
     /// [`StandardTopology`].
     pub fn standard_topology(&self) -> Result<StandardTopology> {
-        topology::build(self)
+        topology::build(self, &TopologyOptions::default())
+    }
+
+    /// The standard topology with more queues per veth and/or a capture
+    /// point in the underlay; see [`TopologyOptions`].
+    pub fn standard_topology_with(&self, options: &TopologyOptions) -> Result<StandardTopology> {
+        topology::build(self, options)
     }
 
     /// Ends every process still running through this test bed (SIGKILL by

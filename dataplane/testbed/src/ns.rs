@@ -144,6 +144,49 @@ impl Netns {
         })
     }
 
+    /// Like [`Netns::spawn`], but the process writes its stdout and stderr
+    /// to the file at `log` (created, or appended to) instead of to memory,
+    /// so the log outlives the process and can be read while it runs.
+    pub fn spawn_logged<I, S>(&self, argv: I, log: &std::path::Path) -> Result<NsChild>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let argv = self.exec_argv(argv);
+        let cmd = command_line("ip", argv.iter());
+        let sys = |source| Error::Sys {
+            op: format!("open log file {}", log.display()),
+            source,
+        };
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .map_err(sys)?;
+        let err = out.try_clone().map_err(sys)?;
+        let child = Command::new("ip")
+            .args(&argv)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err))
+            .spawn()
+            .map_err(|source| Error::Spawn {
+                cmd: cmd.clone(),
+                source,
+            })?;
+        let pid = child.id();
+        let id = self.shared.register_child(child);
+        Ok(NsChild {
+            id,
+            pid,
+            cmd,
+            shared: self.shared.clone(),
+            stdout: Arc::new(Mutex::new(Vec::new())),
+            stderr: Arc::new(Mutex::new(Vec::new())),
+            readers: Vec::new(),
+        })
+    }
+
     /// Sets sysctls inside the namespace (`sysctl -q -w key=value ...`).
     pub fn sysctl(&self, settings: &[(&str, &str)]) -> Result<()> {
         let mut argv = vec!["sysctl".to_string(), "-q".into(), "-w".into()];
@@ -290,6 +333,20 @@ impl Netns {
     }
 }
 
+impl Netns {
+    /// Like [`Netns::ping`], but reports lost replies instead of failing on
+    /// them: `count` echo requests, each waiting up to `timeout` for its
+    /// reply.
+    pub fn ping_report(
+        &self,
+        dst: IpAddr,
+        count: u16,
+        timeout: Duration,
+    ) -> Result<crate::PingReport> {
+        self.run_in(|| crate::ping::ping(dst, count, timeout))?
+    }
+}
+
 fn parse_mac(s: &str) -> Option<[u8; 6]> {
     let mut mac = [0u8; 6];
     let mut parts = s.split(':');
@@ -393,6 +450,36 @@ impl NsChild {
                 source: std::io::Error::other("already ended by the test bed"),
             }),
         }
+    }
+
+    /// Sends SIGTERM to the process (by PID) unless it has exited; the
+    /// process is not waited for (see [`NsChild::wait_timeout`]).
+    pub fn terminate(&self) -> Result<()> {
+        self.signal(nix::sys::signal::Signal::SIGTERM)
+    }
+
+    /// Sends `signal` to the process (by PID) unless it has exited and been
+    /// reaped.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) -> Result<()> {
+        // Holding the lock keeps the child from being reaped (and its PID
+        // reused) while the signal is sent.
+        let mut children = self.shared.children();
+        let Some((_, child)) = children.iter_mut().find(|(id, _)| *id == self.id) else {
+            return Ok(());
+        };
+        if let Ok(Some(_)) = child.try_wait() {
+            return Ok(());
+        }
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.pid).unwrap_or(i32::MAX));
+        nix::sys::signal::kill(pid, signal).map_err(|e| Error::Sys {
+            op: format!("send {signal} to {} (pid {})", self.cmd, self.pid),
+            source: e.into(),
+        })
+    }
+
+    /// What it printed on stderr so far.
+    pub fn stderr_so_far(&self) -> String {
+        String::from_utf8_lossy(&self.stderr.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
     }
 
     /// What it printed on stdout so far.

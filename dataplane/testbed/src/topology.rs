@@ -7,6 +7,12 @@
 //!  fd00:1::2    fd00:1::1 fd00:18::1/64  fd00:18::2  fd00:2::1    fd00:2::2
 //! ```
 //!
+//! [`TopologyOptions`] can give every veth several queues (one per data-plane
+//! worker) and can put the underlay through a bridge in a fifth namespace
+//! (`{prefix}-wire`, see [`UnderlayTap`]): the gateways' own underlay
+//! interfaces show a capture nothing that AF_XDP sends or that XDP redirects,
+//! so packets on the underlay can only be watched from in between.
+//!
 //! The hosts route everything through their gateway. The gateways know only
 //! their connected networks: the far inner network is what the VPN carries
 //! ([`StandardTopology::route_inner_in_clear`] adds plain routes for a
@@ -54,6 +60,40 @@ pub struct Gateway {
     pub wan: Iface,
 }
 
+/// How [`crate::Testbed::standard_topology_with`] builds the topology.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TopologyOptions {
+    /// RX and TX queues of every veth end (`numrxqueues`/`numtxqueues`);
+    /// 1 is the kernel's default.
+    pub queues: u32,
+    /// Put the underlay through a bridge in namespace `{prefix}-wire`, where
+    /// it can be captured ([`StandardTopology::underlay`]).
+    pub underlay_tap: bool,
+}
+
+impl Default for TopologyOptions {
+    fn default() -> Self {
+        TopologyOptions {
+            queues: 1,
+            underlay_tap: false,
+        }
+    }
+}
+
+/// The namespace in the middle of the underlay when
+/// [`TopologyOptions::underlay_tap`] is set: a bridge (`br0`, no addresses,
+/// IPv6 off so it sends nothing itself) joining a port towards each
+/// gateway. Capturing on a port sees every frame between the gateways.
+#[derive(Debug, Clone)]
+pub struct UnderlayTap {
+    /// The namespace (`{prefix}-wire`).
+    pub ns: Netns,
+    /// The bridge port whose peer is gateway A's `wan0`.
+    pub port_a: String,
+    /// The bridge port whose peer is gateway B's `wan0`.
+    pub port_b: String,
+}
+
 /// host A - gateway A - underlay - gateway B - host B, four namespaces
 /// (`{prefix}-hostA`, `-gwA`, `-gwB`, `-hostB`) joined by three veth pairs.
 #[derive(Debug, Clone)]
@@ -66,6 +106,8 @@ pub struct StandardTopology {
     pub gw_b: Gateway,
     /// Host B, on 10.2.0.0/24 and fd00:2::/64.
     pub host_b: Host,
+    /// The capture point in the underlay, if asked for.
+    pub underlay: Option<UnderlayTap>,
 }
 
 impl StandardTopology {
@@ -100,15 +142,41 @@ fn v6(s: &str) -> Ipv6Addr {
     s.parse().expect("a valid literal")
 }
 
-pub(crate) fn build(tb: &Testbed) -> Result<StandardTopology> {
+pub(crate) fn build(tb: &Testbed, options: &TopologyOptions) -> Result<StandardTopology> {
     let host_a = tb.add_netns("hostA")?;
     let gw_a = tb.add_netns("gwA")?;
     let gw_b = tb.add_netns("gwB")?;
     let host_b = tb.add_netns("hostB")?;
+    let q = options.queues;
 
-    let (ha_eth, ga_lan) = tb.add_veth(&host_a, "eth0", &gw_a, "lan0")?;
-    let (ga_wan, gb_wan) = tb.add_veth(&gw_a, "wan0", &gw_b, "wan0")?;
-    let (gb_lan, hb_eth) = tb.add_veth(&gw_b, "lan0", &host_b, "eth0")?;
+    let (ha_eth, ga_lan) = tb.add_veth_with_queues(&host_a, "eth0", &gw_a, "lan0", q)?;
+    let (ga_wan, gb_wan, underlay) = if options.underlay_tap {
+        let wire = tb.add_netns("wire")?;
+        // The bridge must not send router solicitations or MLD reports of
+        // its own into the capture.
+        wire.sysctl(&[
+            ("net.ipv6.conf.all.disable_ipv6", "1"),
+            ("net.ipv6.conf.default.disable_ipv6", "1"),
+        ])?;
+        let (port_a, port_b) = ("to_gwA", "to_gwB");
+        let (ga_wan, _) = tb.add_veth_with_queues(&gw_a, "wan0", &wire, port_a, q)?;
+        let (gb_wan, _) = tb.add_veth_with_queues(&gw_b, "wan0", &wire, port_b, q)?;
+        wire.ip(["link", "add", "br0", "type", "bridge", "stp_state", "0"])?;
+        for port in [port_a, port_b] {
+            wire.ip(["link", "set", port, "master", "br0"])?;
+        }
+        wire.ip(["link", "set", "br0", "up"])?;
+        let tap = UnderlayTap {
+            ns: wire,
+            port_a: port_a.to_string(),
+            port_b: port_b.to_string(),
+        };
+        (ga_wan, gb_wan, Some(tap))
+    } else {
+        let (ga_wan, gb_wan) = tb.add_veth_with_queues(&gw_a, "wan0", &gw_b, "wan0", q)?;
+        (ga_wan, gb_wan, None)
+    };
+    let (gb_lan, hb_eth) = tb.add_veth_with_queues(&gw_b, "lan0", &host_b, "eth0", q)?;
 
     let ha_eth = iface(
         &host_a,
@@ -171,5 +239,6 @@ pub(crate) fn build(tb: &Testbed) -> Result<StandardTopology> {
             ns: host_b,
             eth: hb_eth,
         },
+        underlay,
     })
 }

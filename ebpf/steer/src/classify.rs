@@ -1,13 +1,12 @@
-//! Frame classification: Ethernet (optionally one 802.1Q tag), then IPv4
-//! (options skipped with IHL) or IPv6 (fixed header only), then ESP, UDP-
-//! encapsulated ESP (RFC 3948) or IKE (RFC 7296).
+//! Frame parsing: Ethernet (optionally one 802.1Q tag), then IPv4 (options
+//! skipped with IHL) or IPv6 (fixed header only), then ESP, UDP-encapsulated
+//! ESP (RFC 3948) or IKE (RFC 7296).
 //!
 //! Safe code only: every read goes through [`Frame::load`], which checks the
 //! bounds (against `data_end` in the kernel, against the slice on the host).
-//! Anything that cannot be read in full is [`Class::Other`].
 
 use xdpsec_ebpf_common::{
-    Class, IKE_PORT, IPPROTO_ESP, IPPROTO_UDP, NAT_T_PORT, NON_ESP_MARKER_LEN,
+    IKE_PORT, IPPROTO_ESP, IPPROTO_FRAGMENT, IPPROTO_UDP, NAT_T_PORT, NON_ESP_MARKER_LEN,
 };
 
 const ETH_HLEN: usize = 14;
@@ -20,16 +19,19 @@ const ETH_P_8021Q: u16 = 0x8100;
 const IPV4_MIN_HLEN: usize = 20;
 const IPV4_FRAG_OFF: usize = 6;
 const IPV4_PROTO_OFF: usize = 9;
+const IPV4_DST_OFF: usize = 16;
 /// More-fragments flag and fragment offset.
 const IPV4_FRAG_MASK: u16 = 0x3fff;
 
 const IPV6_HLEN: usize = 40;
 const IPV6_NEXT_HEADER_OFF: usize = 6;
+const IPV6_DST_OFF: usize = 24;
 
 const ESP_HLEN: usize = 8;
 
 const UDP_HLEN: usize = 8;
 const UDP_DST_PORT_OFF: usize = 2;
+const UDP_LEN_OFF: usize = 4;
 
 /// Bounds-checked reads of a frame.
 pub(crate) trait Frame {
@@ -45,102 +47,186 @@ impl Frame for [u8] {
     }
 }
 
+/// A destination address, in network byte order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Addr {
+    V4([u8; 4]),
+    V6([u8; 16]),
+}
+
+impl Addr {
+    /// Multicast, limited broadcast (and the rest of 240/4), or link-local:
+    /// never the destination of traffic to protect.
+    #[inline(always)]
+    pub(crate) fn is_link_scope(&self) -> bool {
+        match self {
+            // 224/4 multicast, 240/4 reserved and 255.255.255.255.
+            Addr::V4(a) => a[0] >= 224 || (a[0] == 169 && a[1] == 254),
+            // ff00::/8 multicast, fe80::/10 link-local.
+            Addr::V6(a) => a[0] == 0xff || (a[0] == 0xfe && a[1] & 0xc0 == 0x80),
+        }
+    }
+}
+
+/// What follows the IP header, as far as steering cares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum L4 {
+    /// IP protocol 50 with at least the SPI and sequence number.
+    Esp,
+    /// UDP to 4500 whose first payload word (the SPI) is non-zero.
+    EspInUdp,
+    /// UDP to 500, or to 4500 with the zero non-ESP marker.
+    Ike,
+    /// An IPv4 fragment of ESP or UDP, or IPv6 with a Fragment header first.
+    Fragment,
+    /// The ESP or UDP header (or the marker word) is cut short.
+    Truncated,
+    /// Anything else: other protocols and ports, NAT keepalives, IPv6
+    /// extension headers other than Fragment.
+    Other,
+}
+
+/// The outcome of parsing a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Parsed {
+    /// Not IPv4 or IPv6.
+    NonIp,
+    /// The Ethernet, VLAN or IP header (options included) is cut short, or
+    /// the IP header is malformed (version, IHL).
+    Truncated,
+    /// An IPv4 or IPv6 packet to `dst`.
+    Ip { dst: Addr, l4: L4 },
+}
+
 #[inline(always)]
 fn be16(bytes: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([bytes[at], bytes[at + 1]])
 }
 
-/// Classifies one frame. Never fails: whatever is not recognised, including
-/// truncated headers, is [`Class::Other`].
+/// Parses one frame. Never fails: whatever cannot be read is
+/// [`Parsed::Truncated`] or [`L4::Truncated`].
 ///
 /// Each header is read whole with one [`Frame::load`] and its fields picked
 /// from the copy: one bounds check per header, at the header's own offset,
 /// which is also the shape the verifier follows when the offset is variable
 /// (after IPv4 options).
 #[inline(always)]
-pub(crate) fn classify<F: Frame + ?Sized>(frame: &F) -> Class {
-    try_classify(frame).unwrap_or(Class::Other)
-}
-
-#[inline(always)]
-fn try_classify<F: Frame + ?Sized>(frame: &F) -> Option<Class> {
-    let eth = frame.load::<ETH_HLEN>(0)?;
+pub(crate) fn parse<F: Frame + ?Sized>(frame: &F) -> Parsed {
+    let Some(eth) = frame.load::<ETH_HLEN>(0) else {
+        return Parsed::Truncated;
+    };
     let mut l3 = ETH_HLEN;
     let mut ether_type = be16(&eth, ETH_TYPE_OFF);
     if ether_type == ETH_P_8021Q {
-        let tag = frame.load::<VLAN_HLEN>(ETH_HLEN)?;
+        let Some(tag) = frame.load::<VLAN_HLEN>(ETH_HLEN) else {
+            return Parsed::Truncated;
+        };
         ether_type = be16(&tag, 2);
         l3 += VLAN_HLEN;
     }
+    match ether_type {
+        ETH_P_IP => ipv4(frame, l3),
+        ETH_P_IPV6 => ipv6(frame, l3),
+        _ => Parsed::NonIp,
+    }
+}
 
-    let (proto, l4) = match ether_type {
-        ETH_P_IP => ipv4(frame, l3)?,
-        ETH_P_IPV6 => ipv6(frame, l3)?,
-        _ => return None,
+/// An IPv4 packet at `l3`.
+#[inline(always)]
+fn ipv4<F: Frame + ?Sized>(frame: &F, l3: usize) -> Parsed {
+    let Some(h) = frame.load::<IPV4_MIN_HLEN>(l3) else {
+        return Parsed::Truncated;
     };
+    let hlen = usize::from(h[0] & 0x0f) * 4;
+    if h[0] >> 4 != 4 || hlen < IPV4_MIN_HLEN {
+        return Parsed::Truncated;
+    }
+    let dst = Addr::V4([
+        h[IPV4_DST_OFF],
+        h[IPV4_DST_OFF + 1],
+        h[IPV4_DST_OFF + 2],
+        h[IPV4_DST_OFF + 3],
+    ]);
+    // Options, if any, must be in the frame; their last byte is enough.
+    if hlen > IPV4_MIN_HLEN && frame.load::<1>(l3 + hlen - 1).is_none() {
+        return Parsed::Truncated;
+    }
+    let proto = h[IPV4_PROTO_OFF];
+    let l4 = if be16(&h, IPV4_FRAG_OFF) & IPV4_FRAG_MASK != 0 {
+        // A non-first fragment has no transport header, a first one only
+        // part of the datagram: neither can be steered as ESP.
+        match proto {
+            IPPROTO_ESP | IPPROTO_UDP => L4::Fragment,
+            _ => L4::Other,
+        }
+    } else {
+        transport(frame, proto, l3 + hlen)
+    };
+    Parsed::Ip { dst, l4 }
+}
 
+/// An IPv6 packet at `l3`. Only the fixed header is parsed: an extension
+/// header other than Fragment in front of ESP or UDP makes it "other".
+#[inline(always)]
+fn ipv6<F: Frame + ?Sized>(frame: &F, l3: usize) -> Parsed {
+    let Some(h) = frame.load::<IPV6_HLEN>(l3) else {
+        return Parsed::Truncated;
+    };
+    if h[0] >> 4 != 6 {
+        return Parsed::Truncated;
+    }
+    let mut dst = [0u8; 16];
+    dst.copy_from_slice(&h[IPV6_DST_OFF..IPV6_DST_OFF + 16]);
+    let next_header = h[IPV6_NEXT_HEADER_OFF];
+    let l4 = if next_header == IPPROTO_FRAGMENT {
+        L4::Fragment
+    } else {
+        transport(frame, next_header, l3 + IPV6_HLEN)
+    };
+    Parsed::Ip {
+        dst: Addr::V6(dst),
+        l4,
+    }
+}
+
+#[inline(always)]
+fn transport<F: Frame + ?Sized>(frame: &F, proto: u8, l4: usize) -> L4 {
     match proto {
         IPPROTO_ESP => {
             // SPI and sequence number: without them it is not ESP.
-            frame.load::<ESP_HLEN>(l4)?;
-            Some(Class::Esp)
-        }
-        IPPROTO_UDP => udp(frame, l4),
-        _ => None,
-    }
-}
-
-/// The IP protocol and the offset of the transport header of an IPv4 packet
-/// at `l3`. Fragments are not classified: a non-first fragment has no
-/// transport header, and the data plane does not reassemble.
-#[inline(always)]
-fn ipv4<F: Frame + ?Sized>(frame: &F, l3: usize) -> Option<(u8, usize)> {
-    let h = frame.load::<IPV4_MIN_HLEN>(l3)?;
-    if h[0] >> 4 != 4 {
-        return None;
-    }
-    let hlen = usize::from(h[0] & 0x0f) * 4;
-    if hlen < IPV4_MIN_HLEN || be16(&h, IPV4_FRAG_OFF) & IPV4_FRAG_MASK != 0 {
-        return None;
-    }
-    // Options, if any, are skipped; the transport header's own load checks
-    // that they are in the frame.
-    Some((h[IPV4_PROTO_OFF], l3 + hlen))
-}
-
-/// The next header and the offset after the fixed header of an IPv6 packet
-/// at `l3`. An extension header in front of ESP or UDP makes it "other".
-#[inline(always)]
-fn ipv6<F: Frame + ?Sized>(frame: &F, l3: usize) -> Option<(u8, usize)> {
-    let h = frame.load::<IPV6_HLEN>(l3)?;
-    if h[0] >> 4 != 6 {
-        return None;
-    }
-    Some((h[IPV6_NEXT_HEADER_OFF], l3 + IPV6_HLEN))
-}
-
-/// UDP at `l4`, read together with the first payload word: port 500 is IKE;
-/// on port 4500 that word tells ESP (its SPI, never zero) from IKE (the zero
-/// non-ESP marker). Shorter datagrams (NAT keepalives) are "other".
-#[inline(always)]
-fn udp<F: Frame + ?Sized>(frame: &F, l4: usize) -> Option<Class> {
-    let u = frame.load::<{ UDP_HLEN + NON_ESP_MARKER_LEN }>(l4)?;
-    match be16(&u, UDP_DST_PORT_OFF) {
-        IKE_PORT => Some(Class::Ike),
-        NAT_T_PORT => {
-            let word = [
-                u[UDP_HLEN],
-                u[UDP_HLEN + 1],
-                u[UDP_HLEN + 2],
-                u[UDP_HLEN + 3],
-            ];
-            if u32::from_ne_bytes(word) == 0 {
-                Some(Class::Ike)
+            if frame.load::<ESP_HLEN>(l4).is_some() {
+                L4::Esp
             } else {
-                Some(Class::EspInUdp)
+                L4::Truncated
             }
         }
-        _ => None,
+        IPPROTO_UDP => udp(frame, l4),
+        _ => L4::Other,
+    }
+}
+
+/// UDP at `l4`: port 500 is IKE; on port 4500 the first payload word tells
+/// ESP (its SPI, never zero) from IKE (the zero non-ESP marker). Datagrams
+/// whose UDP length leaves no room for that word (NAT keepalives) are
+/// "other", whatever Ethernet padding follows them.
+#[inline(always)]
+fn udp<F: Frame + ?Sized>(frame: &F, l4: usize) -> L4 {
+    let Some(u) = frame.load::<UDP_HLEN>(l4) else {
+        return L4::Truncated;
+    };
+    match be16(&u, UDP_DST_PORT_OFF) {
+        IKE_PORT => L4::Ike,
+        NAT_T_PORT => {
+            if usize::from(be16(&u, UDP_LEN_OFF)) < UDP_HLEN + NON_ESP_MARKER_LEN {
+                return L4::Other;
+            }
+            match frame.load::<NON_ESP_MARKER_LEN>(l4 + UDP_HLEN) {
+                None => L4::Truncated,
+                Some(word) if u32::from_ne_bytes(word) == 0 => L4::Ike,
+                Some(_) => L4::EspInUdp,
+            }
+        }
+        _ => L4::Other,
     }
 }
 
@@ -154,17 +240,22 @@ mod tests {
         f
     }
 
+    const V4_DST: [u8; 4] = [198, 19, 0, 1];
+    const V6_DST: [u8; 16] = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+
     fn ipv4(proto: u8, options: usize) -> Vec<u8> {
         let ihl = 5 + options / 4;
         let mut h = vec![0x40 | ihl as u8, 0, 0, 0, 0, 0, 0x40, 0, 64, proto, 0, 0];
-        h.extend_from_slice(&[198, 18, 0, 1, 198, 19, 0, 1]);
+        h.extend_from_slice(&[198, 18, 0, 1]);
+        h.extend_from_slice(&V4_DST);
         h.extend(std::iter::repeat_n(1u8, options));
         h
     }
 
     fn ipv6(next_header: u8) -> Vec<u8> {
         let mut h = vec![0x60, 0, 0, 0, 0, 0, next_header, 64];
-        h.extend_from_slice(&[0xfd; 32]);
+        h.extend_from_slice(&[0xfd; 16]);
+        h.extend_from_slice(&V6_DST);
         h
     }
 
@@ -183,33 +274,47 @@ mod tests {
 
     const ESP: &[u8] = &[0, 0, 0x10, 0x01, 0, 0, 0, 1, 0xaa, 0xbb];
 
+    fn v4(l4: L4) -> Parsed {
+        Parsed::Ip {
+            dst: Addr::V4(V4_DST),
+            l4,
+        }
+    }
+
+    fn v6(l4: L4) -> Parsed {
+        Parsed::Ip {
+            dst: Addr::V6(V6_DST),
+            l4,
+        }
+    }
+
     #[test]
-    fn classes() {
-        let cases: Vec<(&str, Vec<u8>, Class)> = vec![
+    fn parses() {
+        let cases: Vec<(&str, Vec<u8>, Parsed)> = vec![
             (
                 "v4 esp",
                 cat(&[&eth(ETH_P_IP), &ipv4(50, 0), ESP]),
-                Class::Esp,
+                v4(L4::Esp),
             ),
             (
                 "v4 opts esp",
                 cat(&[&eth(ETH_P_IP), &ipv4(50, 8), ESP]),
-                Class::Esp,
+                v4(L4::Esp),
             ),
             (
                 "v6 esp",
                 cat(&[&eth(ETH_P_IPV6), &ipv6(50), ESP]),
-                Class::Esp,
+                v6(L4::Esp),
             ),
             (
                 "vlan v4 esp",
                 cat(&[&eth(ETH_P_8021Q), &[0, 7, 0x08, 0x00], &ipv4(50, 0), ESP]),
-                Class::Esp,
+                v4(L4::Esp),
             ),
             (
                 "udp 4500 esp",
                 cat(&[&eth(ETH_P_IP), &ipv4(17, 0), &udp(4500, ESP)]),
-                Class::EspInUdp,
+                v4(L4::EspInUdp),
             ),
             (
                 "udp 4500 ike",
@@ -218,51 +323,89 @@ mod tests {
                     &ipv4(17, 0),
                     &udp(4500, &[0, 0, 0, 0, 1, 2]),
                 ]),
-                Class::Ike,
+                v4(L4::Ike),
             ),
             (
                 "udp 500",
                 cat(&[&eth(ETH_P_IP), &ipv4(17, 0), &udp(500, &[1; 28])]),
-                Class::Ike,
+                v4(L4::Ike),
             ),
             (
                 "v6 udp 4500",
                 cat(&[&eth(ETH_P_IPV6), &ipv6(17), &udp(4500, ESP)]),
-                Class::EspInUdp,
+                v6(L4::EspInUdp),
             ),
             (
                 "udp 4500 keepalive",
                 cat(&[&eth(ETH_P_IP), &ipv4(17, 0), &udp(4500, &[0xff])]),
-                Class::Other,
+                v4(L4::Other),
+            ),
+            (
+                "udp 4500 keepalive padded to 60 bytes",
+                {
+                    let mut f = cat(&[&eth(ETH_P_IP), &ipv4(17, 0), &udp(4500, &[0xff])]);
+                    f.resize(60, 0xee);
+                    f
+                },
+                v4(L4::Other),
+            ),
+            (
+                "udp 4500 marker cut short",
+                {
+                    let mut f = cat(&[&eth(ETH_P_IP), &ipv4(17, 0), &udp(4500, ESP)]);
+                    f.truncate(14 + 20 + 8 + 3);
+                    f
+                },
+                v4(L4::Truncated),
+            ),
+            (
+                "udp header cut short",
+                cat(&[&eth(ETH_P_IP), &ipv4(17, 0), &[0x11, 0x94, 0x11]]),
+                v4(L4::Truncated),
+            ),
+            (
+                "esp header cut short",
+                cat(&[&eth(ETH_P_IP), &ipv4(50, 0), &ESP[..7]]),
+                v4(L4::Truncated),
             ),
             (
                 "udp 53",
                 cat(&[&eth(ETH_P_IP), &ipv4(17, 0), &udp(53, &[1; 12])]),
-                Class::Other,
+                v4(L4::Other),
             ),
             (
                 "tcp",
                 cat(&[&eth(ETH_P_IP), &ipv4(6, 0), &[0; 20]]),
-                Class::Other,
+                v4(L4::Other),
             ),
-            ("arp", cat(&[&eth(0x0806), &[0; 28]]), Class::Other),
+            ("arp", cat(&[&eth(0x0806), &[0; 28]]), Parsed::NonIp),
+            (
+                "two vlan tags",
+                cat(&[&eth(ETH_P_8021Q), &[0, 7, 0x81, 0x00], &[0, 8, 0x08, 0]]),
+                Parsed::NonIp,
+            ),
+            (
+                "vlan tag cut short",
+                cat(&[&eth(ETH_P_8021Q), &[0, 7]]),
+                Parsed::Truncated,
+            ),
             (
                 "v4 truncated",
                 cat(&[&eth(ETH_P_IP), &ipv4(50, 0)[..12]]),
-                Class::Other,
+                Parsed::Truncated,
             ),
             (
                 "v4 opts truncated",
                 cat(&[&eth(ETH_P_IP), &ipv4(50, 8)[..24]]),
-                Class::Other,
+                Parsed::Truncated,
             ),
             (
                 "v6 truncated",
                 cat(&[&eth(ETH_P_IPV6), &ipv6(50)[..39]]),
-                Class::Other,
+                Parsed::Truncated,
             ),
-            ("eth only", eth(ETH_P_IP), Class::Other),
-            ("runt", vec![0; 6], Class::Other),
+            ("eth only", eth(ETH_P_IP), Parsed::Truncated),
+            ("runt", vec![0; 6], Parsed::Truncated),
             (
                 "bad ihl",
                 {
@@ -270,30 +413,81 @@ mod tests {
                     f[14] = 0x44;
                     f
                 },
-                Class::Other,
+                Parsed::Truncated,
             ),
             (
                 "v6 in v4 ethertype",
                 cat(&[&eth(ETH_P_IP), &ipv6(50), ESP]),
-                Class::Other,
+                Parsed::Truncated,
             ),
             (
-                "v4 fragment",
+                "v4 first fragment of esp",
                 {
                     let mut f = cat(&[&eth(ETH_P_IP), &ipv4(50, 0), ESP]);
                     f[14 + 6] = 0x20; // MF
                     f
                 },
-                Class::Other,
+                v4(L4::Fragment),
+            ),
+            (
+                "v4 non-first fragment of udp",
+                {
+                    let mut f = cat(&[&eth(ETH_P_IP), &ipv4(17, 0), ESP]);
+                    f[14 + 7] = 0x10; // offset 16 x 8 bytes
+                    f
+                },
+                v4(L4::Fragment),
+            ),
+            (
+                "v4 fragment of tcp",
+                {
+                    let mut f = cat(&[&eth(ETH_P_IP), &ipv4(6, 0), &[0; 20]]);
+                    f[14 + 6] = 0x20;
+                    f
+                },
+                v4(L4::Other),
+            ),
+            (
+                "v6 fragment header",
+                cat(&[&eth(ETH_P_IPV6), &ipv6(44), &[50, 0, 0, 1, 0, 0, 0, 1], ESP]),
+                v6(L4::Fragment),
             ),
             (
                 "v6 ext header",
                 cat(&[&eth(ETH_P_IPV6), &ipv6(0), &[50, 0, 0, 0, 0, 0, 0, 0], ESP]),
-                Class::Other,
+                v6(L4::Other),
             ),
         ];
         for (name, frame, want) in cases {
-            assert_eq!(classify(frame.as_slice()), want, "{name}");
+            assert_eq!(parse(frame.as_slice()), want, "{name}");
         }
+    }
+
+    #[test]
+    fn link_scope() {
+        for (a, want) in [
+            ([224, 0, 0, 251], true),
+            ([239, 255, 255, 250], true),
+            ([255, 255, 255, 255], true),
+            ([169, 254, 1, 1], true),
+            ([10, 0, 0, 1], false),
+            ([198, 18, 0, 1], false),
+            ([223, 255, 255, 255], false),
+            ([169, 253, 0, 1], false),
+        ] {
+            assert_eq!(Addr::V4(a).is_link_scope(), want, "{a:?}");
+        }
+        let v6 = |head: [u8; 2]| {
+            let mut a = [0u8; 16];
+            a[..2].copy_from_slice(&head);
+            a[15] = 1;
+            Addr::V6(a)
+        };
+        assert!(v6([0xff, 0x02]).is_link_scope());
+        assert!(v6([0xfe, 0x80]).is_link_scope());
+        assert!(v6([0xfe, 0xbf]).is_link_scope());
+        assert!(!v6([0xfe, 0xc0]).is_link_scope());
+        assert!(!v6([0xfd, 0x00]).is_link_scope());
+        assert!(!v6([0x20, 0x01]).is_link_scope());
     }
 }

@@ -1,0 +1,332 @@
+//! Plain-text tables of what the SA API returns.
+
+use std::fmt::Write as _;
+use xdpsec_api::{Policy, SaInfo, WorkerStats};
+
+/// How a column is aligned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Align {
+    Left,
+    Right,
+}
+
+/// A table: a header row and data rows, columns padded to the widest cell.
+#[derive(Debug)]
+struct Table {
+    columns: Vec<(&'static str, Align)>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    fn new(columns: &[(&'static str, Align)]) -> Table {
+        Table {
+            columns: columns.to_vec(),
+            rows: Vec::new(),
+        }
+    }
+
+    fn row(&mut self, cells: Vec<String>) {
+        debug_assert_eq!(cells.len(), self.columns.len());
+        self.rows.push(cells);
+    }
+
+    fn render(&self) -> String {
+        let mut widths: Vec<usize> = self.columns.iter().map(|(h, _)| h.len()).collect();
+        for row in &self.rows {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        let mut out = String::new();
+        let header: Vec<String> = self.columns.iter().map(|(h, _)| h.to_string()).collect();
+        for row in std::iter::once(&header).chain(&self.rows) {
+            let mut line = String::new();
+            for (i, cell) in row.iter().enumerate() {
+                if i > 0 {
+                    line.push_str("  ");
+                }
+                let pad = widths[i].saturating_sub(cell.chars().count());
+                match self.columns[i].1 {
+                    Align::Left => {
+                        line.push_str(cell);
+                        line.extend(std::iter::repeat_n(' ', pad));
+                    }
+                    Align::Right => {
+                        line.extend(std::iter::repeat_n(' ', pad));
+                        line.push_str(cell);
+                    }
+                }
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+        out
+    }
+}
+
+use Align::{Left, Right};
+
+/// `1234567` -> `1.2M`; below 10 000 the number itself.
+pub fn count(n: u64) -> String {
+    human(n, 1000, &["", "k", "M", "G", "T", "P", "E"])
+}
+
+/// Bytes with binary units: `1536` -> `1.5KiB`.
+pub fn bytes(n: u64) -> String {
+    human(n, 1024, &["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"])
+}
+
+fn human(n: u64, base: u64, units: &[&str]) -> String {
+    if n < 10_000 || units.len() < 2 {
+        return format!("{n}{}", units.first().copied().unwrap_or(""));
+    }
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= base as f64 && unit + 1 < units.len() {
+        value /= base as f64;
+        unit += 1;
+    }
+    if value < 10.0 {
+        format!("{value:.1}{}", units[unit])
+    } else {
+        format!("{value:.0}{}", units[unit])
+    }
+}
+
+/// Milliseconds as `850ms`, `12.3s`, `5m07s`, `3h02m`, `4d05h`.
+pub fn duration_ms(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        _ if ms < 1000 => format!("{ms}ms"),
+        0..60 => format!("{}.{}s", s, (ms % 1000) / 100),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..86_400 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+        _ => format!("{}d{:02}h", s / 86_400, (s % 86_400) / 3600),
+    }
+}
+
+/// Drops as `reason=n,reason=n`, `-` for none.
+pub fn drops(sa: &SaInfo) -> String {
+    let parts: Vec<String> = sa
+        .counters
+        .drops
+        .iter()
+        .filter(|(_, &n)| n > 0)
+        .map(|(reason, n)| format!("{reason}={n}"))
+        .collect();
+    if parts.is_empty() {
+        "-".to_owned()
+    } else {
+        parts.join(",")
+    }
+}
+
+/// The `sa list` table.
+pub fn sa_table(sas: &[SaInfo]) -> String {
+    if sas.is_empty() {
+        return "no SAs installed\n".to_owned();
+    }
+    let mut t = Table::new(&[
+        ("DIR", Left),
+        ("SPI", Left),
+        ("CIPHER", Left),
+        ("ESN", Left),
+        ("TUNNEL", Left),
+        ("ENCAP", Left),
+        ("PACKETS", Right),
+        ("BYTES", Right),
+        ("DROPS", Left),
+        ("AGE", Right),
+        ("IDLE", Right),
+    ]);
+    for sa in sas {
+        t.row(vec![
+            sa.direction.to_string(),
+            format!("{:#010x}", sa.spi),
+            sa.cipher.clone(),
+            if sa.esn { "yes" } else { "no" }.to_owned(),
+            format!("{} -> {}", sa.tunnel_local, sa.tunnel_remote),
+            sa.encap.map_or_else(
+                || "-".to_owned(),
+                |e| format!("udp {}->{}", e.sport, e.dport),
+            ),
+            count(sa.counters.packets),
+            bytes(sa.counters.bytes),
+            drops(sa),
+            duration_ms(sa.age_ms),
+            match sa.last_used_ms {
+                Some(ms) => duration_ms(ms),
+                None => "never used".to_owned(),
+            },
+        ]);
+    }
+    t.render()
+}
+
+/// The `policy list` table.
+pub fn policy_table(policies: &[Policy]) -> String {
+    if policies.is_empty() {
+        return "no policies installed\n".to_owned();
+    }
+    let mut t = Table::new(&[
+        ("DIR", Left),
+        ("LOCAL", Left),
+        ("REMOTE", Left),
+        ("ACTION", Left),
+        ("SPI", Left),
+    ]);
+    for p in policies {
+        t.row(vec![
+            p.direction.to_string(),
+            p.local.to_string(),
+            p.remote.to_string(),
+            p.action.as_str().to_owned(),
+            p.spi
+                .map_or_else(|| "-".to_owned(), |spi| format!("{spi:#010x}")),
+        ]);
+    }
+    t.render()
+}
+
+fn mean_batch(packets: u64, batches: u64) -> String {
+    if batches == 0 {
+        "-".to_owned()
+    } else {
+        format!("{:.1}", packets as f64 / batches as f64)
+    }
+}
+
+/// The `status` table: one row per worker, then the totals.
+pub fn worker_table(workers: &[WorkerStats]) -> String {
+    if workers.is_empty() {
+        return "no workers\n".to_owned();
+    }
+    let mut t = Table::new(&[
+        ("WORKER", Right),
+        ("CPU", Right),
+        ("RX", Right),
+        ("TX", Right),
+        ("BATCHES", Right),
+        ("MEAN BATCH", Right),
+        ("P50 NS", Right),
+        ("P99 NS", Right),
+        ("P99.9 NS", Right),
+        ("WAKEUPS", Right),
+    ]);
+    let ns = |w: &WorkerStats, v: u64| {
+        if w.packet_ns.samples == 0 {
+            "-".to_owned()
+        } else {
+            v.to_string()
+        }
+    };
+    let (mut rx, mut tx, mut batches, mut wakeups) = (0u64, 0u64, 0u64, 0u64);
+    for w in workers {
+        rx = rx.saturating_add(w.rx_packets);
+        tx = tx.saturating_add(w.tx_packets);
+        batches = batches.saturating_add(w.batches);
+        wakeups = wakeups.saturating_add(w.wakeups);
+        t.row(vec![
+            w.worker.to_string(),
+            w.cpu.map_or_else(|| "-".to_owned(), |c| c.to_string()),
+            w.rx_packets.to_string(),
+            w.tx_packets.to_string(),
+            w.batches.to_string(),
+            mean_batch(w.rx_packets, w.batches),
+            ns(w, w.packet_ns.p50),
+            ns(w, w.packet_ns.p99),
+            ns(w, w.packet_ns.p999),
+            w.wakeups.to_string(),
+        ]);
+    }
+    t.row(vec![
+        "total".to_owned(),
+        "-".to_owned(),
+        rx.to_string(),
+        tx.to_string(),
+        batches.to_string(),
+        mean_batch(rx, batches),
+        "-".to_owned(),
+        "-".to_owned(),
+        "-".to_owned(),
+        wakeups.to_string(),
+    ]);
+    let mut out = t.render();
+    // Percentiles do not add up across workers; say so once.
+    let _ = writeln!(out, "(percentiles are per packet, per worker)");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use xdpsec_api::messages::LatencyPercentiles;
+
+    #[test]
+    fn human_units() {
+        assert_eq!(count(0), "0");
+        assert_eq!(count(9_999), "9999");
+        assert_eq!(count(12_345), "12k");
+        assert_eq!(count(1_234_567), "1.2M");
+        assert_eq!(count(u64::MAX), "18E");
+        assert_eq!(bytes(512), "512B");
+        assert_eq!(bytes(15 * 1024), "15KiB");
+        assert_eq!(bytes(3 << 30), "3.0GiB");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration_ms(0), "0ms");
+        assert_eq!(duration_ms(999), "999ms");
+        assert_eq!(duration_ms(12_345), "12.3s");
+        assert_eq!(duration_ms(307_000), "5m07s");
+        assert_eq!(duration_ms(3_600_000 * 3 + 120_000), "3h02m");
+        assert_eq!(duration_ms(86_400_000 * 4 + 3_600_000 * 5), "4d05h");
+        assert_eq!(duration_ms(u64::MAX), "213503982334d14h");
+    }
+
+    #[test]
+    fn worker_rows_and_totals() {
+        let w = |worker, rx, batches| WorkerStats {
+            worker,
+            cpu: Some(worker + 2),
+            rx_packets: rx,
+            tx_packets: rx,
+            batches,
+            packet_ns: LatencyPercentiles {
+                samples: rx,
+                p50: 100,
+                p99: 200,
+                p999: 300,
+            },
+            ..WorkerStats::default()
+        };
+        let text = worker_table(&[w(0, 640, 10), w(1, 0, 0)]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 5, "{text}");
+        let cells = |l: &str| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
+        assert_eq!(
+            cells(lines[1]),
+            ["0", "2", "640", "640", "10", "64.0", "100", "200", "300", "0"]
+        );
+        assert_eq!(
+            cells(lines[2]),
+            ["1", "3", "0", "0", "0", "-", "-", "-", "-", "0"]
+        );
+        assert_eq!(
+            cells(lines[3]),
+            ["total", "-", "640", "640", "10", "64.0", "-", "-", "-", "0"]
+        );
+    }
+
+    #[test]
+    fn columns_line_up() {
+        let mut t = Table::new(&[("A", Left), ("NUMBER", Right)]);
+        t.row(vec!["long cell".to_owned(), "1".to_owned()]);
+        t.row(vec!["x".to_owned(), "12345678".to_owned()]);
+        assert_eq!(
+            t.render(),
+            "A            NUMBER\nlong cell         1\nx          12345678\n"
+        );
+    }
+}

@@ -1,0 +1,396 @@
+//! What a worker does to one frame, without I/O: find the policy or the SA,
+//! run the ESP transform in place, and put the next hop's Ethernet header in
+//! front. The worker owns the rings; this module owns the decisions, so it
+//! can be tested on plain buffers.
+//!
+//! A frame arrives as `buf[start..start + len]` with headroom before `start`
+//! and tailroom after the end; the result names the bytes to transmit and
+//! the interface to send them on.
+
+use crate::esp::{self, EspError};
+use crate::nexthop::{Lookup, MissReason, NextHopTable, Resolver};
+use crate::tables::{PathDrop, Snapshot, Verdict};
+use crate::wire::{checksum, ethernet, ip_proto, ipv4, ipv6, udp};
+use std::net::IpAddr;
+use std::ops::Range;
+use std::time::Instant;
+
+/// Transmit `buf[range]` on interface `ifindex`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    pub range: Range<usize>,
+    pub ifindex: u32,
+}
+
+/// Why a frame was dropped. Counted per worker; drops that belong to an SA
+/// are also counted on the SA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drop {
+    /// Not IPv4 or IPv6, or its IP header is broken.
+    NotIp,
+    /// Outer headers of an ESP packet are broken, or it is a fragment.
+    MalformedOuter,
+    /// An outbound packet no policy covers (the XDP program and the tables
+    /// disagree for a moment after an update).
+    NoPolicy,
+    /// A policy says drop, or its SA is gone.
+    PolicyDrop,
+    /// A bypass policy inside a protected prefix: the kernel should have had
+    /// it, and a frame cannot go back to the kernel from here.
+    Bypass,
+    /// TTL or hop limit would reach 0.
+    TtlExpired,
+    /// The TX ring of the outgoing interface was full.
+    TxRingFull,
+    Esp(EspError),
+    NextHop(MissReason),
+}
+
+impl Drop {
+    /// Every reason's counter slot: [`Drop::index`] is below this.
+    pub const COUNT: usize = 7 + EspError::COUNT + MissReason::COUNT;
+
+    pub fn index(self) -> usize {
+        match self {
+            Drop::NotIp => 0,
+            Drop::MalformedOuter => 1,
+            Drop::NoPolicy => 2,
+            Drop::PolicyDrop => 3,
+            Drop::Bypass => 4,
+            Drop::TtlExpired => 5,
+            Drop::TxRingFull => 6,
+            Drop::Esp(e) => 7 + e.index(),
+            Drop::NextHop(m) => 7 + EspError::COUNT + m.index(),
+        }
+    }
+
+    /// Every reason, in index order.
+    pub fn all() -> impl Iterator<Item = Drop> {
+        [
+            Drop::NotIp,
+            Drop::MalformedOuter,
+            Drop::NoPolicy,
+            Drop::PolicyDrop,
+            Drop::Bypass,
+            Drop::TtlExpired,
+            Drop::TxRingFull,
+        ]
+        .into_iter()
+        .chain(EspError::ALL.into_iter().map(Drop::Esp))
+        .chain(MissReason::ALL.into_iter().map(Drop::NextHop))
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Drop::NotIp => "not_ip",
+            Drop::MalformedOuter => "malformed_outer",
+            Drop::NoPolicy => "no_policy",
+            Drop::PolicyDrop => "policy_drop",
+            Drop::Bypass => "bypass_steered",
+            Drop::TtlExpired => "ttl_expired",
+            Drop::TxRingFull => "tx_ring_full",
+            Drop::Esp(e) => e.as_str(),
+            Drop::NextHop(m) => m.as_str(),
+        }
+    }
+}
+
+/// A soft lifetime (or nearly used sequence space) an SA reached, for the
+/// control side to act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SoftExpiry {
+    pub spi: u32,
+    pub outbound: bool,
+    pub event: crate::sa::LifetimeEvent,
+}
+
+/// What one frame needs from the rest of the data plane.
+#[derive(Debug)]
+pub struct Context<'a> {
+    pub tables: &'a Snapshot,
+    pub next_hops: &'a NextHopTable,
+    pub resolver: &'a Resolver,
+    pub now: Instant,
+}
+
+/// A LAN frame that a policy may protect: encapsulate and send to the peer.
+/// On success also returns a soft expiry to report, if this packet reached one.
+pub fn outbound(
+    ctx: &Context<'_>,
+    buf: &mut [u8],
+    start: usize,
+    len: usize,
+) -> Result<(Transmit, Option<SoftExpiry>), Drop> {
+    let (l3, inner_len) = ip_after_ethernet(buf, start, len)?;
+    let (src, dst) = ip_addresses(&buf[l3..l3 + inner_len]).ok_or(Drop::NotIp)?;
+    let entry = match ctx.tables.outbound_verdict(src, dst) {
+        Verdict::Protect(entry) => entry,
+        Verdict::Bypass => return Err(Drop::Bypass),
+        Verdict::Drop => return Err(Drop::PolicyDrop),
+        Verdict::NoPolicy => return Err(Drop::NoPolicy),
+    };
+    decrement_ttl(&mut buf[l3..l3 + inner_len])?;
+    let sealed = esp::encapsulate(&entry.sa, buf, l3, inner_len).map_err(|e| {
+        entry.stats.add_esp_drop(e);
+        Drop::Esp(e)
+    })?;
+    let hop = resolve(ctx, entry.sa.remote()).inspect_err(|_| {
+        entry.stats.add_path_drop(PathDrop::NoNeighbour);
+    })?;
+    let frame = with_ethernet(buf, sealed.range.clone(), &hop)?;
+    entry.stats.add_carried(1, inner_len as u64, ctx.now);
+    let expiry = sealed.event.map(|event| SoftExpiry {
+        spi: entry.sa.spi(),
+        outbound: true,
+        event,
+    });
+    Ok((
+        Transmit {
+            range: frame,
+            ifindex: hop.ifindex,
+        },
+        expiry,
+    ))
+}
+
+/// A WAN frame the XDP program took for ESP: decapsulate and send the inner
+/// packet towards its destination.
+pub fn inbound(
+    ctx: &Context<'_>,
+    buf: &mut [u8],
+    start: usize,
+    len: usize,
+) -> Result<(Transmit, Option<SoftExpiry>), Drop> {
+    let (l3, ip_len) = ip_after_ethernet(buf, start, len)?;
+    let esp_range = esp_in_outer(&buf[l3..l3 + ip_len]).ok_or(Drop::MalformedOuter)?;
+    let esp_range = l3 + esp_range.start..l3 + esp_range.end;
+    let spi_bytes = buf
+        .get(esp_range.start..esp_range.start + 4)
+        .ok_or(Drop::Esp(EspError::Truncated))?;
+    let spi = u32::from_be_bytes([spi_bytes[0], spi_bytes[1], spi_bytes[2], spi_bytes[3]]);
+    let entry = ctx
+        .tables
+        .inbound(spi)
+        .ok_or(Drop::Esp(EspError::UnknownSpi))?;
+    let opened = esp::decapsulate(&entry.sa, &mut buf[esp_range.clone()]).map_err(|e| {
+        entry.stats.add_esp_drop(e);
+        Drop::Esp(e)
+    })?;
+    let inner = esp_range.start + opened.range.start..esp_range.start + opened.range.end;
+    decrement_ttl(&mut buf[inner.clone()])?;
+    let (_, dst) = ip_addresses(&buf[inner.clone()]).ok_or(Drop::NotIp)?;
+    let hop = resolve(ctx, dst).inspect_err(|_| {
+        entry.stats.add_path_drop(PathDrop::NoNeighbour);
+    })?;
+    let inner_len = inner.len() as u64;
+    let frame = with_ethernet(buf, inner, &hop)?;
+    entry.stats.add_carried(1, inner_len, ctx.now);
+    let expiry = opened.event.map(|event| SoftExpiry {
+        spi,
+        outbound: false,
+        event,
+    });
+    Ok((
+        Transmit {
+            range: frame,
+            ifindex: hop.ifindex,
+        },
+        expiry,
+    ))
+}
+
+/// For one-armed gateways, where both directions arrive on one port:
+/// whether a frame is ESP (or ESP in UDP) rather than cleartext to protect.
+pub fn looks_like_esp(frame: &[u8]) -> bool {
+    ip_after_ethernet(frame, 0, frame.len())
+        .ok()
+        .and_then(|(l3, len)| esp_in_outer(frame.get(l3..l3 + len)?))
+        .is_some()
+}
+
+/// The IP packet of an Ethernet frame (one 802.1Q tag allowed): its offset
+/// and its length by its own header (Ethernet padding excluded).
+fn ip_after_ethernet(buf: &[u8], start: usize, len: usize) -> Result<(usize, usize), Drop> {
+    let frame = buf.get(start..start + len).ok_or(Drop::NotIp)?;
+    let eth = ethernet::Frame::new_checked(frame).map_err(|_| Drop::NotIp)?;
+    let (mut ethertype, mut l3) = (eth.ethertype(), ethernet::HEADER_LEN);
+    if ethertype == ethernet::ethertype::VLAN {
+        let tag = frame.get(16..18).ok_or(Drop::NotIp)?;
+        ethertype = u16::from_be_bytes([tag[0], tag[1]]);
+        l3 += 4;
+    }
+    let packet = &frame[l3.min(frame.len())..];
+    let ip_len = match ethertype {
+        ethernet::ethertype::IPV4 => {
+            let ip = ipv4::Packet::new_checked(packet).map_err(|_| Drop::NotIp)?;
+            usize::from(ip.total_len())
+        }
+        ethernet::ethertype::IPV6 => {
+            let ip = ipv6::Packet::new_checked(packet).map_err(|_| Drop::NotIp)?;
+            ip.total_len()
+        }
+        _ => return Err(Drop::NotIp),
+    };
+    Ok((start + l3, ip_len))
+}
+
+fn ip_addresses(packet: &[u8]) -> Option<(IpAddr, IpAddr)> {
+    match packet.first()? >> 4 {
+        4 => {
+            let ip = ipv4::Packet::new_checked(packet).ok()?;
+            Some((ip.src_addr().into(), ip.dst_addr().into()))
+        }
+        6 => {
+            let ip = ipv6::Packet::new_checked(packet).ok()?;
+            Some((ip.src_addr().into(), ip.dst_addr().into()))
+        }
+        _ => None,
+    }
+}
+
+/// Where the ESP packet is in an outer IP packet: after the IP header, or
+/// after the UDP header of ESP in UDP (RFC 3948). Fragments are refused:
+/// reassembly is not done here.
+fn esp_in_outer(packet: &[u8]) -> Option<Range<usize>> {
+    let (protocol, l4) = match packet.first()? >> 4 {
+        4 => {
+            let ip = ipv4::Packet::new_checked(packet).ok()?;
+            if ip.is_fragment() {
+                return None;
+            }
+            (ip.protocol(), ip.header_len()..usize::from(ip.total_len()))
+        }
+        6 => {
+            let ip = ipv6::Packet::new_checked(packet).ok()?;
+            (ip.next_header(), ipv6::HEADER_LEN..ip.total_len())
+        }
+        _ => return None,
+    };
+    match protocol {
+        ip_proto::ESP => Some(l4),
+        ip_proto::UDP => {
+            let datagram = udp::Packet::new_checked(packet.get(l4.clone())?).ok()?;
+            let payload = datagram.payload();
+            // RFC 3948: ESP in UDP is on 4500 and never starts with the
+            // zero non-ESP marker (that is IKE).
+            let is_esp = datagram.dst_port() == udp::NAT_T_PORT
+                && payload.get(..4).is_some_and(|marker| marker != [0; 4]);
+            is_esp.then(|| l4.end - payload.len()..l4.end)
+        }
+        _ => None,
+    }
+}
+
+/// A router's TTL / hop-limit decrement, with the IPv4 checksum updated
+/// incrementally (RFC 1624) rather than recomputed.
+fn decrement_ttl(packet: &mut [u8]) -> Result<(), Drop> {
+    match packet.first().map(|b| b >> 4) {
+        Some(4) if packet.len() >= ipv4::MIN_HEADER_LEN => {
+            let ttl = packet[8];
+            if ttl <= 1 {
+                return Err(Drop::TtlExpired);
+            }
+            packet[8] = ttl - 1;
+            // The TTL is the high byte of the 16-bit word it shares with the
+            // protocol: that word drops by 0x0100.
+            let old = u16::from_be_bytes([packet[10], packet[11]]);
+            let sum = checksum::add_u16(u64::from(!old), 0xfeff);
+            let new = !checksum::fold(sum);
+            packet[10..12].copy_from_slice(&new.to_be_bytes());
+            Ok(())
+        }
+        Some(6) if packet.len() >= ipv6::HEADER_LEN => {
+            let hops = packet[7];
+            if hops <= 1 {
+                return Err(Drop::TtlExpired);
+            }
+            packet[7] = hops - 1;
+            Ok(())
+        }
+        _ => Err(Drop::NotIp),
+    }
+}
+
+fn resolve(ctx: &Context<'_>, dst: IpAddr) -> Result<crate::nexthop::Resolved, Drop> {
+    match ctx.next_hops.lookup(None, dst) {
+        Lookup::Resolved(hop) => Ok(hop),
+        Lookup::Miss(miss) => {
+            // Off the hot path's clock: a bounded try_send the resolver
+            // thread drains; a full queue only means this one is not asked.
+            ctx.resolver.request(&miss);
+            Err(Drop::NextHop(miss.reason))
+        }
+    }
+}
+
+/// Writes the next hop's Ethernet header in front of the IP packet at `ip`
+/// and returns the frame's range.
+fn with_ethernet(
+    buf: &mut [u8],
+    ip: Range<usize>,
+    hop: &crate::nexthop::Resolved,
+) -> Result<Range<usize>, Drop> {
+    let start = ip
+        .start
+        .checked_sub(ethernet::HEADER_LEN)
+        .ok_or(Drop::Esp(EspError::NoHeadroom))?;
+    let ethertype = match buf.get(ip.start).map(|b| b >> 4) {
+        Some(6) => ethernet::ethertype::IPV6,
+        _ => ethernet::ethertype::IPV4,
+    };
+    let mut eth = ethernet::Frame::new_unchecked(&mut buf[start..ip.end]);
+    eth.set_dst_addr(hop.dst_mac);
+    eth.set_src_addr(hop.src_mac);
+    eth.set_ethertype(ethertype);
+    Ok(start..ip.end)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_decrement_keeps_the_ipv4_checksum_valid() {
+        for ttl in [2u8, 64, 255] {
+            let mut packet = vec![0u8; 28];
+            ipv4::Repr {
+                src: [10, 1, 0, 2].into(),
+                dst: [10, 2, 0, 2].into(),
+                protocol: 17,
+                payload_len: 8,
+                ttl,
+                dscp_ecn: 0,
+                ident: 7,
+                dont_frag: true,
+            }
+            .emit(&mut packet)
+            .unwrap();
+            decrement_ttl(&mut packet).unwrap();
+            let ip = ipv4::Packet::new_checked(&packet[..]).unwrap();
+            assert_eq!(ip.ttl(), ttl - 1);
+            assert!(
+                ip.verify_checksum(),
+                "checksum after TTL {ttl} -> {}",
+                ttl - 1
+            );
+        }
+    }
+
+    #[test]
+    fn ttl_of_one_is_not_forwarded() {
+        let mut v6 = vec![0u8; 40];
+        v6[0] = 0x60;
+        v6[7] = 1;
+        assert_eq!(decrement_ttl(&mut v6), Err(Drop::TtlExpired));
+        assert_eq!(decrement_ttl(&mut [0u8; 3]), Err(Drop::NotIp));
+    }
+
+    #[test]
+    fn drop_indices_are_dense_and_unique() {
+        let all: Vec<Drop> = Drop::all().collect();
+        assert_eq!(all.len(), Drop::COUNT);
+        for (i, d) in all.iter().enumerate() {
+            assert_eq!(d.index(), i, "{d:?}");
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! Per-worker statistics. Each worker writes only its own [`WorkerStatsCell`]
+//! (one cache line apart from the others'), the API server reads them all and
+//! sums. Counters are relaxed atomics with a single writer; the histograms
+//! are kept by the worker and copied out a few times a second, so reading
+//! them never takes a lock on the hot path.
+
+use crate::pipeline::Drop;
+use hdrhistogram::Histogram;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use xdpsec_api::messages::{HistogramBucket, LatencyPercentiles};
+use xdpsec_api::WorkerStats;
+
+/// Upper bounds of the batch-size histogram's buckets.
+pub const BATCH_BUCKETS: [u32; 7] = [1, 2, 4, 8, 16, 32, 64];
+
+/// The largest per-packet time the histogram holds (10 ms).
+const MAX_PACKET_NS: u64 = 10_000_000;
+
+/// How often a worker copies its histograms out for readers.
+const PUBLISH_EVERY: Duration = Duration::from_millis(250);
+
+/// What a worker shares with readers.
+#[derive(Debug)]
+#[repr(align(128))]
+pub struct WorkerStatsCell {
+    pub worker: u32,
+    pub cpu: Option<u32>,
+    rx_packets: AtomicU64,
+    tx_packets: AtomicU64,
+    batches: AtomicU64,
+    wakeups: AtomicU64,
+    batch_sizes: [AtomicU64; BATCH_BUCKETS.len()],
+    drops: [AtomicU64; Drop::COUNT],
+    packet_ns: Mutex<LatencyPercentiles>,
+}
+
+impl WorkerStatsCell {
+    pub fn new(worker: u32, cpu: Option<u32>) -> WorkerStatsCell {
+        WorkerStatsCell {
+            worker,
+            cpu,
+            rx_packets: AtomicU64::new(0),
+            tx_packets: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            wakeups: AtomicU64::new(0),
+            batch_sizes: std::array::from_fn(|_| AtomicU64::new(0)),
+            drops: std::array::from_fn(|_| AtomicU64::new(0)),
+            packet_ns: Mutex::new(LatencyPercentiles::default()),
+        }
+    }
+
+    /// What `worker_stats` answers for this worker.
+    pub fn snapshot(&self) -> WorkerStats {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        WorkerStats {
+            worker: self.worker,
+            cpu: self.cpu,
+            rx_packets: load(&self.rx_packets),
+            tx_packets: load(&self.tx_packets),
+            batches: load(&self.batches),
+            batch_sizes: BATCH_BUCKETS
+                .iter()
+                .zip(&self.batch_sizes)
+                .map(|(&le, count)| HistogramBucket {
+                    le,
+                    count: load(count),
+                })
+                .collect(),
+            packet_ns: *self
+                .packet_ns
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+            wakeups: load(&self.wakeups),
+        }
+    }
+
+    /// Drops by reason name, reasons with none left out.
+    pub fn drops(&self) -> Vec<(&'static str, u64)> {
+        Drop::all()
+            .map(|d| (d.as_str(), self.drops[d.index()].load(Ordering::Relaxed)))
+            .filter(|&(_, n)| n > 0)
+            .collect()
+    }
+}
+
+/// The worker's side: plain counters it adds to, flushed into the shared
+/// cell once per batch.
+#[derive(Debug)]
+pub struct WorkerRecorder<'a> {
+    cell: &'a WorkerStatsCell,
+    packet_ns: Histogram<u64>,
+    last_publish: Instant,
+}
+
+impl<'a> WorkerRecorder<'a> {
+    pub fn new(cell: &'a WorkerStatsCell) -> WorkerRecorder<'a> {
+        WorkerRecorder {
+            cell,
+            // 1 ns to 10 ms at 3 significant digits: a few tens of KiB, once.
+            packet_ns: Histogram::new_with_bounds(1, MAX_PACKET_NS, 3)
+                .unwrap_or_else(|_| Histogram::new(3).expect("3 significant digits is valid")),
+            last_publish: Instant::now(),
+        }
+    }
+
+    /// One RX batch of `packets` frames took `elapsed` to process.
+    pub fn batch(&mut self, packets: usize, elapsed: Duration) {
+        if packets == 0 {
+            return;
+        }
+        let n = packets as u64;
+        let cell = self.cell;
+        cell.rx_packets.fetch_add(n, Ordering::Relaxed);
+        cell.batches.fetch_add(1, Ordering::Relaxed);
+        let bucket = BATCH_BUCKETS
+            .iter()
+            .position(|&le| packets <= le as usize)
+            .unwrap_or(BATCH_BUCKETS.len() - 1);
+        cell.batch_sizes[bucket].fetch_add(1, Ordering::Relaxed);
+        let per_packet = (elapsed.as_nanos() as u64 / n).max(1);
+        // Clamped to the histogram's top so a stall cannot fail the record.
+        self.packet_ns
+            .record_n(per_packet.min(MAX_PACKET_NS), n)
+            .ok();
+    }
+
+    pub fn transmitted(&self, packets: usize) {
+        self.cell
+            .tx_packets
+            .fetch_add(packets as u64, Ordering::Relaxed);
+    }
+
+    pub fn dropped(&self, reason: Drop) {
+        self.cell.drops[reason.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn woke_up(&self) {
+        self.cell.wakeups.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Copies the latency percentiles out if it is time; never waits for a
+    /// reader that holds the lock.
+    pub fn maybe_publish(&mut self, now: Instant) {
+        if now.duration_since(self.last_publish) < PUBLISH_EVERY {
+            return;
+        }
+        self.last_publish = now;
+        if let Ok(mut shared) = self.cell.packet_ns.try_lock() {
+            let h = &self.packet_ns;
+            *shared = LatencyPercentiles {
+                samples: h.len(),
+                p50: h.value_at_quantile(0.5),
+                p99: h.value_at_quantile(0.99),
+                p999: h.value_at_quantile(0.999),
+            };
+        }
+    }
+}

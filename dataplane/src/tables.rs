@@ -1,0 +1,455 @@
+//! The SAs and policies as the workers see them: an immutable snapshot that
+//! the control side replaces as a whole (RCU-style, through `arc-swap`), so a
+//! worker reads it without a lock and never waits for an update.
+
+use crate::crypto::Backend;
+use crate::esp::EspError;
+use crate::sa::{Cipher, Direction, InboundSa, Lifetimes, Limit, OutboundSa, SaConfig, UdpEncap};
+use crate::selector::{IpRange, PortRange, TrafficSelector};
+use arc_swap::ArcSwap;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+use thiserror::Error;
+use xdpsec_api::{
+    messages::SaCounters, Policy, PolicyAction, PolicyKey, Prefix, SaInfo, SaSpec,
+    TrafficSelector as ApiSelector,
+};
+use zeroize::Zeroizing;
+
+/// Drops that happen around the ESP transform, beside [`EspError`]'s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathDrop {
+    NoRoute,
+    NoNeighbour,
+    TxRingFull,
+}
+
+impl PathDrop {
+    pub const ALL: [PathDrop; 3] = [
+        PathDrop::NoRoute,
+        PathDrop::NoNeighbour,
+        PathDrop::TxRingFull,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PathDrop::NoRoute => "no_route",
+            PathDrop::NoNeighbour => "no_neighbour",
+            PathDrop::TxRingFull => "tx_ring_full",
+        }
+    }
+}
+
+/// Counters of one SA, shared by every worker that uses it. Atomics, since
+/// the SA is the unit that several workers may share (DESIGN: per-SA atomic
+/// counters); per-worker totals live in the workers.
+#[derive(Debug)]
+pub struct SaStats {
+    packets: AtomicU64,
+    bytes: AtomicU64,
+    esp_drops: [AtomicU64; EspError::COUNT],
+    path_drops: [AtomicU64; PathDrop::ALL.len()],
+    installed: Instant,
+    /// Nanoseconds after `installed` of the last packet, 0 for none yet.
+    last_used_ns: AtomicU64,
+}
+
+impl SaStats {
+    fn new() -> SaStats {
+        SaStats {
+            packets: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            esp_drops: std::array::from_fn(|_| AtomicU64::new(0)),
+            path_drops: std::array::from_fn(|_| AtomicU64::new(0)),
+            installed: Instant::now(),
+            last_used_ns: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts a batch's worth of carried packets at once, so a worker touches
+    /// the shared cache line once per batch rather than once per packet.
+    pub fn add_carried(&self, packets: u64, bytes: u64, now: Instant) {
+        self.packets.fetch_add(packets, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        let since = now.saturating_duration_since(self.installed).as_nanos();
+        self.last_used_ns.store(
+            u64::try_from(since).unwrap_or(u64::MAX).max(1),
+            Ordering::Relaxed,
+        );
+    }
+
+    pub fn add_esp_drop(&self, reason: EspError) {
+        self.esp_drops[reason.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn add_path_drop(&self, reason: PathDrop) {
+        self.path_drops[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn counters(&self) -> SaCounters {
+        let mut counters = SaCounters {
+            packets: self.packets.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+            ..SaCounters::default()
+        };
+        let esp = EspError::ALL
+            .iter()
+            .map(|e| (e.as_str(), &self.esp_drops[e.index()]));
+        let path = PathDrop::ALL
+            .iter()
+            .map(|p| (p.as_str(), &self.path_drops[*p as usize]));
+        for (name, count) in esp.chain(path) {
+            let n = count.load(Ordering::Relaxed);
+            if n > 0 {
+                counters.drops.insert(name.to_owned(), n);
+            }
+        }
+        counters
+    }
+
+    fn age_ms(&self) -> u64 {
+        u64::try_from(self.installed.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn last_used_ms(&self) -> Option<u64> {
+        let at = self.last_used_ns.load(Ordering::Relaxed);
+        (at > 0).then(|| self.age_ms().saturating_sub(at / 1_000_000))
+    }
+}
+
+/// An installed SA: the transform state, its description and its counters.
+#[derive(Debug)]
+pub struct Installed<S> {
+    pub sa: S,
+    pub stats: SaStats,
+    /// The description it was installed from, key removed.
+    info: SaInfo,
+}
+
+pub type InboundEntry = Installed<InboundSa>;
+pub type OutboundEntry = Installed<OutboundSa>;
+
+/// What an outbound packet's policy lookup decides.
+#[derive(Debug, Clone)]
+pub enum Verdict {
+    Protect(Arc<OutboundEntry>),
+    Bypass,
+    Drop,
+    /// No policy covers the packet.
+    NoPolicy,
+}
+
+#[derive(Debug)]
+struct CompiledPolicy {
+    local: Prefix,
+    remote: Prefix,
+    action: Verdict,
+}
+
+/// One consistent view of every SA and outbound policy.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    inbound: HashMap<u32, Arc<InboundEntry>>,
+    outbound: HashMap<u32, Arc<OutboundEntry>>,
+    /// Outbound policies, most specific first.
+    out_policies: Vec<CompiledPolicy>,
+}
+
+impl Snapshot {
+    #[inline]
+    pub fn inbound(&self, spi: u32) -> Option<&Arc<InboundEntry>> {
+        self.inbound.get(&spi)
+    }
+
+    /// The outbound policy for a packet from `src` to `dst` (most specific
+    /// local prefix, then remote prefix, wins).
+    pub fn outbound_verdict(&self, src: IpAddr, dst: IpAddr) -> Verdict {
+        self.out_policies
+            .iter()
+            .find(|p| p.local.contains(src) && p.remote.contains(dst))
+            .map_or(Verdict::NoPolicy, |p| p.action.clone())
+    }
+
+    pub fn sa_infos(&self) -> Vec<SaInfo> {
+        let inbound = self
+            .inbound
+            .values()
+            .map(|e| e.describe(e.sa.replay_window().highest()));
+        let outbound = self
+            .outbound
+            .values()
+            .map(|e| e.describe(e.sa.next_seq().map_or(e.sa.seq_max(), |next| next - 1)));
+        let mut infos: Vec<SaInfo> = inbound.chain(outbound).collect();
+        infos.sort_by_key(|i| (i.direction.as_str(), i.spi));
+        infos
+    }
+}
+
+impl<S> Installed<S> {
+    fn describe(&self, seq: u64) -> SaInfo {
+        SaInfo {
+            seq,
+            counters: self.stats.counters(),
+            age_ms: self.stats.age_ms(),
+            last_used_ms: self.stats.last_used_ms(),
+            ..self.info.clone()
+        }
+    }
+}
+
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum TableError {
+    #[error("SA {spi:#010x} ({direction}) already exists")]
+    SaExists { spi: u32, direction: &'static str },
+    #[error("no SA {spi:#010x} ({direction})")]
+    NoSuchSa { spi: u32, direction: &'static str },
+    #[error("policy {0:?} already exists")]
+    PolicyExists(PolicyKey),
+    #[error("no such policy {0:?}")]
+    NoSuchPolicy(PolicyKey),
+    #[error("policy protects with SA {0:#010x}, which is not an installed outbound SA")]
+    PolicySaMissing(u32),
+    #[error("invalid SA: {0}")]
+    InvalidSa(String),
+}
+
+/// The control side's editable copy, from which snapshots are built.
+#[derive(Debug, Default)]
+struct Editable {
+    inbound: HashMap<u32, Arc<InboundEntry>>,
+    outbound: HashMap<u32, Arc<OutboundEntry>>,
+    policies: Vec<Policy>,
+}
+
+/// The tables: workers `load()`, the API server edits and publishes.
+#[derive(Debug)]
+pub struct Tables {
+    live: ArcSwap<Snapshot>,
+    edit: Mutex<Editable>,
+    backend: Backend,
+}
+
+impl Tables {
+    pub fn new(backend: Backend) -> Tables {
+        Tables {
+            live: ArcSwap::from_pointee(Snapshot::default()),
+            edit: Mutex::new(Editable::default()),
+            backend,
+        }
+    }
+
+    /// The current snapshot; a worker holds it for one batch.
+    #[inline]
+    pub fn load(&self) -> arc_swap::Guard<Arc<Snapshot>> {
+        self.live.load()
+    }
+
+    fn editable(&self) -> MutexGuard<'_, Editable> {
+        // A panic while editing leaves the maps consistent (every edit is a
+        // single insert or remove), so a poisoned lock is still usable.
+        self.edit
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn add_sa(&self, spec: &SaSpec) -> Result<(), TableError> {
+        spec.validate()
+            .map_err(|e| TableError::InvalidSa(e.to_string()))?;
+        let config = sa_config(spec, self.backend);
+        let info = SaInfo::from_spec(spec);
+        let mut edit = self.editable();
+        match spec.direction {
+            xdpsec_api::Direction::In => {
+                if edit.inbound.contains_key(&spec.spi) {
+                    return Err(TableError::SaExists {
+                        spi: spec.spi,
+                        direction: "in",
+                    });
+                }
+                let sa =
+                    InboundSa::new(config).map_err(|e| TableError::InvalidSa(e.to_string()))?;
+                edit.inbound.insert(
+                    spec.spi,
+                    Arc::new(Installed {
+                        sa,
+                        stats: SaStats::new(),
+                        info,
+                    }),
+                );
+            }
+            xdpsec_api::Direction::Out => {
+                if edit.outbound.contains_key(&spec.spi) {
+                    return Err(TableError::SaExists {
+                        spi: spec.spi,
+                        direction: "out",
+                    });
+                }
+                let sa =
+                    OutboundSa::new(config).map_err(|e| TableError::InvalidSa(e.to_string()))?;
+                edit.outbound.insert(
+                    spec.spi,
+                    Arc::new(Installed {
+                        sa,
+                        stats: SaStats::new(),
+                        info,
+                    }),
+                );
+            }
+        }
+        self.publish(&edit);
+        Ok(())
+    }
+
+    /// Removes an SA. Policies that protect with it stay and drop their
+    /// traffic (counted as no SA) until the SA is added back, as with
+    /// `ip xfrm`: the policy says the traffic must not leave in clear.
+    pub fn delete_sa(&self, spi: u32, direction: xdpsec_api::Direction) -> Result<(), TableError> {
+        let mut edit = self.editable();
+        let removed = match direction {
+            xdpsec_api::Direction::In => edit.inbound.remove(&spi).is_some(),
+            xdpsec_api::Direction::Out => edit.outbound.remove(&spi).is_some(),
+        };
+        if !removed {
+            return Err(TableError::NoSuchSa {
+                spi,
+                direction: direction.as_str(),
+            });
+        }
+        self.publish(&edit);
+        Ok(())
+    }
+
+    pub fn add_policy(&self, policy: Policy) -> Result<(), TableError> {
+        policy
+            .validate()
+            .map_err(|e| TableError::InvalidSa(e.to_string()))?;
+        let mut edit = self.editable();
+        if edit.policies.iter().any(|p| p.key() == policy.key()) {
+            return Err(TableError::PolicyExists(policy.key()));
+        }
+        edit.policies.push(policy);
+        self.publish(&edit);
+        Ok(())
+    }
+
+    pub fn delete_policy(&self, key: &PolicyKey) -> Result<(), TableError> {
+        let mut edit = self.editable();
+        let before = edit.policies.len();
+        edit.policies.retain(|p| p.key() != *key);
+        if edit.policies.len() == before {
+            return Err(TableError::NoSuchPolicy(*key));
+        }
+        self.publish(&edit);
+        Ok(())
+    }
+
+    pub fn policies(&self) -> Vec<Policy> {
+        self.editable().policies.clone()
+    }
+
+    fn publish(&self, edit: &Editable) {
+        let mut out_policies: Vec<CompiledPolicy> = edit
+            .policies
+            .iter()
+            .filter(|p| p.direction == xdpsec_api::Direction::Out)
+            .map(|p| CompiledPolicy {
+                local: p.local,
+                remote: p.remote,
+                action: match (p.action, p.spi) {
+                    (PolicyAction::Protect, Some(spi)) => match edit.outbound.get(&spi) {
+                        Some(entry) => Verdict::Protect(entry.clone()),
+                        // The SA is gone: the traffic must not leave in clear.
+                        None => Verdict::Drop,
+                    },
+                    (PolicyAction::Bypass, _) => Verdict::Bypass,
+                    _ => Verdict::Drop,
+                },
+            })
+            .collect();
+        out_policies
+            .sort_by_key(|p| std::cmp::Reverse((p.local.prefix_len(), p.remote.prefix_len())));
+        self.live.store(Arc::new(Snapshot {
+            inbound: edit.inbound.clone(),
+            outbound: edit.outbound.clone(),
+            out_policies,
+        }));
+    }
+}
+
+/// The data plane's view of an SA description from the API or the config.
+pub fn sa_config(spec: &SaSpec, backend: Backend) -> SaConfig {
+    let direction = match spec.direction {
+        xdpsec_api::Direction::In => Direction::Inbound,
+        xdpsec_api::Direction::Out => Direction::Outbound,
+    };
+    let cipher = if spec.key.bits() == 256 {
+        Cipher::AesGcm256
+    } else {
+        Cipher::AesGcm128
+    };
+    let mut keying_material = Zeroizing::new(spec.key.key().to_vec());
+    keying_material.extend_from_slice(spec.key.salt());
+    let selectors = spec
+        .selectors
+        .iter()
+        .filter_map(|s| selector(s, direction))
+        .collect();
+    let mut config = SaConfig::new(
+        spec.spi,
+        direction,
+        cipher,
+        keying_material,
+        spec.tunnel_local,
+        spec.tunnel_remote,
+        selectors,
+    );
+    config.backend = backend;
+    config.esn = spec.esn;
+    config.replay_window = spec.replay_window;
+    config.udp_encap = spec.encap.map(|e| UdpEncap {
+        local_port: e.sport,
+        remote_port: e.dport,
+    });
+    config.lifetimes = Lifetimes {
+        packets: Limit {
+            soft: spec.lifetime.soft_packets,
+            hard: spec.lifetime.hard_packets,
+        },
+        bytes: Limit {
+            soft: spec.lifetime.soft_bytes,
+            hard: spec.lifetime.hard_bytes,
+        },
+    };
+    if let Some(seq) = spec.initial_seq {
+        config.initial_seq = seq;
+    }
+    config
+}
+
+/// An API selector (local/remote) in packet orientation for `direction`.
+/// `None` for a selector whose prefixes are of different families, which
+/// `SaSpec::validate` already refuses.
+fn selector(s: &ApiSelector, direction: Direction) -> Option<TrafficSelector> {
+    let range = |p: &Prefix| IpRange::prefix(p.addr(), p.prefix_len()).ok();
+    let ports = |r: Option<xdpsec_api::sa::PortRange>| {
+        r.and_then(|r| PortRange::new(r.start(), r.end()).ok())
+            .unwrap_or(PortRange::ANY)
+    };
+    let (local, remote) = (range(&s.local)?, range(&s.remote)?);
+    let (local_ports, remote_ports) = (ports(s.local_ports), ports(s.remote_ports));
+    let (src, dst, src_ports, dst_ports) = match direction {
+        Direction::Outbound => (local, remote, local_ports, remote_ports),
+        Direction::Inbound => (remote, local, remote_ports, local_ports),
+    };
+    let selector = TrafficSelector::new(src, dst)
+        .ok()?
+        .with_src_ports(src_ports)
+        .with_dst_ports(dst_ports);
+    Some(match s.protocol {
+        Some(protocol) => selector.with_protocol(protocol.0),
+        None => selector,
+    })
+}
