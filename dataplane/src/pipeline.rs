@@ -25,7 +25,7 @@ pub struct Transmit {
 /// Why a frame was dropped. Counted per worker; drops that belong to an SA
 /// are also counted on the SA.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Drop {
+pub enum Dropped {
     /// Not IPv4 or IPv6, or its IP header is broken.
     NotIp,
     /// Outer headers of an ESP packet are broken, or it is a fragment.
@@ -46,51 +46,51 @@ pub enum Drop {
     NextHop(MissReason),
 }
 
-impl Drop {
-    /// Every reason's counter slot: [`Drop::index`] is below this.
+impl Dropped {
+    /// Every reason's counter slot: [`Dropped::index`] is below this.
     pub const COUNT: usize = 7 + EspError::COUNT + MissReason::COUNT;
 
     pub fn index(self) -> usize {
         match self {
-            Drop::NotIp => 0,
-            Drop::MalformedOuter => 1,
-            Drop::NoPolicy => 2,
-            Drop::PolicyDrop => 3,
-            Drop::Bypass => 4,
-            Drop::TtlExpired => 5,
-            Drop::TxRingFull => 6,
-            Drop::Esp(e) => 7 + e.index(),
-            Drop::NextHop(m) => 7 + EspError::COUNT + m.index(),
+            Dropped::NotIp => 0,
+            Dropped::MalformedOuter => 1,
+            Dropped::NoPolicy => 2,
+            Dropped::PolicyDrop => 3,
+            Dropped::Bypass => 4,
+            Dropped::TtlExpired => 5,
+            Dropped::TxRingFull => 6,
+            Dropped::Esp(e) => 7 + e.index(),
+            Dropped::NextHop(m) => 7 + EspError::COUNT + m.index(),
         }
     }
 
     /// Every reason, in index order.
-    pub fn all() -> impl Iterator<Item = Drop> {
+    pub fn all() -> impl Iterator<Item = Dropped> {
         [
-            Drop::NotIp,
-            Drop::MalformedOuter,
-            Drop::NoPolicy,
-            Drop::PolicyDrop,
-            Drop::Bypass,
-            Drop::TtlExpired,
-            Drop::TxRingFull,
+            Dropped::NotIp,
+            Dropped::MalformedOuter,
+            Dropped::NoPolicy,
+            Dropped::PolicyDrop,
+            Dropped::Bypass,
+            Dropped::TtlExpired,
+            Dropped::TxRingFull,
         ]
         .into_iter()
-        .chain(EspError::ALL.into_iter().map(Drop::Esp))
-        .chain(MissReason::ALL.into_iter().map(Drop::NextHop))
+        .chain(EspError::ALL.into_iter().map(Dropped::Esp))
+        .chain(MissReason::ALL.into_iter().map(Dropped::NextHop))
     }
 
     pub fn as_str(self) -> &'static str {
         match self {
-            Drop::NotIp => "not_ip",
-            Drop::MalformedOuter => "malformed_outer",
-            Drop::NoPolicy => "no_policy",
-            Drop::PolicyDrop => "policy_drop",
-            Drop::Bypass => "bypass_steered",
-            Drop::TtlExpired => "ttl_expired",
-            Drop::TxRingFull => "tx_ring_full",
-            Drop::Esp(e) => e.as_str(),
-            Drop::NextHop(m) => m.as_str(),
+            Dropped::NotIp => "not_ip",
+            Dropped::MalformedOuter => "malformed_outer",
+            Dropped::NoPolicy => "no_policy",
+            Dropped::PolicyDrop => "policy_drop",
+            Dropped::Bypass => "bypass_steered",
+            Dropped::TtlExpired => "ttl_expired",
+            Dropped::TxRingFull => "tx_ring_full",
+            Dropped::Esp(e) => e.as_str(),
+            Dropped::NextHop(m) => m.as_str(),
         }
     }
 }
@@ -120,19 +120,19 @@ pub fn outbound(
     buf: &mut [u8],
     start: usize,
     len: usize,
-) -> Result<(Transmit, Option<SoftExpiry>), Drop> {
+) -> Result<(Transmit, Option<SoftExpiry>), Dropped> {
     let (l3, inner_len) = ip_after_ethernet(buf, start, len)?;
-    let (src, dst) = ip_addresses(&buf[l3..l3 + inner_len]).ok_or(Drop::NotIp)?;
+    let (src, dst) = ip_addresses(&buf[l3..l3 + inner_len]).ok_or(Dropped::NotIp)?;
     let entry = match ctx.tables.outbound_verdict(src, dst) {
         Verdict::Protect(entry) => entry,
-        Verdict::Bypass => return Err(Drop::Bypass),
-        Verdict::Drop => return Err(Drop::PolicyDrop),
-        Verdict::NoPolicy => return Err(Drop::NoPolicy),
+        Verdict::Bypass => return Err(Dropped::Bypass),
+        Verdict::Drop => return Err(Dropped::PolicyDrop),
+        Verdict::NoPolicy => return Err(Dropped::NoPolicy),
     };
     decrement_ttl(&mut buf[l3..l3 + inner_len])?;
     let sealed = esp::encapsulate(&entry.sa, buf, l3, inner_len).map_err(|e| {
         entry.stats.add_esp_drop(e);
-        Drop::Esp(e)
+        Dropped::Esp(e)
     })?;
     let hop = resolve(ctx, entry.sa.remote()).inspect_err(|_| {
         entry.stats.add_path_drop(PathDrop::NoNeighbour);
@@ -160,25 +160,25 @@ pub fn inbound(
     buf: &mut [u8],
     start: usize,
     len: usize,
-) -> Result<(Transmit, Option<SoftExpiry>), Drop> {
+) -> Result<(Transmit, Option<SoftExpiry>), Dropped> {
     let (l3, ip_len) = ip_after_ethernet(buf, start, len)?;
-    let esp_range = esp_in_outer(&buf[l3..l3 + ip_len]).ok_or(Drop::MalformedOuter)?;
+    let esp_range = esp_in_outer(&buf[l3..l3 + ip_len]).ok_or(Dropped::MalformedOuter)?;
     let esp_range = l3 + esp_range.start..l3 + esp_range.end;
     let spi_bytes = buf
         .get(esp_range.start..esp_range.start + 4)
-        .ok_or(Drop::Esp(EspError::Truncated))?;
+        .ok_or(Dropped::Esp(EspError::Truncated))?;
     let spi = u32::from_be_bytes([spi_bytes[0], spi_bytes[1], spi_bytes[2], spi_bytes[3]]);
     let entry = ctx
         .tables
         .inbound(spi)
-        .ok_or(Drop::Esp(EspError::UnknownSpi))?;
+        .ok_or(Dropped::Esp(EspError::UnknownSpi))?;
     let opened = esp::decapsulate(&entry.sa, &mut buf[esp_range.clone()]).map_err(|e| {
         entry.stats.add_esp_drop(e);
-        Drop::Esp(e)
+        Dropped::Esp(e)
     })?;
     let inner = esp_range.start + opened.range.start..esp_range.start + opened.range.end;
     decrement_ttl(&mut buf[inner.clone()])?;
-    let (_, dst) = ip_addresses(&buf[inner.clone()]).ok_or(Drop::NotIp)?;
+    let (_, dst) = ip_addresses(&buf[inner.clone()]).ok_or(Dropped::NotIp)?;
     let hop = resolve(ctx, dst).inspect_err(|_| {
         entry.stats.add_path_drop(PathDrop::NoNeighbour);
     })?;
@@ -210,26 +210,26 @@ pub fn looks_like_esp(frame: &[u8]) -> bool {
 
 /// The IP packet of an Ethernet frame (one 802.1Q tag allowed): its offset
 /// and its length by its own header (Ethernet padding excluded).
-fn ip_after_ethernet(buf: &[u8], start: usize, len: usize) -> Result<(usize, usize), Drop> {
-    let frame = buf.get(start..start + len).ok_or(Drop::NotIp)?;
-    let eth = ethernet::Frame::new_checked(frame).map_err(|_| Drop::NotIp)?;
+fn ip_after_ethernet(buf: &[u8], start: usize, len: usize) -> Result<(usize, usize), Dropped> {
+    let frame = buf.get(start..start + len).ok_or(Dropped::NotIp)?;
+    let eth = ethernet::Frame::new_checked(frame).map_err(|_| Dropped::NotIp)?;
     let (mut ethertype, mut l3) = (eth.ethertype(), ethernet::HEADER_LEN);
     if ethertype == ethernet::ethertype::VLAN {
-        let tag = frame.get(16..18).ok_or(Drop::NotIp)?;
+        let tag = frame.get(16..18).ok_or(Dropped::NotIp)?;
         ethertype = u16::from_be_bytes([tag[0], tag[1]]);
         l3 += 4;
     }
     let packet = &frame[l3.min(frame.len())..];
     let ip_len = match ethertype {
         ethernet::ethertype::IPV4 => {
-            let ip = ipv4::Packet::new_checked(packet).map_err(|_| Drop::NotIp)?;
+            let ip = ipv4::Packet::new_checked(packet).map_err(|_| Dropped::NotIp)?;
             usize::from(ip.total_len())
         }
         ethernet::ethertype::IPV6 => {
-            let ip = ipv6::Packet::new_checked(packet).map_err(|_| Drop::NotIp)?;
+            let ip = ipv6::Packet::new_checked(packet).map_err(|_| Dropped::NotIp)?;
             ip.total_len()
         }
-        _ => return Err(Drop::NotIp),
+        _ => return Err(Dropped::NotIp),
     };
     Ok((start + l3, ip_len))
 }
@@ -283,12 +283,12 @@ fn esp_in_outer(packet: &[u8]) -> Option<Range<usize>> {
 
 /// A router's TTL / hop-limit decrement, with the IPv4 checksum updated
 /// incrementally (RFC 1624) rather than recomputed.
-fn decrement_ttl(packet: &mut [u8]) -> Result<(), Drop> {
+fn decrement_ttl(packet: &mut [u8]) -> Result<(), Dropped> {
     match packet.first().map(|b| b >> 4) {
         Some(4) if packet.len() >= ipv4::MIN_HEADER_LEN => {
             let ttl = packet[8];
             if ttl <= 1 {
-                return Err(Drop::TtlExpired);
+                return Err(Dropped::TtlExpired);
             }
             packet[8] = ttl - 1;
             // The TTL is the high byte of the 16-bit word it shares with the
@@ -302,23 +302,23 @@ fn decrement_ttl(packet: &mut [u8]) -> Result<(), Drop> {
         Some(6) if packet.len() >= ipv6::HEADER_LEN => {
             let hops = packet[7];
             if hops <= 1 {
-                return Err(Drop::TtlExpired);
+                return Err(Dropped::TtlExpired);
             }
             packet[7] = hops - 1;
             Ok(())
         }
-        _ => Err(Drop::NotIp),
+        _ => Err(Dropped::NotIp),
     }
 }
 
-fn resolve(ctx: &Context<'_>, dst: IpAddr) -> Result<crate::nexthop::Resolved, Drop> {
+fn resolve(ctx: &Context<'_>, dst: IpAddr) -> Result<crate::nexthop::Resolved, Dropped> {
     match ctx.next_hops.lookup(None, dst) {
         Lookup::Resolved(hop) => Ok(hop),
         Lookup::Miss(miss) => {
             // Off the hot path's clock: a bounded try_send the resolver
             // thread drains; a full queue only means this one is not asked.
             ctx.resolver.request(&miss);
-            Err(Drop::NextHop(miss.reason))
+            Err(Dropped::NextHop(miss.reason))
         }
     }
 }
@@ -329,11 +329,11 @@ fn with_ethernet(
     buf: &mut [u8],
     ip: Range<usize>,
     hop: &crate::nexthop::Resolved,
-) -> Result<Range<usize>, Drop> {
+) -> Result<Range<usize>, Dropped> {
     let start = ip
         .start
         .checked_sub(ethernet::HEADER_LEN)
-        .ok_or(Drop::Esp(EspError::NoHeadroom))?;
+        .ok_or(Dropped::Esp(EspError::NoHeadroom))?;
     let ethertype = match buf.get(ip.start).map(|b| b >> 4) {
         Some(6) => ethernet::ethertype::IPV6,
         _ => ethernet::ethertype::IPV4,
@@ -381,14 +381,14 @@ mod tests {
         let mut v6 = vec![0u8; 40];
         v6[0] = 0x60;
         v6[7] = 1;
-        assert_eq!(decrement_ttl(&mut v6), Err(Drop::TtlExpired));
-        assert_eq!(decrement_ttl(&mut [0u8; 3]), Err(Drop::NotIp));
+        assert_eq!(decrement_ttl(&mut v6), Err(Dropped::TtlExpired));
+        assert_eq!(decrement_ttl(&mut [0u8; 3]), Err(Dropped::NotIp));
     }
 
     #[test]
     fn drop_indices_are_dense_and_unique() {
-        let all: Vec<Drop> = Drop::all().collect();
-        assert_eq!(all.len(), Drop::COUNT);
+        let all: Vec<Dropped> = Dropped::all().collect();
+        assert_eq!(all.len(), Dropped::COUNT);
         for (i, d) in all.iter().enumerate() {
             assert_eq!(d.index(), i, "{d:?}");
         }

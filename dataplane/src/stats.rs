@@ -4,7 +4,7 @@
 //! are kept by the worker and copied out a few times a second, so reading
 //! them never takes a lock on the hot path.
 
-use crate::pipeline::Drop;
+use crate::pipeline::Dropped;
 use hdrhistogram::Histogram;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -32,7 +32,7 @@ pub struct WorkerStatsCell {
     batches: AtomicU64,
     wakeups: AtomicU64,
     batch_sizes: [AtomicU64; BATCH_BUCKETS.len()],
-    drops: [AtomicU64; Drop::COUNT],
+    drops: [AtomicU64; Dropped::COUNT],
     packet_ns: Mutex<LatencyPercentiles>,
 }
 
@@ -78,7 +78,7 @@ impl WorkerStatsCell {
 
     /// Drops by reason name, reasons with none left out.
     pub fn drops(&self) -> Vec<(&'static str, u64)> {
-        Drop::all()
+        Dropped::all()
             .map(|d| (d.as_str(), self.drops[d.index()].load(Ordering::Relaxed)))
             .filter(|&(_, n)| n > 0)
             .collect()
@@ -132,7 +132,7 @@ impl<'a> WorkerRecorder<'a> {
             .fetch_add(packets as u64, Ordering::Relaxed);
     }
 
-    pub fn dropped(&self, reason: Drop) {
+    pub fn dropped(&self, reason: Dropped) {
         self.cell.drops[reason.index()].fetch_add(1, Ordering::Relaxed);
     }
 

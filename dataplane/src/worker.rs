@@ -6,7 +6,7 @@
 
 use crate::afxdp::{FrameBatch, PollSet, Umem, XskSocket, BATCH_SIZE};
 use crate::nexthop::{NextHopReader, Resolver};
-use crate::pipeline::{self, Context, Drop, SoftExpiry, Transmit};
+use crate::pipeline::{self, Context, Dropped, SoftExpiry, Transmit};
 use crate::stats::{WorkerRecorder, WorkerStatsCell};
 use crate::tables::Tables;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -140,9 +140,9 @@ fn process_batch(
                     let buf = umem.data_mut(&mut frame);
                     transform(&ctx, role, buf, head, len)
                 }
-                Err(_) => Err(Drop::Esp(crate::esp::EspError::NoTailroom)),
+                Err(_) => Err(Dropped::Esp(crate::esp::EspError::NoTailroom)),
             },
-            Err(_) => Err(Drop::Esp(crate::esp::EspError::NoHeadroom)),
+            Err(_) => Err(Dropped::Esp(crate::esp::EspError::NoHeadroom)),
         };
         let target = outcome.and_then(|(out, expiry)| {
             if let Some(expiry) = expiry {
@@ -154,7 +154,7 @@ fn process_batch(
             let port = ports
                 .iter()
                 .position(|p| p.socket.ifindex() == out.ifindex)
-                .ok_or(Drop::NextHop(crate::nexthop::MissReason::InterfaceDown))?;
+                .ok_or(Dropped::NextHop(crate::nexthop::MissReason::InterfaceDown))?;
             Ok((port, out))
         });
         match target {
@@ -165,11 +165,11 @@ fn process_batch(
                 if narrowed.is_ok() {
                     if let Err(frame) = tx[port].push(frame) {
                         umem.free(frame);
-                        recorder.dropped(Drop::Esp(crate::esp::EspError::NoTailroom));
+                        recorder.dropped(Dropped::Esp(crate::esp::EspError::NoTailroom));
                     }
                 } else {
                     umem.free(frame);
-                    recorder.dropped(Drop::Esp(crate::esp::EspError::NoHeadroom));
+                    recorder.dropped(Dropped::Esp(crate::esp::EspError::NoHeadroom));
                 }
             }
             Err(reason) => {
@@ -186,7 +186,7 @@ fn transform(
     buf: &mut [u8],
     start: usize,
     len: usize,
-) -> Result<(Transmit, Option<SoftExpiry>), Drop> {
+) -> Result<(Transmit, Option<SoftExpiry>), Dropped> {
     let inbound = match role {
         PortRole::Inside => false,
         PortRole::Outside => true,
@@ -214,6 +214,6 @@ fn send_all(
     recorder.transmitted(sent);
     for frame in batch.drain() {
         umem.free(frame);
-        recorder.dropped(Drop::TxRingFull);
+        recorder.dropped(Dropped::TxRingFull);
     }
 }
