@@ -37,6 +37,13 @@ pub struct DaemonOptions {
 const EXPIRY_QUEUE: usize = 1024;
 
 pub fn run(options: &DaemonOptions) -> Result<()> {
+    // First of all, so that a SIGTERM that comes while the data plane starts
+    // (even right after the API socket appears) stops it cleanly once it is
+    // up, XDP detached, instead of killing it with the default action.
+    let term = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, term.clone()).context("installing a signal handler")?;
+    }
     let config = StaticConfig::load(&options.config)?;
     let backend = if options.null_cipher_benchmark {
         Backend::NullBenchmarkOnly
@@ -166,10 +173,6 @@ pub fn run(options: &DaemonOptions) -> Result<()> {
         )
     })?;
 
-    let term = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(signal, term.clone()).context("installing a signal handler")?;
-    }
     eprintln!(
         "xdpsec dataplane: {workers} worker(s) on {} interface(s), XDP {mode}, {} SA(s), API on {}",
         interfaces.len(),

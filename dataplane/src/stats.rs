@@ -73,6 +73,11 @@ impl WorkerStatsCell {
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner()),
             wakeups: load(&self.wakeups),
+            drops: self
+                .drops()
+                .into_iter()
+                .map(|(name, n)| (name.to_owned(), n))
+                .collect(),
         }
     }
 

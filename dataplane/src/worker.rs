@@ -32,6 +32,11 @@ pub struct Port {
     pub role: PortRole,
 }
 
+/// Extra wake-ups `send_all` makes when the TX ring is full before it drops
+/// the rest of a batch: enough for a whole batch at copy mode's 32 frames
+/// per wake-up.
+const TX_FULL_RETRIES: usize = BATCH_SIZE / 32 + 1;
+
 /// How long an idle worker sleeps in poll() before it looks at the stop flag.
 const IDLE_POLL_MS: i32 = 100;
 
@@ -199,8 +204,9 @@ fn transform(
     }
 }
 
-/// Pushes a TX batch out; what the ring cannot take now is dropped and
-/// counted, so a slow interface cannot hold frames the RX side needs.
+/// Pushes a TX batch out; what the ring cannot take after a few wake-ups is
+/// dropped and counted, so a slow interface cannot hold frames the RX side
+/// needs.
 fn send_all(
     umem: &mut Umem,
     port: &mut Port,
@@ -210,7 +216,16 @@ fn send_all(
     if batch.is_empty() {
         return;
     }
-    let sent = port.socket.send(umem, batch).unwrap_or(0);
+    let mut sent = port.socket.send(umem, batch).unwrap_or(0);
+    // In copy mode one wake-up moves at most 32 frames, fewer than a batch:
+    // under sustained load the ring fills. Before dropping, kick it a few
+    // more times (each `send` reclaims, queues what fits and wakes).
+    for _ in 0..TX_FULL_RETRIES {
+        if batch.is_empty() {
+            break;
+        }
+        sent += port.socket.send(umem, batch).unwrap_or(0);
+    }
     recorder.transmitted(sent);
     for frame in batch.drain() {
         umem.free(frame);

@@ -4,6 +4,7 @@
 #![deny(unsafe_code)]
 
 mod bench;
+mod demo;
 mod machine;
 mod setup;
 mod shell;
@@ -16,7 +17,7 @@ usage: cargo xtask <command>
 commands:
   setup         install what is missing (Debian packages, nightly rust-src, bpf-linker)
   test          setup, format and lint checks, then every test (the CI command)
-  demo          the main demo (the full data-plane demo lands with the data-plane issue)
+  demo          two xdpsec gateways in namespaces: ping, capture, tshark and iperf3 through the tunnel
   bench esp     criterion benchmarks of the ESP core, summary and perf-results/esp-core.json
 ";
 
@@ -33,7 +34,7 @@ fn run() -> Result<()> {
     match args.as_slice() {
         ["setup"] => setup::ensure_all(),
         ["test"] => test(),
-        ["demo"] => demo(),
+        ["demo"] => demo::run(),
         ["bench", "esp"] => bench::esp(),
         [] | ["help"] | ["-h"] | ["--help"] => {
             print!("{USAGE}");
@@ -82,15 +83,4 @@ fn test() -> Result<()> {
         "tests (both crypto backends)",
         &["cargo", "test", "--all-features", "--", "--test-threads=2"],
     )
-}
-
-fn demo() -> Result<()> {
-    setup::ensure_all()?;
-    shell::step("build", &["cargo", "build", "--release"])?;
-    println!(
-        "xdpsec demo: not yet. The tunnel demo (two gateways in network namespaces, ping and \
-         iperf3 through the kernel-bypass data plane) arrives with the data-plane issue. \
-         Today the ESP core, the XDP classifier and their tests are in place: run `cargo xtask test`."
-    );
-    Ok(())
 }

@@ -271,7 +271,8 @@ pub enum Event {
 }
 
 /// Why the data plane dropped a packet; the names are the keys of
-/// [`SaCounters::drops`].
+/// [`SaCounters::drops`]. They are the data plane's own reason names
+/// (`EspError::as_str` and friends), which has finer ones besides these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum DropReason {
     /// Sequence number replayed or left of the window.
@@ -314,14 +315,14 @@ impl DropReason {
     /// The wire name.
     pub fn as_str(self) -> &'static str {
         match self {
-            DropReason::Replay => "replay",
-            DropReason::AuthFailed => "auth_failed",
-            DropReason::SelectorMismatch => "selector_mismatch",
-            DropReason::Malformed => "malformed",
+            DropReason::Replay => "replayed",
+            DropReason::AuthFailed => "authentication_failed",
+            DropReason::SelectorMismatch => "policy_mismatch",
+            DropReason::Malformed => "malformed_inner",
             DropReason::NoRoute => "no_route",
             DropReason::NoNeighbour => "no_neighbour",
-            DropReason::SeqExhausted => "seq_exhausted",
-            DropReason::HardLifetime => "hard_lifetime",
+            DropReason::SeqExhausted => "sequence_exhausted",
+            DropReason::HardLifetime => "lifetime_expired",
             DropReason::TooBig => "too_big",
             DropReason::TxRingFull => "tx_ring_full",
         }
@@ -468,4 +469,8 @@ pub struct WorkerStats {
     pub packet_ns: LatencyPercentiles,
     /// Times the worker woke from poll() or kicked the kernel.
     pub wakeups: u64,
+    /// Frames the worker dropped, by reason name (those that belong to an
+    /// SA are also in its counters); reasons with none are absent.
+    #[serde(default)]
+    pub drops: BTreeMap<String, u64>,
 }

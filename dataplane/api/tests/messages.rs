@@ -137,6 +137,7 @@ fn all_responses() -> Vec<Response> {
                         p999: 4000,
                     },
                     wakeups: 7,
+                    drops: [("tx_ring_full".to_owned(), 2)].into_iter().collect(),
                 },
                 WorkerStats::default(),
             ],
@@ -248,7 +249,7 @@ fn wire_shape_is_as_documented() {
     assert_eq!(sa["key"], json!(common::KEY128_HEX));
     assert_eq!(sa["replay_window"], json!(1024));
     let info = serde_json::to_value(sa_info()).unwrap();
-    assert_eq!(info["counters"]["drops"]["replay"], json!(3));
+    assert_eq!(info["counters"]["drops"]["replayed"], json!(3));
     assert!(info.get("key").is_none(), "list_sas must not carry keys");
     let drops: BTreeMap<String, u64> =
         serde_json::from_value(info["counters"]["drops"].clone()).unwrap();

@@ -81,9 +81,10 @@ impl Default for TopologyOptions {
 }
 
 /// The namespace in the middle of the underlay when
-/// [`TopologyOptions::underlay_tap`] is set: a bridge (`br0`, no addresses,
-/// IPv6 off so it sends nothing itself) joining a port towards each
-/// gateway. Capturing on a port sees every frame between the gateways.
+/// [`TopologyOptions::underlay_tap`] is set: a bridge (`br0`; no addresses,
+/// and IPv6, STP and multicast snooping off, so it sends nothing itself)
+/// joining a port towards each gateway. Capturing on a port sees every frame
+/// between the gateways.
 #[derive(Debug, Clone)]
 pub struct UnderlayTap {
     /// The namespace (`{prefix}-wire`).
@@ -161,7 +162,19 @@ pub(crate) fn build(tb: &Testbed, options: &TopologyOptions) -> Result<StandardT
         let (port_a, port_b) = ("to_gwA", "to_gwB");
         let (ga_wan, _) = tb.add_veth_with_queues(&gw_a, "wan0", &wire, port_a, q)?;
         let (gb_wan, _) = tb.add_veth_with_queues(&gw_b, "wan0", &wire, port_b, q)?;
-        wire.ip(["link", "add", "br0", "type", "bridge", "stp_state", "0"])?;
+        // No STP and no multicast snooping: the bridge sends no frame itself
+        // (snooping would join 224.0.0.106 with IGMP).
+        wire.ip([
+            "link",
+            "add",
+            "br0",
+            "type",
+            "bridge",
+            "stp_state",
+            "0",
+            "mcast_snooping",
+            "0",
+        ])?;
         for port in [port_a, port_b] {
             wire.ip(["link", "set", port, "master", "br0"])?;
         }

@@ -254,6 +254,10 @@ pub fn worker_table(workers: &[WorkerStats]) -> String {
     let mut out = t.render();
     // Percentiles do not add up across workers; say so once.
     let _ = writeln!(out, "(percentiles are per packet, per worker)");
+    for w in workers.iter().filter(|w| !w.drops.is_empty()) {
+        let reasons: Vec<String> = w.drops.iter().map(|(r, n)| format!("{r}={n}")).collect();
+        let _ = writeln!(out, "worker {} drops: {}", w.worker, reasons.join(","));
+    }
     out
 }
 
