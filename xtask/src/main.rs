@@ -4,6 +4,7 @@
 #![deny(unsafe_code)]
 
 mod bench;
+mod bench_dataplane;
 mod demo;
 mod machine;
 mod setup;
@@ -19,6 +20,7 @@ commands:
   test          setup, format and lint checks, then every test (the CI command)
   demo          two xdpsec gateways in namespaces: ping, capture, tshark and iperf3 through the tunnel
   bench esp     criterion benchmarks of the ESP core, summary and perf-results/esp-core.json
+  bench dataplane  64 and 1400-byte UDP through the tunnel (null cipher ceiling vs AES-GCM), perf-results/dataplane.json
 ";
 
 fn main() {
@@ -36,6 +38,7 @@ fn run() -> Result<()> {
         ["test"] => test(),
         ["demo"] => demo::run(),
         ["bench", "esp"] => bench::esp(),
+        ["bench", "dataplane"] => bench_dataplane::run(),
         [] | ["help"] | ["-h"] | ["--help"] => {
             print!("{USAGE}");
             Ok(())
