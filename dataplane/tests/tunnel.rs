@@ -11,7 +11,8 @@
 //!   working;
 //! - traffic no policy covers still reaches the gateways' kernels;
 //! - deleting the inbound SA over the SA API stops the tunnel, adding it
-//!   back resumes it;
+//!   back resumes it; with an SA pair per inner family, deleting the IPv4
+//!   one stops (and counts) only IPv4 while IPv6 keeps flowing;
 //! - two workers per gateway: every packet processed exactly once;
 //! - failure modes: bad configs, a missing interface, SIGTERM detaching XDP.
 //!
@@ -720,6 +721,145 @@ fn deleting_the_inbound_sa_stops_the_tunnel_and_adding_it_back_resumes_it() {
     }
     let (_, inb) = own_sas(&bed, Side::B);
     assert_eq!(sa_packets(&inb), 6, "the re-added SA's counters: {inb}");
+}
+
+/// Sum over `side`'s workers of their drops for `reason` in `xdpsec status
+/// --json`.
+fn worker_drops(bed: &TunnelBed, side: Side, reason: &str) -> u64 {
+    let status = bed.status(side).unwrap();
+    status["workers"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no workers in {status}"))
+        .iter()
+        .map(|w| w["drops"][reason].as_u64().unwrap_or(0))
+        .sum()
+}
+
+#[test]
+fn deleting_the_ipv4_sa_stops_only_ipv4_counted_and_adding_it_back_resumes_it() {
+    let _serial = serial();
+    let bed = bed(TunnelOptions {
+        split_families: true,
+        ..TunnelOptions::default()
+    });
+    const COUNT: u16 = 3;
+    let sa_for = |from, ipv6| bed.sa_for(from, ipv6).expect("both families carried");
+    // Two SA pairs: four distinct SPIs.
+    let mut spis: Vec<u32> = bed.sas().iter().map(|sa| sa.spi).collect();
+    spis.sort_unstable();
+    spis.dedup();
+    assert_eq!(spis.len(), 4, "{:?}", bed.sas());
+
+    // Each family goes through its own SAs.
+    for ipv6 in [false, true] {
+        assert_ping(&bed, Side::A, Side::B, ipv6, COUNT);
+    }
+    // (gateway, SPI, direction) of the IPv6 SAs both gateways hold.
+    let v6_sas = [
+        (Side::A, sa_for(Side::A, true).spi, "out"),
+        (Side::B, sa_for(Side::A, true).spi, "in"),
+        (Side::B, sa_for(Side::B, true).spi, "out"),
+        (Side::A, sa_for(Side::B, true).spi, "in"),
+    ];
+    let v6_packets = || -> Vec<u64> {
+        v6_sas
+            .iter()
+            .map(|&(side, spi, dir)| sa_packets(&sa_info(&bed.sa_list(side).unwrap(), spi, dir)))
+            .collect()
+    };
+    let v4_b_in = sa_for(Side::A, false).spi;
+    let v4_b_out = sa_for(Side::B, false).spi;
+    let list_b = bed.sa_list(Side::B).unwrap();
+    assert_eq!(
+        sa_packets(&sa_info(&list_b, v4_b_in, "in")),
+        u64::from(COUNT)
+    );
+    assert_eq!(v6_packets(), vec![u64::from(COUNT); 4], "IPv6 SAs");
+
+    // Delete gwB's inbound IPv4 SA over the SA API.
+    let spec = StaticConfig::load(bed.config_path(Side::B))
+        .unwrap()
+        .sas
+        .iter()
+        .find(|sa| sa.spi == v4_b_in && sa.direction == Direction::In)
+        .expect("gwB's inbound IPv4 SA in its config")
+        .clone();
+    let mut api = ApiClient::connect(bed.api_socket(Side::B)).unwrap();
+    api.delete_sa(v4_b_in, Direction::In).unwrap();
+    let listed = api.list_sas().unwrap();
+    let has =
+        |spi: u32, dir: Direction| listed.iter().any(|sa| sa.spi == spi && sa.direction == dir);
+    assert!(!has(v4_b_in, Direction::In), "still listed: {listed:?}");
+    assert!(
+        has(sa_for(Side::A, true).spi, Direction::In)
+            && has(v4_b_out, Direction::Out)
+            && has(sa_for(Side::B, true).spi, Direction::Out),
+        "the delete took other SAs with it: {listed:?}"
+    );
+
+    let unknown_before = worker_drops(&bed, Side::B, "unknown_spi");
+    let v6_before = v6_packets();
+    let v4_b_out_packets = || sa_packets(&sa_info(&bed.sa_list(Side::B).unwrap(), v4_b_out, "out"));
+    let v4_out_before = v4_b_out_packets();
+
+    // IPv4 stops: gwA still encrypts, gwB drops what it has no SA for.
+    // (Unanswered, ping keeps sending until its deadline: it sends at least
+    // COUNT requests, and says how many.)
+    let v4_a_out = || sa_packets(&sa_info(&bed.sa_list(Side::A).unwrap(), v4_b_in, "out"));
+    let v4_a_out_before = v4_a_out();
+    let v4 = bed.ping(Side::A, Side::B, false, COUNT).unwrap();
+    assert!(v4.transmitted >= u32::from(COUNT), "{}", v4.output);
+    assert_eq!(
+        v4.received,
+        0,
+        "IPv4 went through without gwB's inbound IPv4 SA:\n{}\n{}",
+        v4.output,
+        diagnostics(&bed)
+    );
+    // IPv6 is not disturbed, and its SAs carried exactly these pings.
+    assert_ping(&bed, Side::A, Side::B, true, COUNT);
+    let v6_after = v6_packets();
+    for (i, &(side, spi, dir)) in v6_sas.iter().enumerate() {
+        assert_eq!(
+            v6_after[i] - v6_before[i],
+            u64::from(COUNT),
+            "{side}'s IPv6 SA {spi:#x} ({dir}): {} -> {}",
+            v6_before[i],
+            v6_after[i]
+        );
+    }
+    // Every IPv4 request was dropped and counted as an unknown SPI by gwB's
+    // workers (the ping above came after, so they have all arrived).
+    let unknown_after = worker_drops(&bed, Side::B, "unknown_spi");
+    assert_eq!(
+        unknown_after - unknown_before,
+        u64::from(v4.transmitted),
+        "gwB's unknown_spi drops for {} IPv4 pings\n{}",
+        v4.transmitted,
+        diagnostics(&bed)
+    );
+    assert_eq!(
+        v4_a_out() - v4_a_out_before,
+        u64::from(v4.transmitted),
+        "gwA's outbound IPv4 SA for {} IPv4 pings",
+        v4.transmitted
+    );
+    assert_eq!(
+        v4_b_out_packets(),
+        v4_out_before,
+        "gwB answered IPv4 without its inbound SA"
+    );
+
+    // Adding the same SA back resumes IPv4.
+    api.add_sa(spec).unwrap();
+    assert_ping(&bed, Side::A, Side::B, false, COUNT);
+    let readded = sa_info(&bed.sa_list(Side::B).unwrap(), v4_b_in, "in");
+    assert_eq!(sa_packets(&readded), u64::from(COUNT), "{readded}");
+    assert_eq!(
+        worker_drops(&bed, Side::B, "unknown_spi"),
+        unknown_after,
+        "drops after the SA was added back"
+    );
 }
 
 // ---------------------------------------------------------------- (g) ----

@@ -22,8 +22,9 @@
 //!   gateway's underlay address (XDP takes that traffic before the kernel
 //!   routes it), and warm neighbour tables (each gateway pings its host and
 //!   the other gateway through the kernel first);
-//! - a random SA per direction (SPIs and AES-GCM keys from /dev/urandom), the
-//!   two TOML configs and API sockets in a private temp directory, and both
+//! - a random SA per direction (SPIs and AES-GCM keys from /dev/urandom),
+//!   or with [`TunnelOptions::split_families`] one per direction and inner
+//!   family (IPv4 and IPv6 each with their own SA pair), the two TOML configs and API sockets in a private temp directory, and both
 //!   `xdpsec dataplane` processes, each logging to a file there; it waits
 //!   (bounded) until both API sockets exist.
 //!
@@ -137,6 +138,10 @@ pub struct TunnelOptions {
     pub null_cipher: bool,
     /// Attach XDP in generic mode (`--xdp-generic`) instead of native.
     pub xdp_generic: bool,
+    /// Give inner IPv4 and IPv6 an SA pair each (own SPIs, keys, selectors
+    /// and protect policies) instead of one pair for both. Only matters
+    /// when both families are carried; see [`TunnelBed::sa_for`].
+    pub split_families: bool,
     /// How long to wait for each data plane's API socket to appear.
     pub start_timeout: Duration,
 }
@@ -151,6 +156,7 @@ impl Default for TunnelOptions {
             workers: 1,
             null_cipher: false,
             xdp_generic: false,
+            split_families: false,
             start_timeout: Duration::from_secs(10),
         }
     }
@@ -176,6 +182,12 @@ pub struct TunnelSa {
     pub key_bits: u16,
     /// ESP in UDP 4500 rather than plain ESP.
     pub udp_encap: bool,
+    /// Its selectors and policies cover inner IPv4 (10.1.0.0/24 <->
+    /// 10.2.0.0/24).
+    pub ipv4: bool,
+    /// Its selectors and policies cover inner IPv6 (fd00:1::/64 <->
+    /// fd00:2::/64).
+    pub ipv6: bool,
 }
 
 impl fmt::Debug for TunnelSa {
@@ -187,6 +199,8 @@ impl fmt::Debug for TunnelSa {
             .field("dst", &self.dst)
             .field("key_bits", &self.key_bits)
             .field("udp_encap", &self.udp_encap)
+            .field("ipv4", &self.ipv4)
+            .field("ipv6", &self.ipv6)
             .finish_non_exhaustive()
     }
 }
@@ -255,7 +269,9 @@ pub struct TunnelBed {
     // Fields drop in order: the daemons (stopped in `drop`) before the
     // test bed, which deletes the namespaces.
     daemons: [Daemon; 2],
-    sas: [TunnelSa; 2],
+    /// A -> B then B -> A; with split families the IPv4 pair, then the
+    /// IPv6 pair.
+    sas: Vec<TunnelSa>,
     options: TunnelOptions,
     binary: PathBuf,
     dir: PathBuf,
@@ -458,12 +474,24 @@ impl TunnelBed {
     }
 
     /// The SA that `from` encrypts with (and the other gateway decrypts).
+    /// With [`TunnelOptions::split_families`] and both families carried,
+    /// the IPv4 one; see [`TunnelBed::sa_for`].
     pub fn sa(&self, from: Side) -> &TunnelSa {
         &self.sas[from.index()]
     }
 
-    /// Both SAs, A -> B first.
-    pub fn sas(&self) -> &[TunnelSa; 2] {
+    /// The SA that `from` encrypts inner IPv4 (or IPv6) with, and the other
+    /// gateway decrypts it with; `None` if the bed does not carry that
+    /// family.
+    pub fn sa_for(&self, from: Side, ipv6: bool) -> Option<&TunnelSa> {
+        self.sas
+            .iter()
+            .find(|sa| sa.from == from && if ipv6 { sa.ipv6 } else { sa.ipv4 })
+    }
+
+    /// All SAs: A -> B, then B -> A; with split families the IPv4 pair,
+    /// then the IPv6 pair.
+    pub fn sas(&self) -> &[TunnelSa] {
         &self.sas
     }
 
@@ -688,9 +716,14 @@ impl TunnelBed {
         for sa in &self.sas {
             let _ = writeln!(
                 s,
-                "  SA {} -> {}: spi {:#010x}, {} {} -> {}{}",
+                "  SA {} -> {}{}: spi {:#010x}, {} {} -> {}{}",
                 sa.from,
                 sa.from.other(),
+                match (sa.ipv4, sa.ipv6) {
+                    (true, true) => "",
+                    (true, false) => " (inner IPv4)",
+                    _ => " (inner IPv6)",
+                },
                 sa.spi,
                 if self.options.null_cipher {
                     "NULL cipher (benchmark switch)".to_string()
@@ -797,36 +830,51 @@ fn hex(bytes: &[u8]) -> String {
     })
 }
 
-fn random_sas(topo: &StandardTopology, options: &TunnelOptions) -> Result<[TunnelSa; 2]> {
+/// Which inner families each SA pair covers: one pair for all carried
+/// families, or one per family with `split_families`.
+fn sa_families(options: &TunnelOptions) -> Vec<(bool, bool)> {
+    if options.split_families && options.ipv4 && options.ipv6 {
+        vec![(true, false), (false, true)]
+    } else {
+        vec![(options.ipv4, options.ipv6)]
+    }
+}
+
+fn random_sas(topo: &StandardTopology, options: &TunnelOptions) -> Result<Vec<TunnelSa>> {
     let spi = || -> Result<u32> {
         let b = random_bytes(4)?;
         // Never in RFC 4303's reserved 0-255.
         Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]) | 0x0001_0000)
     };
-    let spi_ab = spi()?;
-    let mut spi_ba = spi()?;
-    while spi_ba == spi_ab {
-        spi_ba = spi()?;
-    }
     let key_len = options.key_size.key_bytes();
     let bits = u16::try_from(key_len * 8).unwrap_or(128);
-    let (a, b) = (topo.gw_a.wan.ipv4.into(), topo.gw_b.wan.ipv4.into());
-    let sa = |spi, from, src, dst| -> Result<TunnelSa> {
-        Ok(TunnelSa {
-            spi,
-            from,
-            src,
-            dst,
-            key_hex: hex(&random_bytes(key_len + 4)?),
-            key_bits: bits,
-            udp_encap: options.encap == Encapsulation::Udp,
-        })
-    };
-    Ok([sa(spi_ab, Side::A, a, b)?, sa(spi_ba, Side::B, b, a)?])
+    let (a, b): (IpAddr, IpAddr) = (topo.gw_a.wan.ipv4.into(), topo.gw_b.wan.ipv4.into());
+    let mut sas: Vec<TunnelSa> = Vec::new();
+    for (ipv4, ipv6) in sa_families(options) {
+        for (from, src, dst) in [(Side::A, a, b), (Side::B, b, a)] {
+            let mut s = spi()?;
+            while sas.iter().any(|sa| sa.spi == s) {
+                s = spi()?;
+            }
+            sas.push(TunnelSa {
+                spi: s,
+                from,
+                src,
+                dst,
+                key_hex: hex(&random_bytes(key_len + 4)?),
+                key_bits: bits,
+                udp_encap: options.encap == Encapsulation::Udp,
+                ipv4,
+                ipv6,
+            });
+        }
+    }
+    Ok(sas)
 }
 
-/// The prefixes of `side`'s LAN and of the far LAN, per family carried.
-fn selectors(side: Side, options: &TunnelOptions) -> Vec<(&'static str, &'static str)> {
+/// The prefixes of `side`'s LAN and of the far LAN, per family `sa`
+/// covers.
+fn selectors(side: Side, sa: &TunnelSa) -> Vec<(&'static str, &'static str)> {
     let mut out = Vec::new();
     let (v4, v6) = match side {
         Side::A => (
@@ -838,22 +886,17 @@ fn selectors(side: Side, options: &TunnelOptions) -> Vec<(&'static str, &'static
             ("fd00:2::/64", "fd00:1::/64"),
         ),
     };
-    if options.ipv4 {
+    if sa.ipv4 {
         out.push(v4);
     }
-    if options.ipv6 {
+    if sa.ipv6 {
         out.push(v6);
     }
     out
 }
 
 /// The `xdpsec dataplane` config of `side`.
-fn gateway_config(
-    side: Side,
-    sas: &[TunnelSa; 2],
-    options: &TunnelOptions,
-    socket: &Path,
-) -> String {
+fn gateway_config(side: Side, sas: &[TunnelSa], options: &TunnelOptions, socket: &Path) -> String {
     let n = options.workers;
     let mut s = String::new();
     let _ = writeln!(
@@ -874,13 +917,12 @@ fn gateway_config(
             "native"
         }
     );
-    let sel = selectors(side, options);
-    let selector_list = sel
-        .iter()
-        .map(|(local, remote)| format!("{{ local = \"{local}\", remote = \"{remote}\" }}"))
-        .collect::<Vec<_>>()
-        .join(", ");
     for sa in sas {
+        let selector_list = selectors(side, sa)
+            .iter()
+            .map(|(local, remote)| format!("{{ local = \"{local}\", remote = \"{remote}\" }}"))
+            .collect::<Vec<_>>()
+            .join(", ");
         let direction = if sa.from == side { "out" } else { "in" };
         let (local, remote) = if sa.from == side {
             (sa.src, sa.dst)
@@ -905,20 +947,20 @@ fn gateway_config(
             }
         );
     }
-    for (direction, spi) in [
-        ("out", sas[side.index()].spi),
-        ("in", sas[side.other().index()].spi),
-    ] {
-        for (local, remote) in &sel {
-            let _ = writeln!(
-                s,
-                "[[policy]]\n\
-                 local = \"{local}\"\n\
-                 remote = \"{remote}\"\n\
-                 direction = \"{direction}\"\n\
-                 action = \"protect\"\n\
-                 spi = {spi:#010x}\n"
-            );
+    for (direction, from) in [("out", side), ("in", side.other())] {
+        for sa in sas.iter().filter(|sa| sa.from == from) {
+            let spi = sa.spi;
+            for (local, remote) in selectors(side, sa) {
+                let _ = writeln!(
+                    s,
+                    "[[policy]]\n\
+                     local = \"{local}\"\n\
+                     remote = \"{remote}\"\n\
+                     direction = \"{direction}\"\n\
+                     action = \"protect\"\n\
+                     spi = {spi:#010x}\n"
+                );
+            }
         }
     }
     s
@@ -1041,6 +1083,8 @@ mod tests {
             key_hex: "00".repeat(20),
             key_bits: 128,
             udp_encap: true,
+            ipv4: true,
+            ipv6: true,
         };
         let sas = [
             sa(0x1_0001, Side::A, "198.18.0.1", "198.18.0.2"),
@@ -1062,5 +1106,76 @@ mod tests {
             .tshark_uat()
             .starts_with("uat:esp_sa:\"IPv4\",\"198.18.0.1\",\"198.18.0.2\",\"0x00010001\""));
         assert!(!format!("{:?}", sas[0]).contains("0000000000"));
+    }
+
+    #[test]
+    fn split_families_give_each_family_its_own_sas_and_policies() {
+        let options = TunnelOptions {
+            split_families: true,
+            ..TunnelOptions::default()
+        };
+        assert_eq!(sa_families(&options), [(true, false), (false, true)]);
+        assert_eq!(
+            sa_families(&TunnelOptions::default()),
+            [(true, true)],
+            "one pair for both families unless split"
+        );
+        let only_v6 = TunnelOptions {
+            ipv4: false,
+            ..options.clone()
+        };
+        assert_eq!(sa_families(&only_v6), [(false, true)]);
+
+        let sa = |spi, from: Side, ipv4| {
+            let (src, dst) = match from {
+                Side::A => ("198.18.0.1", "198.18.0.2"),
+                Side::B => ("198.18.0.2", "198.18.0.1"),
+            };
+            TunnelSa {
+                spi,
+                from,
+                src: src.parse().unwrap(),
+                dst: dst.parse().unwrap(),
+                key_hex: "00".repeat(20),
+                key_bits: 128,
+                udp_encap: false,
+                ipv4,
+                ipv6: !ipv4,
+            }
+        };
+        let sas = [
+            sa(0x1_0001, Side::A, true),
+            sa(0x1_0002, Side::B, true),
+            sa(0x1_0003, Side::A, false),
+            sa(0x1_0004, Side::B, false),
+        ];
+        let b = gateway_config(Side::B, &sas, &options, Path::new("/tmp/b.sock"));
+        let v4 = "selectors = [{ local = \"10.2.0.0/24\", remote = \"10.1.0.0/24\" }]";
+        let v6 = "selectors = [{ local = \"fd00:2::/64\", remote = \"fd00:1::/64\" }]";
+        for (spi, direction, selectors) in [
+            (0x1_0001, "in", v4),
+            (0x1_0002, "out", v4),
+            (0x1_0003, "in", v6),
+            (0x1_0004, "out", v6),
+        ] {
+            let head = format!("[[sa]]\nspi = {spi:#010x}\ndirection = \"{direction}\"\n");
+            let at = b.find(&head).unwrap_or_else(|| panic!("{head} in {b}"));
+            let block = b[at..].split("\n\n").next().unwrap();
+            assert!(block.contains(selectors), "{block}");
+        }
+        for (local, remote, direction, spi) in [
+            ("10.2.0.0/24", "10.1.0.0/24", "out", 0x1_0002),
+            ("fd00:2::/64", "fd00:1::/64", "out", 0x1_0004),
+            ("10.2.0.0/24", "10.1.0.0/24", "in", 0x1_0001),
+            ("fd00:2::/64", "fd00:1::/64", "in", 0x1_0003),
+        ] {
+            let policy = format!(
+                "[[policy]]\nlocal = \"{local}\"\nremote = \"{remote}\"\n\
+                 direction = \"{direction}\"\naction = \"protect\"\nspi = {spi:#010x}\n"
+            );
+            assert!(b.contains(&policy), "{policy} in {b}");
+        }
+        assert_eq!(b.matches("[[sa]]").count(), 4, "{b}");
+        assert_eq!(b.matches("[[policy]]").count(), 4, "{b}");
     }
 }
