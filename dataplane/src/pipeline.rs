@@ -9,7 +9,7 @@
 
 use crate::esp::{self, EspError};
 use crate::nexthop::{Lookup, MissReason, NextHopTable, Resolver};
-use crate::tables::{PathDrop, Snapshot, Verdict};
+use crate::tables::{PathDrop, SaStats, Snapshot, Verdict};
 use crate::wire::{checksum, ethernet, ip_proto, ipv4, ipv6, udp};
 use std::net::IpAddr;
 use std::ops::Range;
@@ -134,23 +134,21 @@ pub fn outbound(
         entry.stats.add_esp_drop(e);
         Dropped::Esp(e)
     })?;
-    let hop = resolve(ctx, entry.sa.remote()).inspect_err(|_| {
-        entry.stats.add_path_drop(PathDrop::NoNeighbour);
-    })?;
-    let frame = with_ethernet(buf, sealed.range.clone(), &hop)?;
-    entry.stats.add_carried(1, inner_len as u64, ctx.now);
     let expiry = sealed.event.map(|event| SoftExpiry {
         spi: entry.sa.spi(),
         outbound: true,
         event,
     });
-    Ok((
-        Transmit {
-            range: frame,
-            ifindex: hop.ifindex,
-        },
+    let towards = entry.sa.remote();
+    forward(
+        ctx,
+        buf,
+        sealed.range,
+        towards,
+        &entry.stats,
+        inner_len as u64,
         expiry,
-    ))
+    )
 }
 
 /// A WAN frame the XDP program took for ESP: decapsulate and send the inner
@@ -179,17 +177,35 @@ pub fn inbound(
     let inner = esp_range.start + opened.range.start..esp_range.start + opened.range.end;
     decrement_ttl(&mut buf[inner.clone()])?;
     let (_, dst) = ip_addresses(&buf[inner.clone()]).ok_or(Dropped::NotIp)?;
-    let hop = resolve(ctx, dst).inspect_err(|_| {
-        entry.stats.add_path_drop(PathDrop::NoNeighbour);
-    })?;
-    let inner_len = inner.len() as u64;
-    let frame = with_ethernet(buf, inner, &hop)?;
-    entry.stats.add_carried(1, inner_len, ctx.now);
     let expiry = opened.event.map(|event| SoftExpiry {
         spi,
         outbound: false,
         event,
     });
+    let inner_len = inner.len() as u64;
+    forward(ctx, buf, inner, dst, &entry.stats, inner_len, expiry)
+}
+
+/// The tail both directions share: the next hop towards `towards`, its
+/// Ethernet header in front of the IP packet at `ip`, and the packet counted
+/// on its SA.
+fn forward(
+    ctx: &Context<'_>,
+    buf: &mut [u8],
+    ip: Range<usize>,
+    towards: IpAddr,
+    stats: &SaStats,
+    carried_bytes: u64,
+    expiry: Option<SoftExpiry>,
+) -> Result<(Transmit, Option<SoftExpiry>), Dropped> {
+    let hop = resolve(ctx, towards).inspect_err(|dropped| {
+        stats.add_path_drop(match dropped {
+            Dropped::NextHop(MissReason::NoRoute | MissReason::Unreachable) => PathDrop::NoRoute,
+            _ => PathDrop::NoNeighbour,
+        })
+    })?;
+    let frame = with_ethernet(buf, ip, &hop)?;
+    stats.add_carried(1, carried_bytes, ctx.now);
     Ok((
         Transmit {
             range: frame,
