@@ -42,13 +42,15 @@ pub enum Dropped {
     TtlExpired,
     /// The TX ring of the outgoing interface was full.
     TxRingFull,
+    /// The next hop is on an interface the data plane does not serve.
+    NotOurInterface,
     Esp(EspError),
     NextHop(MissReason),
 }
 
 impl Dropped {
     /// Every reason's counter slot: [`Dropped::index`] is below this.
-    pub const COUNT: usize = 7 + EspError::COUNT + MissReason::COUNT;
+    pub const COUNT: usize = 8 + EspError::COUNT + MissReason::COUNT;
 
     pub fn index(self) -> usize {
         match self {
@@ -59,8 +61,9 @@ impl Dropped {
             Dropped::Bypass => 4,
             Dropped::TtlExpired => 5,
             Dropped::TxRingFull => 6,
-            Dropped::Esp(e) => 7 + e.index(),
-            Dropped::NextHop(m) => 7 + EspError::COUNT + m.index(),
+            Dropped::NotOurInterface => 7,
+            Dropped::Esp(e) => 8 + e.index(),
+            Dropped::NextHop(m) => 8 + EspError::COUNT + m.index(),
         }
     }
 
@@ -74,6 +77,7 @@ impl Dropped {
             Dropped::Bypass,
             Dropped::TtlExpired,
             Dropped::TxRingFull,
+            Dropped::NotOurInterface,
         ]
         .into_iter()
         .chain(EspError::ALL.into_iter().map(Dropped::Esp))
@@ -89,6 +93,7 @@ impl Dropped {
             Dropped::Bypass => "bypass_steered",
             Dropped::TtlExpired => "ttl_expired",
             Dropped::TxRingFull => "tx_ring_full",
+            Dropped::NotOurInterface => "next_hop_not_on_a_data_plane_interface",
             Dropped::Esp(e) => e.as_str(),
             Dropped::NextHop(m) => m.as_str(),
         }

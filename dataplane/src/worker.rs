@@ -159,7 +159,7 @@ fn process_batch(
             let port = ports
                 .iter()
                 .position(|p| p.socket.ifindex() == out.ifindex)
-                .ok_or(Dropped::NextHop(crate::nexthop::MissReason::InterfaceDown))?;
+                .ok_or(Dropped::NotOurInterface)?;
             Ok((port, out))
         });
         match target {
@@ -168,9 +168,11 @@ fn process_batch(
                     .pull_head(&mut frame, range.start)
                     .and_then(|()| umem.set_len(&mut frame, range.len()));
                 if narrowed.is_ok() {
+                    // A TX batch holds as many frames as an RX batch, so
+                    // this cannot overflow; if it ever did, it is a full ring.
                     if let Err(frame) = tx[port].push(frame) {
                         umem.free(frame);
-                        recorder.dropped(Dropped::Esp(crate::esp::EspError::NoTailroom));
+                        recorder.dropped(Dropped::TxRingFull);
                     }
                 } else {
                     umem.free(frame);
