@@ -438,6 +438,7 @@ fn table_error(e: &TableError) -> Response {
         TableError::SaExists { .. } | TableError::PolicyExists(_) => ErrorCode::AlreadyExists,
         TableError::NoSuchSa { .. } | TableError::NoSuchPolicy(_) => ErrorCode::NotFound,
         TableError::PolicySaMissing(_) | TableError::InvalidSa(_) => ErrorCode::InvalidArgument,
+        TableError::Unsupported(_) => ErrorCode::Unsupported,
     };
     Response::error(code, e.to_string())
 }
@@ -450,27 +451,7 @@ impl Handler for Connection {
             Request::DeleteSa { spi, direction } => self.edit(|t| t.delete_sa(spi, direction)),
             Request::AddPolicy { policy } => self.edit(|t| t.add_policy(policy)),
             Request::DeletePolicy { policy } => self.edit(|t| t.delete_policy(&policy)),
-            Request::UpdateSa { update } => {
-                if let Err(e) = update.validate() {
-                    return Response::error(ErrorCode::InvalidArgument, e.to_string());
-                }
-                let exists = state
-                    .tables
-                    .load()
-                    .sa_infos()
-                    .iter()
-                    .any(|i| i.spi == update.spi && i.direction == update.direction);
-                if !exists {
-                    return Response::error(
-                        ErrorCode::NotFound,
-                        format!("no SA {:#010x} ({})", update.spi, update.direction),
-                    );
-                }
-                Response::error(
-                    ErrorCode::Unsupported,
-                    "update_sa is not supported by this data plane yet; delete and add the SA",
-                )
-            }
+            Request::UpdateSa { update } => self.edit(|t| t.update_sa(&update)),
             Request::ListSas => Response::Sas {
                 sas: state.tables.load().sa_infos(),
             },

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 use thiserror::Error;
 use xdpsec_api::{
-    messages::SaCounters, Policy, PolicyAction, PolicyKey, Prefix, SaInfo, SaSpec,
+    messages::SaCounters, Policy, PolicyAction, PolicyKey, Prefix, SaInfo, SaSpec, SaUpdate,
     TrafficSelector as ApiSelector,
 };
 use zeroize::Zeroizing;
@@ -123,10 +123,14 @@ impl SaStats {
 /// An installed SA: the transform state, its description and its counters.
 #[derive(Debug)]
 pub struct Installed<S> {
-    pub sa: S,
-    pub stats: SaStats,
+    pub sa: Arc<S>,
+    /// Shared with the entry an update replaces this one with, so the
+    /// counters run on across updates.
+    pub stats: Arc<SaStats>,
     /// The description it was installed from, key removed.
     info: SaInfo,
+    /// The same with the key, to rebuild the SA on an update.
+    spec: SaSpec,
 }
 
 pub type InboundEntry = Installed<InboundSa>;
@@ -214,6 +218,23 @@ pub enum TableError {
     PolicySaMissing(u32),
     #[error("invalid SA: {0}")]
     InvalidSa(String),
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// How far an updated outbound SA's sequence numbers jump past the old
+/// SA's: more than every worker can take from the old SA while it finishes
+/// the batch it loaded it for (64 frames per batch), with a wide margin.
+pub const SEQ_GAP_ON_UPDATE: u64 = 1 << 16;
+
+/// A limit for an SA rebuilt after it carried `used`: what is left of it
+/// (at least 1, so a limit already reached fires on the next packet).
+fn remaining(limit: Limit, used: u64) -> Limit {
+    let left = |l: Option<u64>| l.map(|l| l.saturating_sub(used).max(1));
+    Limit {
+        soft: left(limit.soft),
+        hard: left(limit.hard),
+    }
 }
 
 /// The control side's editable copy, from which snapshots are built.
@@ -274,9 +295,10 @@ impl Tables {
                 edit.inbound.insert(
                     spec.spi,
                     Arc::new(Installed {
-                        sa,
-                        stats: SaStats::new(),
+                        sa: Arc::new(sa),
+                        stats: Arc::new(SaStats::new()),
                         info,
+                        spec: spec.clone(),
                     }),
                 );
             }
@@ -292,11 +314,100 @@ impl Tables {
                 edit.outbound.insert(
                     spec.spi,
                     Arc::new(Installed {
-                        sa,
-                        stats: SaStats::new(),
+                        sa: Arc::new(sa),
+                        stats: Arc::new(SaStats::new()),
                         info,
+                        spec: spec.clone(),
                     }),
                 );
+            }
+        }
+        self.publish(&edit);
+        Ok(())
+    }
+
+    /// Changes the peer address, the UDP encapsulation or the lifetimes of a
+    /// live SA (a NAT rebinding, a MOBIKE move, a new volume limit).
+    ///
+    /// An outbound SA is rebuilt with the same key; its sequence numbers go
+    /// on from where the old one is, plus [`SEQ_GAP_ON_UPDATE`]: workers may
+    /// still finish a batch on the old SA after the swap, and two packets
+    /// under one key must never share a sequence number (it is the GCM
+    /// nonce). Its lifetimes count what the old SA already carried.
+    ///
+    /// An inbound SA only changes what it reports: decapsulation does not
+    /// look at the outer addresses. Its lifetimes cannot change, since a new
+    /// inbound SA would start with an empty replay window: rekey instead.
+    pub fn update_sa(&self, update: &SaUpdate) -> Result<(), TableError> {
+        update
+            .validate()
+            .map_err(|e| TableError::InvalidSa(e.to_string()))?;
+        let mut edit = self.editable();
+        let direction = update.direction.as_str();
+        let no_such = || TableError::NoSuchSa {
+            spi: update.spi,
+            direction,
+        };
+        let changed = |old: &SaSpec| {
+            let mut spec = old.clone();
+            if let Some(lifetime) = update.lifetime {
+                spec.lifetime = lifetime;
+            }
+            if let Some(remote) = update.tunnel_remote {
+                spec.tunnel_remote = remote;
+            }
+            if let Some(encap) = update.encap {
+                spec.encap = Some(encap);
+            }
+            spec.validate()
+                .map(|()| spec)
+                .map_err(|e| TableError::InvalidSa(e.to_string()))
+        };
+        match update.direction {
+            xdpsec_api::Direction::In => {
+                if update.lifetime.is_some() {
+                    return Err(TableError::Unsupported(
+                        "the lifetimes of an inbound SA cannot change: a new inbound SA would \
+                         start with an empty replay window; rekey instead"
+                            .into(),
+                    ));
+                }
+                let old = edit.inbound.get(&update.spi).cloned().ok_or_else(no_such)?;
+                let spec = changed(&old.spec)?;
+                let entry = Installed {
+                    sa: old.sa.clone(),
+                    stats: old.stats.clone(),
+                    info: SaInfo::from_spec(&spec),
+                    spec,
+                };
+                edit.inbound.insert(update.spi, Arc::new(entry));
+            }
+            xdpsec_api::Direction::Out => {
+                let old = edit
+                    .outbound
+                    .get(&update.spi)
+                    .cloned()
+                    .ok_or_else(no_such)?;
+                let spec = changed(&old.spec)?;
+                let mut config = sa_config(&spec, self.backend);
+                let next = old.sa.next_seq().ok_or_else(|| {
+                    TableError::InvalidSa("its sequence numbers are used up: rekey".into())
+                })?;
+                config.initial_seq = next.saturating_add(SEQ_GAP_ON_UPDATE);
+                let (packets, bytes) = old.sa.usage();
+                config.lifetimes = Lifetimes {
+                    packets: remaining(config.lifetimes.packets, packets),
+                    bytes: remaining(config.lifetimes.bytes, bytes),
+                };
+                let sa =
+                    OutboundSa::new(config).map_err(|e| TableError::InvalidSa(e.to_string()))?;
+                let entry = Installed {
+                    sa: Arc::new(sa),
+                    stats: old.stats.clone(),
+                    info: SaInfo::from_spec(&spec),
+                    spec,
+                };
+                edit.outbound.insert(update.spi, Arc::new(entry));
             }
         }
         self.publish(&edit);
@@ -452,4 +563,63 @@ fn selector(s: &ApiSelector, direction: Direction) -> Option<TrafficSelector> {
         Some(protocol) => selector.with_protocol(protocol.0),
         None => selector,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use xdpsec_api::{sample_config, StaticConfig};
+
+    fn outbound_spec() -> SaSpec {
+        let config = StaticConfig::parse(sample_config(), "sample.toml").expect("sample parses");
+        config
+            .sas
+            .into_iter()
+            .find(|sa| sa.direction == xdpsec_api::Direction::Out)
+            .expect("the sample has an outbound SA")
+    }
+
+    #[test]
+    fn an_updated_outbound_sa_never_reuses_a_sequence_number() {
+        let tables = Tables::new(Backend::available()[0]);
+        let spec = outbound_spec();
+        tables.add_sa(&spec).unwrap();
+        let before = tables.load().outbound[&spec.spi].clone();
+        let first = before.sa.next_seq().unwrap();
+        before.stats.add_carried(7, 700, Instant::now());
+
+        let update = SaUpdate {
+            tunnel_remote: Some("198.18.0.9".parse().unwrap()),
+            ..SaUpdate::new(spec.spi, xdpsec_api::Direction::Out)
+        };
+        tables.update_sa(&update).unwrap();
+        let after = tables.load().outbound[&spec.spi].clone();
+        assert_eq!(after.sa.remote(), "198.18.0.9".parse::<IpAddr>().unwrap());
+        assert_eq!(after.sa.next_seq(), Some(first + SEQ_GAP_ON_UPDATE));
+        assert_eq!(after.stats.counters().packets, 7, "counters run on");
+        assert!(Arc::ptr_eq(&before.stats, &after.stats));
+    }
+
+    #[test]
+    fn remaining_lifetime_counts_what_was_carried() {
+        let limit = Limit {
+            soft: Some(80),
+            hard: Some(100),
+        };
+        assert_eq!(
+            remaining(limit, 30),
+            Limit {
+                soft: Some(50),
+                hard: Some(70)
+            }
+        );
+        assert_eq!(
+            remaining(limit, 500),
+            Limit {
+                soft: Some(1),
+                hard: Some(1)
+            }
+        );
+        assert_eq!(remaining(Limit::default(), 5), Limit::default());
+    }
 }

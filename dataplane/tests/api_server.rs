@@ -163,22 +163,39 @@ fn sas_and_policies_round_trip() {
     );
     assert_eq!(c.list_policies().unwrap(), cfg.policies[1..]);
 
-    // update_sa: validated and looked up, then refused as unsupported.
+    // update_sa: validated, looked up, applied.
     assert_eq!(
         server_code(c.update_sa(SaUpdate::new(0x1001, Direction::Out))),
         ErrorCode::InvalidArgument,
         "an update of nothing"
     );
-    let moved = |spi| SaUpdate {
+    let moved = |spi, direction| SaUpdate {
         tunnel_remote: Some("198.18.0.3".parse().unwrap()),
-        ..SaUpdate::new(spi, Direction::Out)
+        ..SaUpdate::new(spi, direction)
     };
-    assert_eq!(server_code(c.update_sa(moved(0x4242))), ErrorCode::NotFound);
     assert_eq!(
-        server_code(c.update_sa(moved(0x1001))),
-        ErrorCode::Unsupported
+        server_code(c.update_sa(moved(0x4242, Direction::Out))),
+        ErrorCode::NotFound
     );
-    assert_eq!(s.changes.load(Ordering::SeqCst), 2 + cfg.policies.len() + 1);
+    c.update_sa(moved(0x1001, Direction::Out)).unwrap();
+    c.update_sa(moved(0x2001, Direction::In)).unwrap();
+    let remotes: Vec<String> = c
+        .list_sas()
+        .unwrap()
+        .iter()
+        .map(|i| i.tunnel_remote.to_string())
+        .collect();
+    assert_eq!(remotes, ["198.18.0.3", "198.18.0.3"]);
+    // A new inbound SA would forget its replay window: refused.
+    let relimited = SaUpdate {
+        lifetime: Some(xdpsec_api::Lifetimes {
+            hard_packets: Some(10),
+            ..Default::default()
+        }),
+        ..SaUpdate::new(0x2001, Direction::In)
+    };
+    assert_eq!(server_code(c.update_sa(relimited)), ErrorCode::Unsupported);
+    assert_eq!(s.changes.load(Ordering::SeqCst), 2 + cfg.policies.len() + 3);
 
     c.delete_sa(0x1001, Direction::Out).unwrap();
     assert_eq!(
@@ -187,7 +204,7 @@ fn sas_and_policies_round_trip() {
     );
     let left: Vec<u32> = c.list_sas().unwrap().iter().map(|i| i.spi).collect();
     assert_eq!(left, vec![0x2001]);
-    assert_eq!(s.changes.load(Ordering::SeqCst), 2 + cfg.policies.len() + 2);
+    assert_eq!(s.changes.load(Ordering::SeqCst), 2 + cfg.policies.len() + 4);
     drop(s);
 }
 
