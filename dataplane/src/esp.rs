@@ -40,7 +40,6 @@ use thiserror::Error;
 use crate::crypto::{CryptoError, NONCE_LEN, TAG_LEN};
 use crate::replay::ReplayError;
 use crate::sa::{DfPolicy, InboundSa, LifetimeEvent, OutboundSa, SaCore, SALT_LEN};
-use crate::selector;
 use crate::wire::esp::{pad_len, parse_trailer, TRAILER_LEN};
 use crate::wire::{checksum, ip_proto, ipv4, ipv6, put16, put32, udp, IpVersion};
 
@@ -384,7 +383,7 @@ pub fn encapsulate(
         .ok_or(EspError::NoTailroom)?;
     let inner = inspect_inner(&buf[offset..end])?;
     let inner_end = offset + inner.len;
-    if !selector::matches_any(sa.selectors(), &buf[offset..inner_end]) {
+    if !sa.selectors_match(inner.version, &buf[offset..inner_end]) {
         return Err(EspError::PolicyMismatch);
     }
     let start = offset
@@ -555,7 +554,7 @@ pub fn decapsulate(sa: &InboundSa, esp: &mut [u8]) -> Result<Decapsulated, EspEr
             .total_len(),
     };
     let inner = &payload[..inner_len];
-    if !selector::matches_any(sa.selectors(), inner) {
+    if !sa.selectors_match(version, inner) {
         return Err(EspError::PolicyMismatch);
     }
     let event = sa

@@ -27,7 +27,8 @@ use zeroize::Zeroizing;
 use crate::crypto::{new_aead, Aead, Backend, CryptoError, SecretBytes};
 use crate::esp::OuterTemplate;
 use crate::replay::{ReplayWindow, DEFAULT_WINDOW, MAX_WINDOW, MIN_WINDOW};
-use crate::selector::TrafficSelector;
+use crate::selector::{self, AddrFamily, TrafficSelector};
+use crate::wire::{ipv6, IpVersion};
 
 /// Length of the RFC 4106 salt that follows the AES key in the keying
 /// material.
@@ -297,6 +298,10 @@ pub struct SaCore {
     remote: IpAddr,
     udp_encap: Option<UdpEncap>,
     selectors: Box<[TrafficSelector]>,
+    /// Some selector matches every IPv4 packet ([`TrafficSelector::is_any`]).
+    any_v4: bool,
+    /// Some selector matches every IPv6 packet.
+    any_v6: bool,
     lifetimes: Lifetimes,
     soft_packets: u64,
     hard_packets: u64,
@@ -368,6 +373,14 @@ impl SaCore {
             local: config.local,
             remote: config.remote,
             udp_encap: config.udp_encap,
+            any_v4: config
+                .selectors
+                .iter()
+                .any(|ts| ts.family() == AddrFamily::V4 && ts.is_any()),
+            any_v6: config
+                .selectors
+                .iter()
+                .any(|ts| ts.family() == AddrFamily::V6 && ts.is_any()),
             selectors: std::mem::take(&mut config.selectors).into_boxed_slice(),
             lifetimes: config.lifetimes,
             soft_packets,
@@ -414,6 +427,26 @@ impl SaCore {
 
     pub fn lifetimes(&self) -> Lifetimes {
         self.lifetimes
+    }
+
+    /// The same answer as [`selector::matches_any`] on this SA's selectors,
+    /// for an inner packet of `version` whose IP header the caller has
+    /// already validated on exactly this slice (`ipv4::Packet::new_checked`
+    /// or `ipv6::Packet::new_checked`). When a selector covers the whole
+    /// family, the only way `matches_any` could still refuse is an IPv6
+    /// extension header chain it cannot walk, so only then is it parsed.
+    #[inline]
+    pub(crate) fn selectors_match(&self, version: IpVersion, packet: &[u8]) -> bool {
+        let covered = match version {
+            IpVersion::V4 => self.any_v4,
+            IpVersion::V6 => {
+                self.any_v6
+                    && packet
+                        .get(ipv6::field::NEXT_HEADER)
+                        .is_some_and(|&next| !selector::is_walked_extension_header(next))
+            }
+        };
+        covered || selector::matches_any(&self.selectors, packet)
     }
 
     /// Packets and bytes charged to the lifetimes so far. Once the hard

@@ -337,6 +337,17 @@ impl TrafficSelector {
         self.src.family
     }
 
+    /// True if this selector matches every packet of its family that
+    /// [`FlowKey::parse`] accepts: all addresses, any protocol, any ports.
+    pub fn is_any(&self) -> bool {
+        let family = self.src.family;
+        self.src == IpRange::any(family)
+            && self.dst == IpRange::any(family)
+            && self.protocol.is_none()
+            && self.src_ports.is_any()
+            && self.dst_ports.is_any()
+    }
+
     pub fn src(&self) -> &IpRange {
         &self.src
     }
@@ -392,6 +403,20 @@ impl TrafficSelector {
 #[inline]
 pub fn matches_any(selectors: &[TrafficSelector], packet: &[u8]) -> bool {
     FlowKey::parse(packet).is_ok_and(|key| selectors.iter().any(|ts| ts.matches_flow(&key)))
+}
+
+/// True if `next` is an IPv6 extension header that [`FlowKey::parse`] walks
+/// (and so may refuse); any other next header ends the walk at once.
+#[inline]
+pub fn is_walked_extension_header(next: u8) -> bool {
+    matches!(
+        next,
+        ip_proto::HOP_BY_HOP
+            | ip_proto::IPV6_ROUTING
+            | ip_proto::IPV6_DEST_OPTS
+            | ip_proto::IPV6_FRAGMENT
+            | ip_proto::AH
+    )
 }
 
 /// What selectors look at in a packet.
