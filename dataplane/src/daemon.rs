@@ -116,6 +116,7 @@ pub fn run(options: &DaemonOptions) -> Result<()> {
         stop: stop.clone(),
         stats: stats.clone(),
         busy_poll: config.dataplane.busy_poll,
+        mss_clamp: config.dataplane.mss_clamp,
     };
 
     let mut threads = Vec::new();

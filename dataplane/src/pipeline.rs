@@ -8,6 +8,7 @@
 //! the interface to send them on.
 
 use crate::esp::{self, EspError};
+use crate::mss;
 use crate::nexthop::{Lookup, MissReason, NextHopTable, Resolver};
 use crate::tables::{PathDrop, SaStats, Snapshot, Verdict};
 use crate::wire::{checksum, ethernet, ip_proto, ipv4, ipv6, udp};
@@ -116,6 +117,9 @@ pub struct Context<'a> {
     pub next_hops: &'a NextHopTable,
     pub resolver: &'a Resolver,
     pub now: Instant,
+    /// Lower the MSS of outbound TCP SYNs to what fits the tunnel
+    /// (`[dataplane] mss_clamp`).
+    pub mss_clamp: bool,
 }
 
 /// A LAN frame that a policy may protect: encapsulate and send to the peer.
@@ -135,6 +139,17 @@ pub fn outbound(
         Verdict::NoPolicy => return Err(Dropped::NoPolicy),
     };
     decrement_ttl(&mut buf[l3..l3 + inner_len])?;
+    // The next hop is looked up before sealing so its MTU is known for MSS
+    // clamping; a miss is still reported only after the ESP transform, as
+    // before, so the drop reasons and counters stay the same.
+    let towards = entry.sa.remote();
+    let hop = resolve(ctx, towards);
+    if ctx.mss_clamp {
+        if let Ok(hop) = &hop {
+            let inner_mtu = mss::inner_mtu(hop.mtu, entry.sa.headroom());
+            mss::clamp(&mut buf[l3..l3 + inner_len], inner_mtu);
+        }
+    }
     let sealed = esp::encapsulate(&entry.sa, buf, l3, inner_len).map_err(|e| {
         entry.stats.add_esp_drop(e);
         Dropped::Esp(e)
@@ -144,12 +159,11 @@ pub fn outbound(
         outbound: true,
         event,
     });
-    let towards = entry.sa.remote();
     forward(
         ctx,
         buf,
         sealed.range,
-        towards,
+        hop,
         &entry.stats,
         inner_len as u64,
         expiry,
@@ -188,22 +202,27 @@ pub fn inbound(
         event,
     });
     let inner_len = inner.len() as u64;
-    forward(ctx, buf, inner, dst, &entry.stats, inner_len, expiry)
+    // No MSS clamping here: the inbound SA does not know the outbound
+    // path's MTU or overhead. A peer gateway that clamps its own outbound
+    // SYNs (as this one does) covers the SYN-ACKs and SYNs arriving here; a
+    // peer that does not leaves this LAN's full-size segments to PMTU.
+    let hop = resolve(ctx, dst);
+    forward(ctx, buf, inner, hop, &entry.stats, inner_len, expiry)
 }
 
-/// The tail both directions share: the next hop towards `towards`, its
-/// Ethernet header in front of the IP packet at `ip`, and the packet counted
-/// on its SA.
+/// The tail both directions share: the next hop (as [`resolve`] found it),
+/// its Ethernet header in front of the IP packet at `ip`, and the packet
+/// counted on its SA.
 fn forward(
     ctx: &Context<'_>,
     buf: &mut [u8],
     ip: Range<usize>,
-    towards: IpAddr,
+    hop: Result<crate::nexthop::Resolved, Dropped>,
     stats: &SaStats,
     carried_bytes: u64,
     expiry: Option<SoftExpiry>,
 ) -> Result<(Transmit, Option<SoftExpiry>), Dropped> {
-    let hop = resolve(ctx, towards).inspect_err(|dropped| {
+    let hop = hop.inspect_err(|dropped| {
         stats.add_path_drop(match dropped {
             Dropped::NextHop(MissReason::NoRoute | MissReason::Unreachable) => PathDrop::NoRoute,
             _ => PathDrop::NoNeighbour,

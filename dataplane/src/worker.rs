@@ -50,6 +50,8 @@ pub struct WorkerShared {
     pub stop: Arc<AtomicBool>,
     pub stats: Arc<[WorkerStatsCell]>,
     pub busy_poll: bool,
+    /// Clamp the MSS of outbound TCP SYNs to what fits the tunnel.
+    pub mss_clamp: bool,
 }
 
 /// Runs until `shared.stop` is set. `index` selects this worker's stats cell.
@@ -132,6 +134,7 @@ fn process_batch(
         next_hops: &next_hops,
         resolver: &shared.resolver,
         now,
+        mss_clamp: shared.mss_clamp,
     };
     for mut frame in rx.drain() {
         let len = frame.len();

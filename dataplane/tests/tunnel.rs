@@ -313,6 +313,31 @@ fn ping_both_families_both_directions_raw_esp_and_udp() {
 
 // ---------------------------------------------------------------- (b) ----
 
+/// LAN links at 1500: hosts announce MSS 1460, and their full-size segments
+/// only fit the 1500-byte underlay after ESP because the gateways clamp the
+/// MSS of the SYN and SYN-ACK (`[dataplane] mss_clamp`, on by default).
+#[test]
+fn iperf3_tcp_with_full_size_lan_mtu_relies_on_mss_clamping() {
+    let _serial = serial();
+    let bed = bed(TunnelOptions {
+        inner_mtu: 1500,
+        ..TunnelOptions::default()
+    });
+    let report = bed
+        .iperf3(bed.host_addr(Side::B, false), 2, 1)
+        .unwrap_or_else(|e| panic!("iperf3: {e}\n{}", diagnostics(&bed)));
+    assert!(
+        report.received_bits_per_second > 0.0 && report.received_bytes > 100_000,
+        "iperf3 moved (almost) nothing with a 1500-byte LAN MTU: {}",
+        report.json
+    );
+    eprintln!(
+        "iperf3 with a 1500-byte LAN MTU: {:.1} Mbit/s, {} retransmits",
+        report.received_bits_per_second / 1e6,
+        report.retransmits
+    );
+}
+
 #[test]
 fn iperf3_tcp_through_the_tunnel() {
     let _serial = serial();

@@ -77,10 +77,18 @@ pub struct DataplaneConfig {
     /// Native or generic XDP.
     #[serde(default)]
     pub xdp_mode: XdpMode,
+    /// Lower the MSS option of TCP SYNs going into the tunnel so that
+    /// full-size segments fit the path after ESP is added.
+    #[serde(default = "default_mss_clamp")]
+    pub mss_clamp: bool,
 }
 
 fn default_api_socket() -> PathBuf {
     PathBuf::from(DEFAULT_API_SOCKET)
+}
+
+fn default_mss_clamp() -> bool {
+    true
 }
 
 impl Default for DataplaneConfig {
@@ -91,6 +99,7 @@ impl Default for DataplaneConfig {
             cpus: Vec::new(),
             busy_poll: false,
             xdp_mode: XdpMode::Native,
+            mss_clamp: true,
         }
     }
 }

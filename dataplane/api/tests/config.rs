@@ -112,7 +112,14 @@ fn minimal_one_armed_config_uses_defaults() {
     assert_eq!(cfg.dataplane.api_socket, Path::new(DEFAULT_API_SOCKET));
     assert_eq!(cfg.dataplane.worker_count(), 1);
     assert!(!cfg.dataplane.busy_poll);
+    assert!(cfg.dataplane.mss_clamp, "MSS clamping is on by default");
     assert!(cfg.sas.is_empty() && cfg.policies.is_empty());
+    let off = StaticConfig::parse(
+        "[dataplane]\nmss_clamp = false\n\n[[interface]]\nname = \"eth0\"\nrole = \"both\"\n",
+        FILE,
+    )
+    .unwrap();
+    assert!(!off.dataplane.mss_clamp);
 }
 
 struct Case {

@@ -144,6 +144,9 @@ pub struct TunnelOptions {
     pub split_families: bool,
     /// How long to wait for each data plane's API socket to appear.
     pub start_timeout: Duration,
+    /// MTU of the hosts' and gateways' LAN links ([`INNER_MTU`] by
+    /// default; 1500 leaves full-size segments to MSS clamping).
+    pub inner_mtu: u32,
 }
 
 impl Default for TunnelOptions {
@@ -158,6 +161,7 @@ impl Default for TunnelOptions {
             xdp_generic: false,
             split_families: false,
             start_timeout: Duration::from_secs(10),
+            inner_mtu: INNER_MTU,
         }
     }
 }
@@ -702,10 +706,15 @@ impl TunnelBed {
         let _ = writeln!(s);
         let _ = writeln!(
             s,
-            "  namespaces: {} (inner MTU {INNER_MTU}, {} worker(s) and queue(s) per gateway, XDP {})",
+            "  namespaces: {} (inner MTU {}, {} worker(s) and queue(s) per gateway, XDP {})",
             self.testbed.namespaces().join(" "),
+            self.options.inner_mtu,
             self.options.workers,
-            if self.options.xdp_generic { "generic" } else { "native" }
+            if self.options.xdp_generic {
+                "generic"
+            } else {
+                "native"
+            }
         );
         let families = match (self.options.ipv4, self.options.ipv6) {
             (true, true) => "10.1.0.0/24 <-> 10.2.0.0/24 and fd00:1::/64 <-> fd00:2::/64",
@@ -772,7 +781,7 @@ fn sys(op: String) -> impl FnOnce(std::io::Error) -> Error {
 
 /// Host offloads and MTUs, gateway routes, warm neighbour tables.
 fn prepare_network(topo: &StandardTopology, options: &TunnelOptions) -> Result<()> {
-    let mtu = INNER_MTU.to_string();
+    let mtu = options.inner_mtu.to_string();
     for (host, gw) in [(&topo.host_a, &topo.gw_a), (&topo.host_b, &topo.gw_b)] {
         host.ns.run([
             "ethtool",
