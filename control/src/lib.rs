@@ -1,4 +1,16 @@
-//! The xdpsec control plane: IKEv2 (RFC 7296). The sans-IO state machine, its
-//! wire format and the daemon arrive with the IKEv2 issue; this crate holds
-//! the place in the workspace and must never depend on aya or AF_XDP.
+//! The xdpsec control plane: IKEv2 (RFC 7296).
+//!
+//! What is here now: [`wire`], the IKEv2 wire format (RFC 7296 section 3) as
+//! sans-IO parse/emit representations that never panic on any input: the IKE
+//! header, the generic payload chain (skipping unknown non-critical payloads
+//! and reporting unknown critical ones), the typed payloads (SA with
+//! proposals and transforms, KE, Nonce, Notify, Delete, Vendor ID,
+//! Identification, Traffic Selectors) and the protocol's constants.
+//!
+//! What comes next: the sans-IO IKEv2 state machine (quinn-proto style,
+//! `handle_datagram`/`handle_timeout`/`poll_*`) on top of this wire format,
+//! then the daemon that drives it (UDP 500/4500 sockets, timers, config and
+//! the SA API client). This crate never depends on aya or AF_XDP.
 #![deny(unsafe_code)]
+
+pub mod wire;
