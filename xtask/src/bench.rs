@@ -4,12 +4,12 @@
 //! in the same run on the same core.
 
 use crate::machine::Machine;
-use crate::shell::{step, workspace_root};
+use crate::shell::{step, target_dir, workspace_root};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// The criterion group the `esp_core` bench writes; its function ids are
 /// `OP/BACKEND/KEYBITS` and its parameter the inner packet size in bytes.
@@ -38,7 +38,7 @@ struct EspCoreReport {
 }
 
 pub fn esp() -> Result<()> {
-    let criterion_dir = target_dir().join("criterion").join(GROUP);
+    let criterion_dir = target_dir()?.join("criterion").join(GROUP);
     // Old estimates of benchmarks that no longer exist must not leak into the summary.
     if criterion_dir.exists() {
         std::fs::remove_dir_all(&criterion_dir)?;
@@ -172,10 +172,4 @@ fn ratios(nanos: &Estimates) -> Result<Vec<EspCoreRow>> {
     }
     rows.sort_by(|a, b| (a.size, &a.backend, a.key_bits).cmp(&(b.size, &b.backend, b.key_bits)));
     Ok(rows)
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"))
 }

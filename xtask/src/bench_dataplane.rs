@@ -26,7 +26,7 @@
 //! its time. The benchmark itself does not need perf.
 
 use crate::machine::Machine;
-use crate::shell::{step, workspace_root};
+use crate::shell::{is_root, step, target_dir, workspace_root};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use serde_json::Value;
@@ -273,7 +273,7 @@ pub fn run() -> Result<()> {
             "xdpsec",
         ],
     )?;
-    let binary = target_dir().join("release").join("xdpsec");
+    let binary = target_dir()?.join("release").join("xdpsec");
     if !binary.is_file() {
         bail!("no xdpsec binary at {}", binary.display());
     }
@@ -1074,23 +1074,6 @@ fn stop_perf(mut perf: Perf, gw_a_pid: u32, gw_a_worker: u32, out: &Path) -> Res
     std::fs::remove_file(&perf.data).ok();
     std::fs::remove_file(format!("{data}.old")).ok();
     Ok(())
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .and_then(|ids| ids.split_whitespace().nth(1).map(|e| e == "0"))
-        })
-        .unwrap_or(false)
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"))
 }
 
 #[cfg(test)]

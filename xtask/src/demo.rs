@@ -5,10 +5,9 @@
 //! drop stops the data planes and deletes the namespaces).
 
 use crate::setup;
-use crate::shell::{output, step};
+use crate::shell::{is_root, step, target_dir};
 use anyhow::{anyhow, bail, Context, Result};
-use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 use xdpsec_testbed::tunnel::{Encapsulation, KeySize, Side, TunnelBed, TunnelOptions};
@@ -219,19 +218,4 @@ fn tshark(pcap: &Path, args: &[String]) -> Result<Vec<String>> {
 
 fn heading(title: &str) {
     println!("\n== {title}");
-}
-
-fn is_root() -> bool {
-    output(&["id", "-u"]).is_some_and(|uid| uid.trim() == "0")
-}
-
-/// Cargo's target directory (CARGO_TARGET_DIR or the workspace's `target`).
-fn target_dir() -> Result<PathBuf> {
-    let metadata = output(&["cargo", "metadata", "--format-version", "1", "--no-deps"])
-        .context("cargo metadata failed")?;
-    let v: Value = serde_json::from_str(&metadata).context("reading cargo metadata")?;
-    v["target_directory"]
-        .as_str()
-        .map(PathBuf::from)
-        .context("cargo metadata names no target_directory")
 }

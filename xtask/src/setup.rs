@@ -2,7 +2,7 @@
 //! there, so re-running costs seconds. What this installs and how is the
 //! recipe in shared/TOOLCHAIN.md.
 
-use crate::shell::{output, step};
+use crate::shell::{is_root, output, step};
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 
@@ -164,8 +164,4 @@ fn symlink_replacing(target: &Path, link: &Path) -> Result<()> {
     }
     std::os::unix::fs::symlink(target, link)
         .with_context(|| format!("cannot link {} -> {}", link.display(), target.display()))
-}
-
-fn is_root() -> bool {
-    output(&["id", "-u"]).is_some_and(|uid| uid.trim() == "0")
 }

@@ -29,6 +29,23 @@ fn command(argv: &[&str]) -> Command {
     cmd
 }
 
+/// Whether this process runs as root (the tests, demo and benches need it).
+pub fn is_root() -> bool {
+    output(&["id", "-u"]).is_some_and(|uid| uid.trim() == "0")
+}
+
+/// Cargo's target directory as cargo itself resolves it (CARGO_TARGET_DIR,
+/// config files, or the workspace's `target`).
+pub fn target_dir() -> Result<std::path::PathBuf> {
+    let metadata = output(&["cargo", "metadata", "--format-version", "1", "--no-deps"])
+        .context("cargo metadata failed")?;
+    let v: serde_json::Value = serde_json::from_str(&metadata).context("reading cargo metadata")?;
+    v["target_directory"]
+        .as_str()
+        .map(std::path::PathBuf::from)
+        .context("cargo metadata names no target_directory")
+}
+
 pub fn workspace_root() -> std::path::PathBuf {
     // xtask lives one level below the workspace root.
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
