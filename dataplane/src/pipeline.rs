@@ -311,10 +311,8 @@ fn esp_in_outer(packet: &[u8]) -> Option<Range<usize>> {
         ip_proto::UDP => {
             let datagram = udp::Packet::new_checked(packet.get(l4.clone())?).ok()?;
             let payload = datagram.payload();
-            // RFC 3948: ESP in UDP is on 4500 and never starts with the
-            // zero non-ESP marker (that is IKE).
             let is_esp = datagram.dst_port() == udp::NAT_T_PORT
-                && payload.get(..4).is_some_and(|marker| marker != [0; 4]);
+                && udp::classify_nat_t(payload) == udp::NatTPayload::Esp;
             is_esp.then(|| l4.end - payload.len()..l4.end)
         }
         _ => None,

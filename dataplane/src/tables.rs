@@ -19,26 +19,21 @@ use xdpsec_api::{
 };
 use zeroize::Zeroizing;
 
-/// Drops that happen around the ESP transform, beside [`EspError`]'s.
+/// Drops that happen around the ESP transform, beside [`EspError`]'s, and
+/// that belong to an SA (a full TX ring is counted per worker).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PathDrop {
     NoRoute,
     NoNeighbour,
-    TxRingFull,
 }
 
 impl PathDrop {
-    pub const ALL: [PathDrop; 3] = [
-        PathDrop::NoRoute,
-        PathDrop::NoNeighbour,
-        PathDrop::TxRingFull,
-    ];
+    pub const ALL: [PathDrop; 2] = [PathDrop::NoRoute, PathDrop::NoNeighbour];
 
     pub fn as_str(self) -> &'static str {
         match self {
             PathDrop::NoRoute => "no_route",
             PathDrop::NoNeighbour => "no_neighbour",
-            PathDrop::TxRingFull => "tx_ring_full",
         }
     }
 }
