@@ -13,4 +13,6 @@
 //! the SA API client). This crate never depends on aya or AF_XDP.
 #![deny(unsafe_code)]
 
+pub mod ctl;
+pub mod daemon;
 pub mod wire;
