@@ -32,6 +32,12 @@
 //! after), then the test bed deletes the namespaces and the temp directory
 //! is removed, also when a test panics.
 
+#[path = "tunnel_ike.rs"]
+mod ike;
+pub use ike::{
+    identity as ike_identity, IkeOptions, CHILD as IKE_CHILD, CONNECTION as IKE_CONNECTION,
+};
+
 use crate::{Error, Gateway, Host, Netns, NsChild, Result, StandardTopology, Testbed};
 use crate::{TopologyOptions, UnderlayTap};
 use serde_json::Value;
@@ -147,6 +153,9 @@ pub struct TunnelOptions {
     /// MTU of the hosts' and gateways' LAN links ([`INNER_MTU`] by
     /// default; 1500 leaves full-size segments to MSS clamping).
     pub inner_mtu: u32,
+    /// IKE mode: no static SAs; each gateway runs `xdpsec ike` with a
+    /// generated config (see [`IkeOptions`]) that sets the tunnel up.
+    pub ike: Option<IkeOptions>,
 }
 
 impl Default for TunnelOptions {
@@ -162,6 +171,7 @@ impl Default for TunnelOptions {
             split_families: false,
             start_timeout: Duration::from_secs(10),
             inner_mtu: INNER_MTU,
+            ike: None,
         }
     }
 }
@@ -273,6 +283,8 @@ pub struct TunnelBed {
     // Fields drop in order: the daemons (stopped in `drop`) before the
     // test bed, which deletes the namespaces.
     daemons: [Daemon; 2],
+    /// The IKE daemons (IKE mode), stopped before the data planes.
+    ike: [ike::IkeDaemon; 2],
     /// A -> B then B -> A; with split families the IPv4 pair, then the
     /// IPv6 pair.
     sas: Vec<TunnelSa>,
@@ -327,7 +339,12 @@ impl TunnelBed {
                 .map_err(sys(format!("create {}", dir.display())))?;
         }
 
-        let sas = random_sas(&topo, &options)?;
+        // In IKE mode the SAs come from the IKE daemons.
+        let sas = if options.ike.is_some() {
+            Vec::new()
+        } else {
+            random_sas(&topo, &options)?
+        };
         let mut daemons: Vec<Daemon> = Vec::new();
         for side in Side::BOTH {
             let name = side.gateway_name();
@@ -345,6 +362,7 @@ impl TunnelBed {
         let daemons: [Daemon; 2] = daemons.try_into().expect("one daemon per side");
         let mut bed = TunnelBed {
             daemons,
+            ike: TunnelBed::ike_daemons(&dir),
             sas,
             options,
             binary,
@@ -358,6 +376,7 @@ impl TunnelBed {
         for side in Side::BOTH {
             bed.wait_for_socket(side)?;
         }
+        bed.start_ike()?;
         Ok(bed)
     }
 
@@ -756,7 +775,15 @@ impl TunnelBed {
 impl Drop for TunnelBed {
     fn drop(&mut self) {
         // SIGTERM first so the data planes detach XDP themselves; bounded,
-        // and NsChild's drop kills what does not exit.
+        // and NsChild's drop kills what does not exit. The IKE daemons go
+        // first: they would only log the data planes' absence.
+        for daemon in &mut self.ike {
+            if let Some(child) = daemon.child.take() {
+                if child.terminate().is_ok() {
+                    child.wait_timeout(Duration::from_secs(5)).ok();
+                }
+            }
+        }
         for daemon in &mut self.daemons {
             if let Some(child) = daemon.child.take() {
                 if child.terminate().is_ok() {
