@@ -7,12 +7,16 @@
 //! proposals and transforms, KE, Nonce, Notify, Delete, Vendor ID,
 //! Identification, Traffic Selectors) and the protocol's constants.
 //!
+//! [`config`] is the daemon's TOML configuration in strongSwan's swanctl
+//! vocabulary (connections, children, proposals, secrets).
+//!
 //! What comes next: the sans-IO IKEv2 state machine (quinn-proto style,
 //! `handle_datagram`/`handle_timeout`/`poll_*`) on top of this wire format,
 //! then the daemon that drives it (UDP 500/4500 sockets, timers, config and
 //! the SA API client). This crate never depends on aya or AF_XDP.
 #![deny(unsafe_code)]
 
+pub mod config;
 pub mod ctl;
 pub mod daemon;
 pub mod wire;
