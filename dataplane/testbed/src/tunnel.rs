@@ -28,16 +28,26 @@
 //!   `xdpsec dataplane` processes, each logging to a file there; it waits
 //!   (bounded) until both API sockets exist.
 //!
+//! [`TunnelOptions::gateways`] puts strongSwan (charon with kernel-libipsec,
+//! [`crate::strongswan::Charon`]) on either gateway instead: each charon gets
+//! a config generated from the options (PSK shared by both, the inner
+//! prefixes as traffic selectors, `aes128gcm16` or `aes256gcm16`), and
+//! libipsec routes the far prefix into its TUN device itself, so that
+//! gateway gets no plain route to it. With strongSwan on both sides, A
+//! initiates and `new` returns once both hold the CHILD_SA; on one side
+//! only, nothing is initiated and the xdpsec side starts without SAs: an
+//! IKE daemon must negotiate them. strongSwan always carries ESP in UDP
+//! 4500, whatever [`TunnelOptions::encap`] says.
+//!
 //! Drop stops both data planes with SIGTERM (by PID, bounded; SIGKILL
 //! after), then the test bed deletes the namespaces and the temp directory
 //! is removed, also when a test panics.
 
 #[path = "tunnel_ike.rs"]
 mod ike;
-pub use ike::{
-    identity as ike_identity, IkeOptions, CHILD as IKE_CHILD, CONNECTION as IKE_CONNECTION,
-};
+pub use ike::{IkeOptions, CHILD as IKE_CHILD, CONNECTION as IKE_CONNECTION};
 
+use crate::strongswan::{Charon, StrongswanConfig};
 use crate::{Error, Gateway, Host, Netns, NsChild, Result, StandardTopology, Testbed};
 use crate::{TopologyOptions, UnderlayTap};
 use serde_json::Value;
@@ -126,6 +136,15 @@ impl KeySize {
     }
 }
 
+/// What runs on a gateway of a [`TunnelBed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GatewayKind {
+    /// `xdpsec dataplane`.
+    Xdpsec,
+    /// strongSwan's charon with ESP in user space (kernel-libipsec).
+    Strongswan,
+}
+
 /// What [`TunnelBed::new`] builds.
 #[derive(Debug, Clone)]
 pub struct TunnelOptions {
@@ -153,8 +172,11 @@ pub struct TunnelOptions {
     /// MTU of the hosts' and gateways' LAN links ([`INNER_MTU`] by
     /// default; 1500 leaves full-size segments to MSS clamping).
     pub inner_mtu: u32,
-    /// IKE mode: no static SAs; each gateway runs `xdpsec ike` with a
-    /// generated config (see [`IkeOptions`]) that sets the tunnel up.
+    /// What runs on gateway A and on gateway B.
+    pub gateways: [GatewayKind; 2],
+    /// IKE mode: no static SAs; each xdpsec gateway runs `xdpsec ike` with
+    /// a generated config (see [`IkeOptions`]) that sets the tunnel up,
+    /// with the other xdpsec gateway or with strongSwan.
     pub ike: Option<IkeOptions>,
 }
 
@@ -171,6 +193,7 @@ impl Default for TunnelOptions {
             split_families: false,
             start_timeout: Duration::from_secs(10),
             inner_mtu: INNER_MTU,
+            gateways: [GatewayKind::Xdpsec; 2],
             ike: None,
         }
     }
@@ -280,8 +303,9 @@ struct Daemon {
 /// documentation.
 #[derive(Debug)]
 pub struct TunnelBed {
-    // Fields drop in order: the daemons (stopped in `drop`) before the
-    // test bed, which deletes the namespaces.
+    // Fields drop in order: the charons and daemons (stopped in `drop`)
+    // before the test bed, which deletes the namespaces.
+    charons: [Option<Charon>; 2],
     daemons: [Daemon; 2],
     /// The IKE daemons (IKE mode), stopped before the data planes.
     ike: [ike::IkeDaemon; 2],
@@ -339,19 +363,25 @@ impl TunnelBed {
                 .map_err(sys(format!("create {}", dir.display())))?;
         }
 
-        // In IKE mode the SAs come from the IKE daemons.
-        let sas = if options.ike.is_some() {
-            Vec::new()
-        } else {
+        // Static SAs only between two xdpsec gateways without IKE;
+        // strongSwan and `xdpsec ike` negotiate.
+        let all_xdpsec = options.gateways == [GatewayKind::Xdpsec; 2];
+        let sas = if all_xdpsec && options.ike.is_none() {
             random_sas(&topo, &options)?
+        } else {
+            Vec::new()
         };
         let mut daemons: Vec<Daemon> = Vec::new();
         for side in Side::BOTH {
             let name = side.gateway_name();
+            let log = match options.gateways[side.index()] {
+                GatewayKind::Xdpsec => dir.join(format!("{name}.log")),
+                GatewayKind::Strongswan => charon_dir(&dir, side).join("charon.log"),
+            };
             let daemon = Daemon {
                 config: dir.join(format!("{name}.toml")),
                 socket: dir.join(format!("{name}.sock")),
-                log: dir.join(format!("{name}.log")),
+                log,
                 child: None,
             };
             let text = gateway_config(side, &sas, &options, &daemon.socket);
@@ -360,7 +390,9 @@ impl TunnelBed {
             daemons.push(daemon);
         }
         let daemons: [Daemon; 2] = daemons.try_into().expect("one daemon per side");
+        let psk = format!("0x{}", hex(&random_bytes(32)?));
         let mut bed = TunnelBed {
+            charons: [None, None],
             daemons,
             ike: TunnelBed::ike_daemons(&dir),
             sas,
@@ -371,18 +403,90 @@ impl TunnelBed {
             testbed,
         };
         for side in Side::BOTH {
-            bed.start(side)?;
+            if bed.kind(side) == GatewayKind::Strongswan {
+                let config = strongswan_config(&bed.topo, &bed.options, side, &psk);
+                let ns = bed.topo_gateway(side).ns.clone();
+                let charon = Charon::start(&ns, charon_dir(&bed.dir, side), &config)?;
+                bed.charons[side.index()] = Some(charon);
+            } else {
+                bed.start(side)?;
+            }
         }
         for side in Side::BOTH {
             bed.wait_for_socket(side)?;
         }
-        bed.start_ike()?;
+        if let [Some(a), Some(b)] = &bed.charons {
+            a.initiate_child(STRONGSWAN_CHILD)?;
+            for charon in [a, b] {
+                charon.wait_child_installed(STRONGSWAN_CHILD, Duration::from_secs(10))?;
+            }
+        }
+        bed.start_ike(&psk)?;
         Ok(bed)
+    }
+
+    /// What runs on the gateway of `side`.
+    pub fn kind(&self, side: Side) -> GatewayKind {
+        self.options.gateways[side.index()]
+    }
+
+    /// The charon of `side`, if strongSwan runs there.
+    pub fn charon(&self, side: Side) -> Option<&Charon> {
+        self.charons[side.index()].as_ref()
+    }
+
+    /// The charon of `side`, to stop or restart it.
+    pub fn charon_mut(&mut self, side: Side) -> Option<&mut Charon> {
+        self.charons[side.index()].as_mut()
+    }
+
+    /// The PID of what runs on the gateway of `side` (data plane or
+    /// charon), while it runs: for CPU accounting.
+    pub fn gateway_pid(&self, side: Side) -> Option<u32> {
+        match self.charon(side) {
+            Some(charon) => charon.pid(),
+            None => self.child(side).map(NsChild::pid),
+        }
+    }
+
+    /// The SAs charon holds on `side`, newest CHILD_SA, as [`TunnelSa`]s
+    /// (outbound first), with the keys read from its log: what tshark
+    /// needs to decrypt a capture. Fails if strongSwan does not run there
+    /// or holds no CHILD_SA.
+    pub fn strongswan_sas(&self, side: Side) -> Result<Vec<TunnelSa>> {
+        let charon = self.charon(side).ok_or_else(|| {
+            Error::InvalidName(side.to_string(), "strongSwan does not run on this gateway")
+        })?;
+        let keys = charon.esp_keys();
+        let newest = keys.last().ok_or_else(|| Error::Parse {
+            cmd: format!("{}", charon.log_path().display()),
+            what: "no CHILD_SA keys logged yet".into(),
+        })?;
+        let own: IpAddr = self.topo_gateway(side).wan.ipv4.into();
+        let peer: IpAddr = self.topo_gateway(side.other()).wan.ipv4.into();
+        let sa = |spi, from, src, dst, key_hex: &str| TunnelSa {
+            spi,
+            from,
+            src,
+            dst,
+            key_hex: key_hex.to_string(),
+            key_bits: u16::try_from((key_hex.len() / 2).saturating_sub(4) * 8).unwrap_or(0),
+            udp_encap: true,
+            ipv4: self.options.ipv4,
+            ipv6: self.options.ipv6,
+        };
+        Ok(vec![
+            sa(newest.spi_out, side, own, peer, &newest.key_out_hex),
+            sa(newest.spi_in, side.other(), peer, own, &newest.key_in_hex),
+        ])
     }
 
     /// Starts the data plane of `side` (again, after [`TunnelBed::stop`]);
     /// does not wait for its API socket.
     pub fn start(&mut self, side: Side) -> Result<()> {
+        if let Some(charon) = self.charons[side.index()].as_mut() {
+            return charon.restart();
+        }
         if self.is_running(side) {
             return Ok(());
         }
@@ -419,6 +523,10 @@ impl TunnelBed {
     /// Waits (up to `start_timeout`) until the API socket of `side` exists;
     /// fails with the log if the process exits first.
     pub fn wait_for_socket(&mut self, side: Side) -> Result<()> {
+        if self.kind(side) == GatewayKind::Strongswan {
+            // Charon::start has waited for its vici socket.
+            return Ok(());
+        }
         let deadline = Instant::now() + self.options.start_timeout;
         loop {
             let daemon = &self.daemons[side.index()];
@@ -498,8 +606,14 @@ impl TunnelBed {
 
     /// The SA that `from` encrypts with (and the other gateway decrypts).
     /// With [`TunnelOptions::split_families`] and both families carried,
-    /// the IPv4 one; see [`TunnelBed::sa_for`].
+    /// the IPv4 one; see [`TunnelBed::sa_for`]. Panics when a gateway
+    /// runs strongSwan: its SAs are negotiated, see
+    /// [`TunnelBed::strongswan_sas`].
     pub fn sa(&self, from: Side) -> &TunnelSa {
+        assert!(
+            !self.sas.is_empty(),
+            "no static SAs: strongSwan runs on a gateway (use strongswan_sas)"
+        );
         &self.sas[from.index()]
     }
 
@@ -549,7 +663,11 @@ impl TunnelBed {
     pub fn logs(&self) -> String {
         let mut out = String::new();
         for side in Side::BOTH {
-            let _ = writeln!(out, "----- xdpsec dataplane log of {side} -----");
+            let what = match self.kind(side) {
+                GatewayKind::Xdpsec => "xdpsec dataplane",
+                GatewayKind::Strongswan => "charon",
+            };
+            let _ = writeln!(out, "----- {what} log of {side} -----");
             out.push_str(&self.log(side));
         }
         out
@@ -562,6 +680,9 @@ impl TunnelBed {
 
     /// Whether the data plane of `side` is running.
     pub fn is_running(&self, side: Side) -> bool {
+        if let Some(charon) = self.charon(side) {
+            return charon.is_running();
+        }
         self.child(side)
             .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
@@ -598,6 +719,9 @@ impl TunnelBed {
     /// 10 s for it to exit: its exit status. It is killed if it does not
     /// exit in time (and this fails).
     pub fn stop(&mut self, side: Side) -> Result<ExitStatus> {
+        if let Some(charon) = self.charons[side.index()].as_mut() {
+            return charon.stop();
+        }
         let child = self.daemons[side.index()]
             .child
             .take()
@@ -774,6 +898,10 @@ impl TunnelBed {
 
 impl Drop for TunnelBed {
     fn drop(&mut self) {
+        for charon in &mut self.charons {
+            // Its drop stops it by PID (TERM, bounded wait, KILL).
+            charon.take();
+        }
         // SIGTERM first so the data planes detach XDP themselves; bounded,
         // and NsChild's drop kills what does not exit. The IKE daemons go
         // first: they would only log the data planes' absence.
@@ -827,10 +955,15 @@ fn prepare_network(topo: &StandardTopology, options: &TunnelOptions) -> Result<(
             .ip(["link", "set", "dev", &gw.lan.name, "mtu", &mtu])?;
     }
     let (a, b) = (&topo.gw_a, &topo.gw_b);
-    for (gw, far_v4, far_v6, peer) in [
-        (a, "10.2.0.0/24", "fd00:2::/64", b),
-        (b, "10.1.0.0/24", "fd00:1::/64", a),
+    for (gw, far_v4, far_v6, peer, kind) in [
+        (a, "10.2.0.0/24", "fd00:2::/64", b, options.gateways[0]),
+        (b, "10.1.0.0/24", "fd00:1::/64", a, options.gateways[1]),
     ] {
+        // libipsec routes the far prefix into its TUN device once the
+        // CHILD_SA is up; a plain route would carry cleartext before that.
+        if kind == GatewayKind::Strongswan {
+            continue;
+        }
         if options.ipv4 {
             gw.ns.add_route(far_v4, peer.wan.ipv4.into())?;
         }
@@ -849,6 +982,54 @@ fn prepare_network(topo: &StandardTopology, options: &TunnelOptions) -> Result<(
         host.ns.ping(gw.lan.ipv6.into(), 1)?;
     }
     Ok(())
+}
+
+/// The name of the child the test bed configures on a strongSwan gateway.
+pub const STRONGSWAN_CHILD: &str = "net";
+
+fn charon_dir(dir: &Path, side: Side) -> PathBuf {
+    dir.join(format!("{}-charon", side.gateway_name()))
+}
+
+/// The charon config of `side`: its underlay address to the other
+/// gateway's, the inner prefixes the options carry, AES-GCM of the
+/// options' key size for ESP.
+pub fn strongswan_config(
+    topo: &StandardTopology,
+    options: &TunnelOptions,
+    side: Side,
+    psk: &str,
+) -> StrongswanConfig {
+    let (own, peer) = match side {
+        Side::A => (&topo.gw_a, &topo.gw_b),
+        Side::B => (&topo.gw_b, &topo.gw_a),
+    };
+    let probe = TunnelSa {
+        spi: 0,
+        from: side,
+        src: own.wan.ipv4.into(),
+        dst: peer.wan.ipv4.into(),
+        key_hex: String::new(),
+        key_bits: 0,
+        udp_encap: true,
+        ipv4: options.ipv4,
+        ipv6: options.ipv6,
+    };
+    let selectors = selectors(side, &probe);
+    let mut config =
+        StrongswanConfig::site_to_site(own.wan.ipv4.into(), peer.wan.ipv4.into(), "", "", psk);
+    let child = &mut config.children[0];
+    child.name = STRONGSWAN_CHILD.to_string();
+    child.local_ts = selectors.iter().map(|(l, _)| l.to_string()).collect();
+    child.remote_ts = selectors.iter().map(|(_, r)| r.to_string()).collect();
+    child.esp_proposals = vec![match options.key_size {
+        KeySize::Aes128 => "aes128gcm16".into(),
+        KeySize::Aes256 => "aes256gcm16".into(),
+    }];
+    if let Some(ike) = &options.ike {
+        ike::adapt_strongswan(&mut config, ike, side);
+    }
+    config
 }
 
 fn random_bytes(n: usize) -> Result<Vec<u8>> {

@@ -6,7 +6,8 @@
 //! bed's directory; it runs as root in its gateway's namespace and is
 //! stopped (SIGTERM, by PID) before the data planes when the bed drops.
 
-use super::{sys, Encapsulation, Side, TunnelBed};
+use super::{sys, Encapsulation, GatewayKind, Side, TunnelBed};
+use crate::strongswan::{StartAction, StrongswanConfig};
 use crate::{Error, NsChild, Result};
 use serde_json::Value;
 use std::fmt::Write as _;
@@ -26,11 +27,12 @@ pub struct IkeOptions {
     pub proposals: Vec<String>,
     /// ESP proposals (`aes128gcm16`).
     pub esp_proposals: Vec<String>,
-    /// The pre-shared key each side uses (equal for a working tunnel).
-    pub psk: [String; 2],
-    /// The side that initiates as soon as its daemon starts
-    /// (`start_action = "start"`); `None`: nobody does, a test runs
-    /// `xdpsec initiate`.
+    /// The pre-shared key of each xdpsec side; `None`: the bed's random
+    /// key, which a strongSwan side uses too.
+    pub psk: [Option<String>; 2],
+    /// The side that initiates once both are up (an xdpsec side with
+    /// `start_action = "start"`, a strongSwan side with `swanctl
+    /// --initiate`); `None`: nobody, a test does.
     pub initiator: Option<Side>,
     /// Child SA `rekey_time` (`None`: never on time).
     pub child_rekey_time: Option<Duration>,
@@ -50,10 +52,7 @@ impl Default for IkeOptions {
         IkeOptions {
             proposals: vec!["aes128gcm16-prfsha256-x25519".into()],
             esp_proposals: vec!["aes128gcm16".into()],
-            psk: [
-                "xdpsec test bed shared secret".into(),
-                "xdpsec test bed shared secret".into(),
-            ],
+            psk: [None, None],
             initiator: Some(Side::A),
             child_rekey_time: None,
             ike_rekey_time: None,
@@ -74,9 +73,49 @@ pub(super) struct IkeDaemon {
     pub(super) child: Option<NsChild>,
 }
 
-/// The identity of a side's gateway.
-pub fn identity(side: Side) -> String {
-    format!("{}.xdpsec.test", side.gateway_name().to_ascii_lowercase())
+/// The traffic selectors of `side` for the carried families: (own LAN,
+/// far LAN).
+fn default_ts(ipv4: bool, ipv6: bool, side: Side) -> (Vec<String>, Vec<String>) {
+    let (own, far) = match side {
+        Side::A => (
+            ("10.1.0.0/24", "fd00:1::/64"),
+            ("10.2.0.0/24", "fd00:2::/64"),
+        ),
+        Side::B => (
+            ("10.2.0.0/24", "fd00:2::/64"),
+            ("10.1.0.0/24", "fd00:1::/64"),
+        ),
+    };
+    let (mut local, mut remote) = (Vec::new(), Vec::new());
+    if ipv4 {
+        local.push(own.0.to_string());
+        remote.push(far.0.to_string());
+    }
+    if ipv6 {
+        local.push(own.1.to_string());
+        remote.push(far.1.to_string());
+    }
+    (local, remote)
+}
+
+/// Puts the IKE options into the charon config of a strongSwan side, so
+/// that both ends of an interop test are configured alike.
+pub(super) fn adapt_strongswan(config: &mut StrongswanConfig, ike: &IkeOptions, side: Side) {
+    config.ike_proposals = ike.proposals.clone();
+    if ike.ike_rekey_time.is_some() {
+        config.rekey_time = ike.ike_rekey_time;
+    }
+    for child in &mut config.children {
+        child.esp_proposals = ike.esp_proposals.clone();
+        child.start_action = StartAction::None;
+        if ike.child_rekey_time.is_some() {
+            child.rekey_time = ike.child_rekey_time;
+        }
+        if let Some((l, r)) = &ike.ts_override[side.index()] {
+            child.local_ts = l.clone();
+            child.remote_ts = r.clone();
+        }
+    }
 }
 
 fn quoted(items: &[String]) -> String {
@@ -106,29 +145,12 @@ impl TunnelBed {
         })
     }
 
-    /// The generated `xdpsec ike` config of `side`.
-    pub(super) fn ike_config(&self, side: Side, ike: &IkeOptions) -> String {
+    /// The generated `xdpsec ike` config of `side`. Identities are the
+    /// gateways' underlay addresses, as strongSwan's default.
+    pub(super) fn ike_config(&self, side: Side, ike: &IkeOptions, psk: &str) -> String {
         let gw = self.gateway(side);
         let peer = self.gateway(side.other());
-        let (mut local_ts, mut remote_ts) = (Vec::new(), Vec::new());
-        let (own, far) = match side {
-            Side::A => (
-                ("10.1.0.0/24", "fd00:1::/64"),
-                ("10.2.0.0/24", "fd00:2::/64"),
-            ),
-            Side::B => (
-                ("10.2.0.0/24", "fd00:2::/64"),
-                ("10.1.0.0/24", "fd00:1::/64"),
-            ),
-        };
-        if self.options.ipv4 {
-            local_ts.push(own.0.to_string());
-            remote_ts.push(far.0.to_string());
-        }
-        if self.options.ipv6 {
-            local_ts.push(own.1.to_string());
-            remote_ts.push(far.1.to_string());
-        }
+        let (mut local_ts, mut remote_ts) = default_ts(self.options.ipv4, self.options.ipv6, side);
         if let Some((l, r)) = &ike.ts_override[side.index()] {
             local_ts = l.clone();
             remote_ts = r.clone();
@@ -174,42 +196,63 @@ impl TunnelBed {
             quoted(&ike.proposals),
             self.options.encap == Encapsulation::Udp,
             duration(ike.ike_rekey_time),
-            identity(side),
-            identity(side.other()),
+            gw.wan.ipv4,
+            peer.wan.ipv4,
             quoted(&local_ts),
             quoted(&remote_ts),
             quoted(&ike.esp_proposals),
             duration(ike.child_rekey_time),
-            identity(side),
-            identity(side.other()),
-            ike.psk[side.index()],
+            gw.wan.ipv4,
+            peer.wan.ipv4,
+            ike.psk[side.index()].as_deref().unwrap_or(psk),
         );
         s
     }
 
-    /// Writes both IKE configs and starts both daemons (the responder
-    /// first), then waits for their control sockets and, with an
-    /// initiator, for the tunnel.
-    pub(super) fn start_ike(&mut self) -> Result<()> {
+    /// Writes the IKE configs of the xdpsec sides and starts their daemons
+    /// (the responder first), waits for their control sockets, has a
+    /// strongSwan initiator initiate, and with an initiator waits for the
+    /// tunnel.
+    pub(super) fn start_ike(&mut self, psk: &str) -> Result<()> {
         let Some(ike) = self.options.ike.clone() else {
             return Ok(());
         };
-        for side in Side::BOTH {
-            let text = self.ike_config(side, &ike);
-            let path = &self.ike[side.index()].config;
-            std::fs::write(path, text).map_err(sys(format!("write {}", path.display())))?;
-        }
         let order = match ike.initiator {
             Some(side) => [side.other(), side],
             None => Side::BOTH,
         };
-        for side in order {
+        let xdpsec_sides: Vec<Side> = order
+            .into_iter()
+            .filter(|&s| self.kind(s) == GatewayKind::Xdpsec)
+            .collect();
+        for &side in &xdpsec_sides {
+            let text = self.ike_config(side, &ike, psk);
+            let path = &self.ike[side.index()].config;
+            std::fs::write(path, text).map_err(sys(format!("write {}", path.display())))?;
+        }
+        for &side in &xdpsec_sides {
             self.ike_start(side)?;
             self.wait_for_ike_socket(side)?;
         }
-        if ike.initiator.is_some() && ike.wait_for_tunnel {
+        let Some(initiator) = ike.initiator else {
+            return Ok(());
+        };
+        if let Some(charon) = self.charon(initiator) {
+            charon.initiate_child(super::STRONGSWAN_CHILD)?;
+        }
+        if ike.wait_for_tunnel {
             for side in Side::BOTH {
-                self.wait_for_child(side, self.options.start_timeout)?;
+                match self.charon(side) {
+                    Some(charon) => {
+                        charon.wait_child_installed(
+                            super::STRONGSWAN_CHILD,
+                            self.options.start_timeout,
+                        )?;
+                    }
+                    None => {
+                        self.wait_for_child(side, self.options.start_timeout)?;
+                    }
+                }
             }
         }
         Ok(())
