@@ -98,6 +98,7 @@ pub fn classify_nat_t(datagram: &[u8]) -> NatTKind {
 #[derive(Debug)]
 struct Bound {
     socket: UdpSocket,
+    addr: IpAddr,
     port: u16,
     ipv6: bool,
 }
@@ -112,19 +113,26 @@ pub struct IkeSockets {
 }
 
 impl IkeSockets {
-    /// Binds the wildcard addresses on both ports. IPv6 is skipped with a
-    /// warning when the host has no IPv6; a port in use or a missing
-    /// CAP_NET_BIND_SERVICE is an error that says so.
-    pub fn bind(ike_port: u16, nat_t_port: u16) -> io::Result<Self> {
+    /// Binds both ports on each address of `listen`, or on the wildcard
+    /// addresses (IPv4 and IPv6) when it is empty. Without IPv6 on the host
+    /// the IPv6 wildcard is skipped with a warning; a port in use or a
+    /// missing CAP_NET_BIND_SERVICE is an error that says so.
+    pub fn bind(listen: &[IpAddr], ike_port: u16, nat_t_port: u16) -> io::Result<Self> {
         let mut sockets = Vec::new();
         for port in [ike_port, nat_t_port] {
-            sockets.push(bind_one(false, port)?);
-            match bind_one(true, port) {
-                Ok(s) => sockets.push(s),
-                Err(e) if e.raw_os_error() == Some(libc::EAFNOSUPPORT) => {
-                    tracing::warn!(port, "no IPv6 on this host; IKE over IPv4 only");
+            if listen.is_empty() {
+                sockets.push(bind_one(Ipv4Addr::UNSPECIFIED.into(), port)?);
+                match bind_one(Ipv6Addr::UNSPECIFIED.into(), port) {
+                    Ok(s) => sockets.push(s),
+                    Err(e) if e.raw_os_error() == Some(libc::EAFNOSUPPORT) => {
+                        tracing::warn!(port, "no IPv6 on this host; IKE over IPv4 only");
+                    }
+                    Err(e) => return Err(e),
                 }
-                Err(e) => return Err(e),
+            } else {
+                for &addr in listen {
+                    sockets.push(bind_one(addr, port)?);
+                }
             }
         }
         Ok(IkeSockets {
@@ -245,15 +253,16 @@ impl IkeSockets {
     }
 
     /// Sends an IKE message from `local` (its address picks the source, its
-    /// port the socket: the non-ESP marker is added on the NAT-T port) to
-    /// `remote`. A NAT keepalive ([`NAT_KEEPALIVE`]) goes without marker.
+    /// port the socket) to `remote`, after the non-ESP marker if `marker`
+    /// (IKE on the NAT-T port; not NAT keepalives).
     pub fn send(
         &mut self,
         local: SocketAddr,
         remote: SocketAddr,
+        marker: bool,
         message: &[u8],
     ) -> io::Result<()> {
-        let result = self.send_inner(local, remote, message);
+        let result = self.send_inner(local, remote, marker, message);
         match &result {
             Ok(()) => self.stats.sent += 1,
             Err(_) => self.stats.send_errors += 1,
@@ -261,25 +270,31 @@ impl IkeSockets {
         result
     }
 
-    fn send_inner(&self, local: SocketAddr, remote: SocketAddr, message: &[u8]) -> io::Result<()> {
+    fn send_inner(
+        &self,
+        local: SocketAddr,
+        remote: SocketAddr,
+        marker: bool,
+        message: &[u8],
+    ) -> io::Result<()> {
         // IPv4-mapped peers go out through the IPv4 socket.
         let remote = canonical(remote);
         let ipv6 = remote.is_ipv6();
         let bound = self
             .sockets
             .iter()
-            .find(|b| b.port == local.port() && b.ipv6 == ipv6)
+            .find(|b| {
+                b.port == local.port()
+                    && b.ipv6 == ipv6
+                    && (b.addr.is_unspecified() || b.addr == canonical_ip(local.ip()))
+            })
             .ok_or_else(|| {
                 io::Error::new(
                     io::ErrorKind::AddrNotAvailable,
                     format!("no IKE socket on port {} for {remote}", local.port()),
                 )
             })?;
-        let marker: &[u8] = if bound.port == self.nat_t_port && message != NAT_KEEPALIVE {
-            &NON_ESP_MARKER
-        } else {
-            &[]
-        };
+        let marker: &[u8] = if marker { &NON_ESP_MARKER } else { &[] };
         let iov = [IoSlice::new(marker), IoSlice::new(message)];
         let dst = SockaddrStorage::from(remote);
         let fd = bound.socket.as_raw_fd();
@@ -328,7 +343,8 @@ impl IkeSockets {
     }
 }
 
-fn bind_one(ipv6: bool, port: u16) -> io::Result<Bound> {
+fn bind_one(ip: IpAddr, port: u16) -> io::Result<Bound> {
+    let ipv6 = ip.is_ipv6();
     let family = if ipv6 {
         AddressFamily::Inet6
     } else {
@@ -340,14 +356,13 @@ fn bind_one(ipv6: bool, port: u16) -> io::Result<Bound> {
         SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
         SockProtocol::Udp,
     )?;
-    let addr: SocketAddr = if ipv6 {
+    if ipv6 {
         socket::setsockopt(&fd, sockopt::Ipv6V6Only, &true)?;
         socket::setsockopt(&fd, sockopt::Ipv6RecvPacketInfo, &true)?;
-        SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, port, 0, 0).into()
     } else {
         socket::setsockopt(&fd, sockopt::Ipv4PacketInfo, &true)?;
-        SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port).into()
-    };
+    }
+    let addr = SocketAddr::new(ip, port);
     socket::bind(fd.as_raw_fd(), &SockaddrStorage::from(addr)).map_err(|e| {
         let hint = match e {
             nix::errno::Errno::EACCES => " (binding a port below 1024 needs CAP_NET_BIND_SERVICE)",
@@ -361,6 +376,7 @@ fn bind_one(ipv6: bool, port: u16) -> io::Result<Bound> {
     })?;
     Ok(Bound {
         socket: UdpSocket::from(fd),
+        addr: ip,
         port,
         ipv6,
     })

@@ -744,8 +744,20 @@ impl TunnelBed {
     /// and a client with `-t seconds -P streams` on host A, both started
     /// and, if need be, ended by PID.
     pub fn iperf3(&self, dst: IpAddr, seconds: u32, streams: u32) -> Result<IperfReport> {
+        self.iperf3_from(Side::A, dst, seconds, streams)
+    }
+
+    /// Like [`TunnelBed::iperf3`], from the host of `from` to the other
+    /// host's address `dst`.
+    pub fn iperf3_from(
+        &self,
+        from: Side,
+        dst: IpAddr,
+        seconds: u32,
+        streams: u32,
+    ) -> Result<IperfReport> {
         let port = IPERF_PORT.to_string();
-        let host_b = &self.topo.host_b.ns;
+        let host_b = &self.host(from.other()).ns;
         let server = host_b.spawn(["iperf3", "-s", "-1", "-p", &port])?;
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
@@ -767,7 +779,7 @@ impl TunnelBed {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        let client = self.topo.host_a.ns.spawn([
+        let client = self.host(from).ns.spawn([
             "iperf3".to_string(),
             "-c".into(),
             dst.to_string(),

@@ -38,6 +38,8 @@ pub struct IkeOptions {
     pub child_rekey_time: Option<Duration>,
     /// IKE SA `rekey_time` (`None`: never on time).
     pub ike_rekey_time: Option<Duration>,
+    /// Override the IKE proposals of a side.
+    pub proposals_override: [Option<Vec<String>>; 2],
     /// Override the traffic selectors of a side: (local_ts, remote_ts).
     pub ts_override: [Option<(Vec<String>, Vec<String>)>; 2],
     /// Wait (bounded by `start_timeout`) until both sides show an
@@ -56,6 +58,7 @@ impl Default for IkeOptions {
             initiator: Some(Side::A),
             child_rekey_time: None,
             ike_rekey_time: None,
+            proposals_override: [None, None],
             ts_override: [None, None],
             wait_for_tunnel: true,
             extra_args: Vec::new(),
@@ -101,7 +104,9 @@ fn default_ts(ipv4: bool, ipv6: bool, side: Side) -> (Vec<String>, Vec<String>) 
 /// Puts the IKE options into the charon config of a strongSwan side, so
 /// that both ends of an interop test are configured alike.
 pub(super) fn adapt_strongswan(config: &mut StrongswanConfig, ike: &IkeOptions, side: Side) {
-    config.ike_proposals = ike.proposals.clone();
+    config.ike_proposals = ike.proposals_override[side.index()]
+        .clone()
+        .unwrap_or_else(|| ike.proposals.clone());
     if ike.ike_rekey_time.is_some() {
         config.rekey_time = ike.ike_rekey_time;
     }
@@ -193,7 +198,11 @@ impl TunnelBed {
             daemon.socket.display(),
             gw.wan.ipv4,
             peer.wan.ipv4,
-            quoted(&ike.proposals),
+            quoted(
+                ike.proposals_override[side.index()]
+                    .as_ref()
+                    .unwrap_or(&ike.proposals)
+            ),
             self.options.encap == Encapsulation::Udp,
             duration(ike.ike_rekey_time),
             gw.wan.ipv4,

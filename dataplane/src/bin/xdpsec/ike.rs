@@ -11,28 +11,29 @@ use xdpsec_control::ctl::{
 };
 use xdpsec_control::daemon::{self, DaemonOptions};
 
-/// `xdpsec ike`'s options.
+/// `xdpsec ike`'s options; the socket and port options override the
+/// config's `[daemon]` section.
 #[derive(Debug, Args)]
 pub struct IkeArgs {
     /// The IKE config (TOML, strongSwan vocabulary: connections, local,
-    /// remote, children, proposals).
+    /// remote, children, proposals, secrets).
     #[arg(long, value_name = "FILE")]
     config: PathBuf,
     /// The data plane's SA API socket.
-    #[arg(long, value_name = "PATH", default_value = xdpsec_api::config::DEFAULT_API_SOCKET)]
-    api_socket: PathBuf,
-    /// Where to serve the control socket for `xdpsec initiate` and friends.
-    #[arg(long, value_name = "PATH", default_value = DEFAULT_CTL_SOCKET)]
-    socket: PathBuf,
-    /// The state file that lets a restarted daemon resume its SAs.
+    #[arg(long, value_name = "PATH")]
+    api_socket: Option<PathBuf>,
+    /// The control socket to serve for `xdpsec initiate` and friends.
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// The state file that lets a restarted daemon resume.
     #[arg(long, value_name = "PATH", default_value = daemon::state::DEFAULT_STATE_FILE)]
     state_file: PathBuf,
     /// UDP port for IKE.
-    #[arg(long, value_name = "PORT", default_value_t = daemon::udp::IKE_PORT)]
-    port: u16,
+    #[arg(long, value_name = "PORT")]
+    port: Option<u16>,
     /// UDP port for IKE and ESP after NAT detection (RFC 3948).
-    #[arg(long, value_name = "PORT", default_value_t = daemon::udp::NAT_T_PORT)]
-    port_nat_t: u16,
+    #[arg(long, value_name = "PORT")]
+    port_nat_t: Option<u16>,
 }
 
 /// Options of the commands that talk to the daemon.
@@ -46,8 +47,17 @@ pub struct CtlArgs {
     timeout: u64,
 }
 
-/// Runs the daemon until SIGTERM or SIGINT.
+/// Runs the daemon until SIGTERM or SIGINT. Logs go to stderr through
+/// `tracing` (`RUST_LOG` filters them; default `info`).
 pub fn run_daemon(args: IkeArgs) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
     let options = DaemonOptions {
         config: args.config,
         api_socket: args.api_socket,
