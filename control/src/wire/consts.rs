@@ -49,10 +49,12 @@ pub mod payload {
     pub const CP: u8 = 47;
     /// Extensible Authentication.
     pub const EAP: u8 = 48;
+    /// Encrypted and Authenticated Fragment (RFC 7383).
+    pub const SKF: u8 = 53;
 
     /// Whether this implementation knows the payload type.
     pub const fn is_known(kind: u8) -> bool {
-        matches!(kind, SA..=EAP)
+        matches!(kind, SA..=EAP | SKF)
     }
 }
 
@@ -154,6 +156,28 @@ pub mod id {
     pub const KEY_ID: u8 = 11;
 }
 
+/// Authentication methods (RFC 7296 section 3.8, RFC 7427).
+pub mod auth {
+    /// RSA Digital Signature (PKCS#1 v1.5 over SHA-1).
+    pub const RSA_SIG: u8 = 1;
+    /// Shared Key Message Integrity Code.
+    pub const SHARED_KEY_MIC: u8 = 2;
+    /// ECDSA with SHA-256 on the P-256 curve (RFC 4754).
+    pub const ECDSA_SHA256_P256: u8 = 9;
+    /// Digital Signature (RFC 7427).
+    pub const DIGITAL_SIGNATURE: u8 = 14;
+}
+
+/// Hash algorithm IDs of SIGNATURE_HASH_ALGORITHMS (RFC 7427).
+pub mod hash {
+    /// SHA2-256.
+    pub const SHA2_256: u16 = 2;
+    /// SHA2-384.
+    pub const SHA2_384: u16 = 3;
+    /// SHA2-512.
+    pub const SHA2_512: u16 = 4;
+}
+
 /// Traffic selector types (RFC 7296 section 3.13.1).
 pub mod ts {
     /// A range of IPv4 addresses.
@@ -223,6 +247,10 @@ pub mod notify {
     pub const ESP_TFC_PADDING_NOT_SUPPORTED: u16 = 16394;
     /// NON_FIRST_FRAGMENTS_ALSO.
     pub const NON_FIRST_FRAGMENTS_ALSO: u16 = 16395;
+    /// IKEV2_FRAGMENTATION_SUPPORTED (RFC 7383).
+    pub const IKEV2_FRAGMENTATION_SUPPORTED: u16 = 16430;
+    /// SIGNATURE_HASH_ALGORITHMS (RFC 7427; data: two-octet hash IDs).
+    pub const SIGNATURE_HASH_ALGORITHMS: u16 = 16431;
 
     /// Whether a notify type is an error type (below 16384).
     pub const fn is_error(kind: u16) -> bool {
