@@ -7,6 +7,9 @@
 //! proposals and transforms, KE, Nonce, Notify, Delete, Vendor ID,
 //! Identification, Traffic Selectors) and the protocol's constants.
 //!
+//! [`cert`] is X.509 certificate authentication for IKE_AUTH (RFC 7427
+//! signatures, chain and identity checks, CERTREQ).
+//!
 //! [`config`] is the daemon's TOML configuration in strongSwan's swanctl
 //! vocabulary (connections, children, proposals, secrets).
 //!
@@ -16,5 +19,6 @@
 //! the SA API client). This crate never depends on aya or AF_XDP.
 #![deny(unsafe_code)]
 
+pub mod cert;
 pub mod config;
 pub mod wire;
