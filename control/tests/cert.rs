@@ -596,3 +596,74 @@ fn strongswan_pki_certificates() {
         );
     }
 }
+
+/// The config's pubkey sections load into credentials; a local id that
+/// is not in the certificate and a missing key are named by field.
+#[test]
+fn config_loads_credentials() {
+    use xdpsec_control::config::IkeConfig;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ca(&PKCS_ECDSA_P256_SHA256, "strongSwan Root CA");
+    let moon = leaf(
+        &ca,
+        &PKCS_ECDSA_P256_SHA256,
+        "moon.strongswan.org",
+        vec![dns("moon.strongswan.org")],
+        (2020, 2035),
+    );
+    write(dir.path(), "moonCert.pem", &moon.cert_pem);
+    write(dir.path(), "moonKey.pem", &moon.key_pem);
+    write(dir.path(), "caCert.pem", &ca.pem);
+    let text = r#"
+[connections.gw]
+remote_addrs = ["198.18.0.2"]
+[connections.gw.local]
+id = "moon.strongswan.org"
+certs = ["moonCert.pem"]
+key = "moonKey.pem"
+[connections.gw.remote]
+cacerts = ["caCert.pem"]
+[connections.gw.children.net]
+"#;
+    let file = write(dir.path(), "ike.toml", text);
+    let cfg = IkeConfig::load(&file).unwrap();
+    let creds = cfg.load_credentials(&file).unwrap();
+    let gw = &creds["gw"];
+    let local = gw.local.as_ref().unwrap();
+    let auth = local.sign_auth(OCTETS).unwrap();
+    let chain = chain_refs(local);
+    gw.trust
+        .as_ref()
+        .unwrap()
+        .verify_peer(
+            &chain,
+            now(),
+            &fqdn("moon.strongswan.org"),
+            14,
+            &auth,
+            OCTETS,
+        )
+        .unwrap();
+
+    let wrong_id = write(
+        dir.path(),
+        "ike.toml",
+        &text.replace("id = \"moon", "id = \"sun"),
+    );
+    let e = IkeConfig::load(&wrong_id)
+        .unwrap()
+        .load_credentials(&wrong_id)
+        .unwrap_err();
+    assert_eq!(e.field.as_deref(), Some("connections.gw.local.id"), "{e}");
+    let no_key = write(
+        dir.path(),
+        "ike.toml",
+        &text.replace("moonKey.pem", "gone.pem"),
+    );
+    let e = IkeConfig::load(&no_key)
+        .unwrap()
+        .load_credentials(&no_key)
+        .unwrap_err();
+    assert_eq!(e.field.as_deref(), Some("connections.gw.local.key"), "{e}");
+    assert!(e.reason.contains("gone.pem"), "{e}");
+}
