@@ -667,3 +667,34 @@ cacerts = ["caCert.pem"]
     assert_eq!(e.field.as_deref(), Some("connections.gw.local.key"), "{e}");
     assert!(e.reason.contains("gone.pem"), "{e}");
 }
+
+mod never_panics {
+    use super::*;
+    use proptest::prelude::*;
+    use std::sync::OnceLock;
+
+    fn fixture() -> &'static (TempDir, LocalCredential, TrustStore) {
+        static FIXTURE: OnceLock<(TempDir, LocalCredential, TrustStore)> = OnceLock::new();
+        FIXTURE.get_or_init(|| moon(&PKCS_ECDSA_P256_SHA256))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+        #[test]
+        fn garbage_auth_data_and_chains_are_errors(
+            auth in proptest::collection::vec(any::<u8>(), 0..200),
+            cert in proptest::collection::vec(any::<u8>(), 0..200),
+            method in prop::sample::select(vec![1u8, 2, 9, 10, 14, 14, 14]),
+        ) {
+            let (_dir, cred, trust) = fixture();
+            let id = fqdn("moon.strongswan.org");
+            // A valid chain: the garbage reaches the AUTH parser.
+            let chain = chain_refs(cred);
+            prop_assert!(trust.verify_peer(&chain, now(), &id, method, &auth, OCTETS).is_err());
+            // A garbage chain.
+            prop_assert!(trust.verify_peer(&[&cert], now(), &id, method, &auth, OCTETS).is_err());
+            prop_assert!(trust.verify_peer(&[], now(), &id, method, &auth, OCTETS).is_err());
+            let _ = trust.certreq_matches(&auth);
+        }
+    }
+}

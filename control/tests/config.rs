@@ -676,3 +676,61 @@ fn load_names_the_file() {
     let e = IkeConfig::load(dir.path().join("missing.toml")).unwrap_err();
     assert!(e.to_string().contains("missing.toml"), "{e}");
 }
+
+mod never_panics {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn value_parsers_reject_garbage_without_panicking(s in "\\PC{0,40}") {
+            let _ = s.parse::<IkeProposal>();
+            let _ = s.parse::<EspProposal>();
+            let _ = s.parse::<Identity>();
+            let _ = s.parse::<TsSpec>();
+            let _ = s.parse::<AddrSpec>();
+            let _ = parse_duration(&s);
+            let _ = Psk::decode(&s);
+        }
+
+        #[test]
+        fn proposal_keyword_soup(words in proptest::collection::vec(
+            prop::sample::select(vec![
+                "aes128gcm16", "aes256gcm128", "aes128", "aes256", "sha256", "sha384",
+                "sha512", "prfsha256", "prfsha512", "x25519", "ecp256", "ecp384",
+                "modp2048", "esn", "noesn", "",
+            ]),
+            0..8,
+        )) {
+            let text = words.join("-");
+            // Whatever parses displays as keywords that parse to the same.
+            if let Ok(p) = text.parse::<IkeProposal>() {
+                prop_assert!(!p.encryption.is_empty() && !p.prf.is_empty() && !p.dh.is_empty());
+                prop_assert_eq!(p.to_string().parse::<IkeProposal>().unwrap(), p);
+            }
+            if let Ok(p) = text.parse::<EspProposal>() {
+                prop_assert!(p.encryption.iter().all(|e| e.is_aead()) && !p.esn.is_empty());
+                prop_assert_eq!(p.to_string().parse::<EspProposal>().unwrap(), p);
+            }
+        }
+
+        #[test]
+        fn dn_identities_round_trip_through_der(
+            attrs in proptest::collection::vec(
+                (prop::sample::select(vec!["C", "O", "OU", "CN", "E", "DC"]), "[a-zA-Z0-9 .@-]{1,20}"),
+                1..5,
+            )
+        ) {
+            let text = attrs
+                .iter()
+                .map(|(k, v)| format!("{k}={}", v.trim()))
+                .collect::<Vec<_>>()
+                .join(", ");
+            prop_assume!(attrs.iter().all(|(_, v)| !v.trim().is_empty()));
+            let id: Identity = text.parse().unwrap();
+            let wire = id.to_wire().unwrap();
+            prop_assert!(id.matches(&wire));
+            prop_assert_eq!(Identity::from_wire(&wire), Some(id));
+        }
+    }
+}
