@@ -698,3 +698,107 @@ mod never_panics {
         }
     }
 }
+
+/// OpenSSL (installed by `cargo xtask setup`), as an independent
+/// implementation of the signatures.
+fn openssl(dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl is missing; run `cargo xtask setup`")
+}
+
+/// Our AUTH signatures verify with OpenSSL, and OpenSSL's ECDSA-SHA384
+/// and RSASSA-PSS signatures (the PSS salt as long as the digest, as
+/// strongSwan signs) verify with ours.
+#[test]
+fn signatures_interoperate_with_openssl() {
+    for alg in [&PKCS_ECDSA_P256_SHA256, &PKCS_RSA_SHA256] {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let root = ca(alg, "strongSwan Root CA");
+        let moon = leaf(
+            &root,
+            alg,
+            "moon.strongswan.org",
+            vec![dns("moon.strongswan.org")],
+            (2020, 2035),
+        );
+        write(d, "cert.pem", &moon.cert_pem);
+        write(d, "key.pem", &moon.key_pem);
+        std::fs::write(d.join("octets.bin"), OCTETS).unwrap();
+        let cred = LocalCredential::load(&[d.join("cert.pem")], &d.join("key.pem")).unwrap();
+        let trust = TrustStore::from_der(vec![pem_to_der(&root.pem)]).unwrap();
+        let id = fqdn("moon.strongswan.org");
+        let chain = chain_refs(&cred);
+        let out = openssl(
+            d,
+            &[
+                "x509", "-pubkey", "-noout", "-in", "cert.pem", "-out", "pub.pem",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+
+        // Ours, checked by OpenSSL.
+        let auth = cred.sign_auth(OCTETS).unwrap();
+        let signature = &auth[1 + usize::from(auth[0])..];
+        std::fs::write(d.join("ours.sig"), signature).unwrap();
+        let out = openssl(
+            d,
+            &[
+                "dgst",
+                "-sha256",
+                "-verify",
+                "pub.pem",
+                "-signature",
+                "ours.sig",
+                "octets.bin",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{alg:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+
+        // OpenSSL's, checked by us.
+        let (scheme, extra): (SignatureScheme, &[&str]) = if alg == &PKCS_RSA_SHA256 {
+            (
+                SignatureScheme::RsaPssSha384,
+                &[
+                    "-sigopt",
+                    "rsa_padding_mode:pss",
+                    "-sigopt",
+                    "rsa_pss_saltlen:digest",
+                    "-sigopt",
+                    "rsa_mgf1_md:sha384",
+                ],
+            )
+        } else {
+            (SignatureScheme::EcdsaSha384, &[])
+        };
+        let mut args = vec!["dgst", "-sha384", "-sign", "key.pem"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["-out", "theirs.sig", "octets.bin"]);
+        let out = openssl(d, &args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let theirs = std::fs::read(d.join("theirs.sig")).unwrap();
+        let alg_id = scheme.algorithm_identifier();
+        let mut auth = vec![alg_id.len() as u8];
+        auth.extend(&alg_id);
+        auth.extend(&theirs);
+        trust
+            .verify_peer(&chain, now(), &id, 14, &auth, OCTETS)
+            .unwrap_or_else(|e| panic!("{scheme}: {e}"));
+    }
+}

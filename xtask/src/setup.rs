@@ -20,6 +20,8 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     // strongSwan's certificate tool: the control crate's certificate tests
     // mint strongSwan-style CAs and certificates with it.
     ("/usr/bin/pki", "strongswan-pki"),
+    // An independent implementation the certificate tests check signatures with.
+    ("/usr/bin/openssl", "openssl"),
 ];
 
 pub fn ensure_all() -> Result<()> {
