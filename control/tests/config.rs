@@ -467,6 +467,16 @@ fn field_errors_name_their_path() {
     for (old, new, field, needle) in cases {
         fails(&with(old, new), field, needle);
     }
+    let responder_only = with(
+        "remote_addrs = [\"198.18.0.2\"]",
+        "remote_addrs = [\"198.18.0.0/24\"]",
+    );
+    parse(&responder_only).unwrap();
+    fails(
+        &format!("{responder_only}\n[connections.gw.children.other]\nstart_action = \"start\"\n"),
+        "connections.gw.children.other.start_action",
+        "needs a peer address",
+    );
 }
 
 #[test]

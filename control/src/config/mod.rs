@@ -801,6 +801,13 @@ impl IkeConfig {
             .map_err(|e| e.within("remote"))?;
         for (name, child) in &conn.children {
             validate_child(child).map_err(|e| e.within(&format!("children.{}", key(name))))?;
+            if child.start_action != StartAction::None && conn.initiate_to().is_none() {
+                return Err(ValidationError::new(
+                    format!("children.{}.start_action", key(name)),
+                    "initiating needs a peer address: remote_addrs has no single address \
+                     (only %any or subnets)",
+                ));
+            }
         }
         Ok(())
     }
