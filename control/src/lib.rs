@@ -8,10 +8,17 @@
 //!   style: `handle_datagram`/`handle_timeout` in, `poll_transmit`/
 //!   `poll_timeout`/`poll_event` out); it never reads the clock or a socket.
 //!
+//! - [`cert`]: X.509 certificate authentication for IKE_AUTH (RFC 7427
+//!   signatures, chain and identity checks, CERTREQ).
+//! - [`config`]: the daemon's TOML configuration in strongSwan's swanctl
+//!   vocabulary (connections, children, proposals, secrets).
+//!
 //! This crate never depends on aya or AF_XDP: the SA API types come from
 //! `xdpsec-api`.
 #![deny(unsafe_code)]
 
+pub mod cert;
+pub mod config;
 pub mod crypto;
 pub mod ike;
 pub mod wire;

@@ -17,6 +17,11 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     // iputils' ping reports duplicate replies (DUP!); the tunnel tests and
     // the demo use it.
     ("/usr/bin/ping", "iputils-ping"),
+    // strongSwan's certificate tool: the control crate's certificate tests
+    // mint strongSwan-style CAs and certificates with it.
+    ("/usr/bin/pki", "strongswan-pki"),
+    // An independent implementation the certificate tests check signatures with.
+    ("/usr/bin/openssl", "openssl"),
 ];
 
 pub fn ensure_all() -> Result<()> {

@@ -17,7 +17,7 @@ use super::sa::{Channel, IkeSa, Phase, Request};
 use super::ts;
 use super::IkeSaId;
 use crate::crypto::{child_keymat, DhGroup, DhPrivate, IkeKeys, PrfAlg};
-use crate::wire::consts::{auth as auth_method, exchange, hash, notify};
+use crate::wire::consts::{auth_method, exchange, hash_algorithm as hash, notify};
 use crate::wire::{
     Auth, Flags, Identification, IkeHeader, KeyExchange, Message, Notify, Payload,
     SecurityAssociation, TrafficSelectors,

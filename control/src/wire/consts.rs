@@ -157,19 +157,27 @@ pub mod id {
 }
 
 /// Authentication methods (RFC 7296 section 3.8, RFC 7427).
-pub mod auth {
-    /// RSA Digital Signature (PKCS#1 v1.5 over SHA-1).
+pub mod auth_method {
+    /// RSA Digital Signature (PKCS#1 v1.5 over a SHA-1 digest).
     pub const RSA_SIG: u8 = 1;
     /// Shared Key Message Integrity Code.
     pub const SHARED_KEY_MIC: u8 = 2;
     /// ECDSA with SHA-256 on the P-256 curve (RFC 4754).
     pub const ECDSA_SHA256_P256: u8 = 9;
-    /// Digital Signature (RFC 7427).
+    /// ECDSA with SHA-384 on the P-384 curve (RFC 4754).
+    pub const ECDSA_SHA384_P384: u8 = 10;
+    /// Digital Signature (RFC 7427): an AlgorithmIdentifier, then the signature.
     pub const DIGITAL_SIGNATURE: u8 = 14;
 }
 
-/// Hash algorithm IDs of SIGNATURE_HASH_ALGORITHMS (RFC 7427).
-pub mod hash {
+/// Certificate encodings of CERT and CERTREQ payloads (section 3.6).
+pub mod cert_encoding {
+    /// X.509 Certificate - Signature (DER).
+    pub const X509_SIGNATURE: u8 = 4;
+}
+
+/// Hash algorithms of SIGNATURE_HASH_ALGORITHMS (RFC 7427 section 4).
+pub mod hash_algorithm {
     /// SHA2-256.
     pub const SHA2_256: u16 = 2;
     /// SHA2-384.

@@ -10,6 +10,7 @@ use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
@@ -177,49 +178,16 @@ impl StaticConfig {
     /// Reads, parses and validates the file at `path`.
     pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
         let path = path.as_ref();
-        let fail = |reason: String| ConfigError {
-            file: path.to_owned(),
-            field: None,
-            reason,
-            location: None,
-        };
-        let file = std::fs::File::open(path).map_err(|e| fail(format!("cannot open: {e}")))?;
-        let mut bytes = Vec::new();
-        file.take(MAX_CONFIG_BYTES + 1)
-            .read_to_end(&mut bytes)
-            .map_err(|e| fail(format!("cannot read: {e}")))?;
-        if bytes.len() as u64 > MAX_CONFIG_BYTES {
-            return Err(fail(format!(
-                "larger than {} MiB; is this the right file?",
-                MAX_CONFIG_BYTES >> 20
-            )));
-        }
-        let text = String::from_utf8(bytes).map_err(|e| {
-            fail(format!(
-                "not UTF-8 text (invalid byte at offset {})",
-                e.utf8_error().valid_up_to()
-            ))
-        })?;
-        Self::parse(&text, path)
+        Self::parse(&read_config_file(path)?, path)
     }
 
     /// Parses and validates `text`; `file` is only used in errors.
     pub fn parse(text: &str, file: impl AsRef<Path>) -> Result<Self, ConfigError> {
         let file = file.as_ref();
-        if let Err(e) = DeTable::parse(text) {
-            return Err(toml_error(file, text, &e, "TOML syntax error: "));
-        }
-        let config: StaticConfig =
-            toml::from_str(text).map_err(|e| toml_error(file, text, &e, ""))?;
-        config.validate().map_err(|e| {
-            let location = locate_field(text, &e.field);
-            ConfigError {
-                file: file.to_owned(),
-                field: (!e.field.is_empty()).then_some(e.field),
-                reason: e.reason,
-                location,
-            }
-        })?;
+        let config: StaticConfig = parse_toml(text, file)?;
+        config
+            .validate()
+            .map_err(|e| validation_error(file, text, e))?;
         Ok(config)
     }
 
@@ -385,6 +353,56 @@ impl StaticConfig {
             }
         }
         Ok(())
+    }
+}
+
+/// Reads a config file as UTF-8 text, refusing files over 16 MiB; errors
+/// name the file.
+pub fn read_config_file(path: &Path) -> Result<String, ConfigError> {
+    let fail = |reason: String| ConfigError {
+        file: path.to_owned(),
+        field: None,
+        reason,
+        location: None,
+    };
+    let file = std::fs::File::open(path).map_err(|e| fail(format!("cannot open: {e}")))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_CONFIG_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| fail(format!("cannot read: {e}")))?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(fail(format!(
+            "larger than {} MiB; is this the right file?",
+            MAX_CONFIG_BYTES >> 20
+        )));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        fail(format!(
+            "not UTF-8 text (invalid byte at offset {})",
+            e.utf8_error().valid_up_to()
+        ))
+    })
+}
+
+/// Deserializes TOML `text` into `T`; a syntax or type error names the
+/// field (`sa[1].key`) with its line and column. `file` is only used in
+/// errors.
+pub fn parse_toml<T: DeserializeOwned>(text: &str, file: &Path) -> Result<T, ConfigError> {
+    if let Err(e) = DeTable::parse(text) {
+        return Err(toml_error(file, text, &e, "TOML syntax error: "));
+    }
+    toml::from_str(text).map_err(|e| toml_error(file, text, &e, ""))
+}
+
+/// Turns a [`ValidationError`] about `text` into a [`ConfigError`] that
+/// points at the line and column of its field.
+pub fn validation_error(file: &Path, text: &str, e: ValidationError) -> ConfigError {
+    let location = locate_field(text, &e.field);
+    ConfigError {
+        file: file.to_owned(),
+        field: (!e.field.is_empty()).then_some(e.field),
+        reason: e.reason,
+        location,
     }
 }
 

@@ -403,7 +403,8 @@ impl IpProtocol {
     /// GRE (47).
     pub const GRE: IpProtocol = IpProtocol(47);
 
-    fn from_name(name: &str) -> Option<Self> {
+    /// The protocol called `name` (tcp, udp, sctp, icmp, icmpv6, gre).
+    pub fn from_name(name: &str) -> Option<Self> {
         Some(match name.to_ascii_lowercase().as_str() {
             "tcp" => Self::TCP,
             "udp" => Self::UDP,
