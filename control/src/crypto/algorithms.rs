@@ -1,5 +1,5 @@
-//! The transforms xdpsec implements, with their IANA numbers, sizes and the
-//! strongSwan proposal keywords (`aes128gcm16`, `prfsha256`, `x25519`, ...).
+//! The transforms the IKE crypto implements, with their IANA numbers, sizes
+//! and strongSwan's keywords for log lines (`aes128gcm16`, `prfsha256`, ...).
 
 use crate::wire::consts::{dh, encr, integ, prf};
 
@@ -72,17 +72,6 @@ impl EncrAlg {
             EncrAlg::AesGcm16 { .. } => "aes256gcm16",
         }
     }
-
-    /// Parses a strongSwan keyword (`aes128`, `aes256gcm16`, `aes128gcm`).
-    pub fn from_name(s: &str) -> Option<Self> {
-        Some(match s {
-            "aes128" | "aes128cbc" => EncrAlg::AesCbc { bits: 128 },
-            "aes256" | "aes256cbc" => EncrAlg::AesCbc { bits: 256 },
-            "aes128gcm16" | "aes128gcm128" | "aes128gcm" => EncrAlg::AesGcm16 { bits: 128 },
-            "aes256gcm16" | "aes256gcm128" | "aes256gcm" => EncrAlg::AesGcm16 { bits: 256 },
-            _ => return None,
-        })
-    }
 }
 
 /// A pseudorandom function (PRF).
@@ -132,16 +121,6 @@ impl PrfAlg {
             PrfAlg::HmacSha384 => "prfsha384",
             PrfAlg::HmacSha512 => "prfsha512",
         }
-    }
-
-    /// Parses a strongSwan keyword.
-    pub fn from_name(s: &str) -> Option<Self> {
-        Some(match s {
-            "prfsha256" => PrfAlg::HmacSha256,
-            "prfsha384" => PrfAlg::HmacSha384,
-            "prfsha512" => PrfAlg::HmacSha512,
-            _ => return None,
-        })
     }
 
     pub(crate) fn hmac(self) -> aws_lc_rs::hmac::Algorithm {
@@ -207,16 +186,6 @@ impl IntegAlg {
         }
     }
 
-    /// Parses a strongSwan keyword.
-    pub fn from_name(s: &str) -> Option<Self> {
-        Some(match s {
-            "sha256" | "sha2_256" => IntegAlg::HmacSha256_128,
-            "sha384" | "sha2_384" => IntegAlg::HmacSha384_192,
-            "sha512" | "sha2_512" => IntegAlg::HmacSha512_256,
-            _ => return None,
-        })
-    }
-
     pub(crate) fn hmac(self) -> aws_lc_rs::hmac::Algorithm {
         match self {
             IntegAlg::HmacSha256_128 => aws_lc_rs::hmac::HMAC_SHA256,
@@ -279,16 +248,5 @@ impl DhGroup {
             DhGroup::Ecp384 => "ecp384",
             DhGroup::Curve25519 => "x25519",
         }
-    }
-
-    /// Parses a strongSwan keyword.
-    pub fn from_name(s: &str) -> Option<Self> {
-        Some(match s {
-            "modp2048" => DhGroup::Modp2048,
-            "ecp256" => DhGroup::Ecp256,
-            "ecp384" => DhGroup::Ecp384,
-            "x25519" | "curve25519" => DhGroup::Curve25519,
-            _ => return None,
-        })
     }
 }

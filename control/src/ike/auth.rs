@@ -9,7 +9,7 @@ use aws_lc_rs::digest;
 use tracing::{debug, info, warn};
 
 use super::child::{ChildSa, Install};
-use super::connection::{AuthMethod, Connection, Identity};
+use super::connection::{Connection, Identity, LocalMethod, RemoteMethod};
 use super::endpoint::{CommandError, Endpoint};
 use super::event::{ChildSaState, Event, Reason};
 use super::proposal::{select_esp, select_ike, ChildAlgorithms, EspProposal};
@@ -17,7 +17,7 @@ use super::sa::{Channel, IkeSa, Phase, Request};
 use super::ts;
 use super::IkeSaId;
 use crate::crypto::{child_keymat, DhGroup, DhPrivate, IkeKeys, PrfAlg};
-use crate::wire::consts::{auth_method, exchange, hash_algorithm as hash, notify};
+use crate::wire::consts::{auth_method, exchange, notify};
 use crate::wire::{
     Auth, Flags, Identification, IkeHeader, KeyExchange, Message, Notify, Payload,
     SecurityAssociation, TrafficSelectors,
@@ -125,11 +125,10 @@ pub(crate) fn random_child_spi(ep: &mut Endpoint) -> Result<u32, Reason> {
 }
 
 fn sig_hash_notify() -> Payload {
-    let mut d = Vec::new();
-    for h in [hash::SHA2_256, hash::SHA2_384, hash::SHA2_512] {
-        d.extend_from_slice(&h.to_be_bytes());
-    }
-    Payload::Notify(Notify::new(notify::SIGNATURE_HASH_ALGORITHMS, d))
+    Payload::Notify(Notify::new(
+        notify::SIGNATURE_HASH_ALGORITHMS,
+        crate::cert::signature_hash_algorithms_notify_data(),
+    ))
 }
 
 /// The unencrypted IKE_SA_INIT request.
@@ -205,14 +204,16 @@ impl IkeSa {
             name: conn.name.clone(),
             reason,
         };
-        let local_ip = *conn
+        let local_ip = conn
             .local_addrs
-            .first()
-            .ok_or_else(|| not("no local_addrs"))?;
-        let remote_ip = *conn
+            .iter()
+            .find_map(crate::config::AddrSpec::addr)
+            .ok_or_else(|| not("local_addrs holds no single address"))?;
+        let remote_ip = conn
             .remote_addrs
-            .first()
-            .ok_or_else(|| not("no remote_addrs"))?;
+            .iter()
+            .find_map(crate::config::AddrSpec::addr)
+            .ok_or_else(|| not("remote_addrs holds no single address"))?;
         let group = conn
             .proposals
             .first()
@@ -536,13 +537,9 @@ fn id_body(id: &Identity) -> Vec<u8> {
 }
 
 /// The AUTH payload data of one side: `initiator` says whose octets.
-fn auth_data(
-    sa: &IkeSa,
-    chan: &Channel,
-    initiator: bool,
-    id: &Identity,
-    method: &AuthMethod,
-) -> Vec<u8> {
+/// InitiatorSignedOctets or ResponderSignedOctets (section 2.15):
+/// `initiator` says whose.
+fn signed_octets(sa: &IkeSa, chan: &Channel, initiator: bool, id: &Identity) -> Vec<u8> {
     let prf = chan.algs.prf;
     let (message, nonce, sk_p) = if initiator {
         (&sa.init_request, &sa.nonce_r, &chan.keys.sk_pi)
@@ -550,31 +547,144 @@ fn auth_data(
         (&sa.init_response, &sa.nonce_i, &chan.keys.sk_pr)
     };
     let maced_id = prf.prf(sk_p, &[&id_body(id)]);
-    match method {
-        AuthMethod::Psk(psk) => psk_auth(prf, psk, &[message, nonce, &maced_id]),
-    }
+    let mut octets = Vec::with_capacity(message.len() + nonce.len() + maced_id.len());
+    octets.extend_from_slice(message);
+    octets.extend_from_slice(nonce);
+    octets.extend_from_slice(&maced_id);
+    octets
 }
 
-fn verify_auth(
+/// The identity a PSK is looked up for when the peer's is not known yet:
+/// the configured one, else its address (as strongSwan does).
+fn expected_peer_id(conn: &Connection, remote: SocketAddr) -> Identity {
+    conn.remote.id.to_wire().unwrap_or(match remote.ip() {
+        std::net::IpAddr::V4(a) => Identification::Ipv4(a),
+        std::net::IpAddr::V6(a) => Identification::Ipv6(a),
+    })
+}
+
+/// Our AUTH payload as `initiator` (or responder), for `local_id`.
+fn make_auth(
     sa: &IkeSa,
     chan: &Channel,
     initiator: bool,
-    id: &Identity,
-    method: &AuthMethod,
+    conn: &Connection,
+    local_id: &Identity,
+    peer_id: &Identity,
+) -> Result<Auth, String> {
+    let octets = signed_octets(sa, chan, initiator, local_id);
+    match &conn.local.method {
+        LocalMethod::Psk => {
+            let psk = conn.psk(local_id, peer_id).ok_or_else(|| {
+                format!(
+                    "no pre-shared key for {} and {}",
+                    id_display(local_id),
+                    id_display(peer_id)
+                )
+            })?;
+            Ok(Auth {
+                method: auth_method::SHARED_KEY_MIC,
+                data: psk_auth(chan.algs.prf, psk, &[&octets]),
+            })
+        }
+        LocalMethod::Cert(cred) => Ok(Auth {
+            method: cred.auth_method(),
+            data: cred.sign_auth(&octets).map_err(|e| e.to_string())?,
+        }),
+    }
+}
+
+/// The DER certificates of the CERT payloads (X.509 signature encoding).
+fn cert_chain(p: &[Payload]) -> Vec<&[u8]> {
+    p.iter()
+        .filter_map(|x| match x {
+            Payload::Other { kind, body } if *kind == crate::wire::consts::payload::CERT => {
+                match body.split_first() {
+                    Some((&crate::wire::consts::cert_encoding::X509_SIGNATURE, der)) => Some(der),
+                    _ => None,
+                }
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Checks the peer's AUTH (`peer_initiator`: whether the peer is the
+/// initiator) against `conn`'s remote auth.
+#[allow(clippy::too_many_arguments)]
+fn check_auth(
+    sa: &IkeSa,
+    chan: &Channel,
+    peer_initiator: bool,
+    conn: &Connection,
+    local_id: &Identity,
+    peer_id: &Identity,
     auth: &Auth,
+    payloads: &[Payload],
+    ep: &Endpoint,
 ) -> Result<(), String> {
-    match method {
-        AuthMethod::Psk(_) => {
+    if !conn.remote.id.matches(peer_id) {
+        return Err(format!(
+            "peer identity {} is not the configured {}",
+            id_display(peer_id),
+            conn.remote.id
+        ));
+    }
+    let octets = signed_octets(sa, chan, peer_initiator, peer_id);
+    match &conn.remote.method {
+        RemoteMethod::Psk => {
             if auth.method != auth_method::SHARED_KEY_MIC {
                 return Err(format!(
-                    "peer used AUTH method {}, the connection expects a PSK",
+                    "peer {} used AUTH method {}, the connection expects a PSK",
+                    id_display(peer_id),
                     auth.method
                 ));
             }
-            let want = auth_data(sa, chan, initiator, id, method);
-            aws_lc_rs::constant_time::verify_slices_are_equal(&want, &auth.data)
-                .map_err(|_| format!("PSK of peer {} does not match", id_display(id)))
+            let psk = conn
+                .psk(local_id, peer_id)
+                .ok_or_else(|| format!("no pre-shared key for peer {}", id_display(peer_id)))?;
+            let want = psk_auth(chan.algs.prf, psk, &[&octets]);
+            aws_lc_rs::constant_time::verify_slices_are_equal(&want, &auth.data).map_err(|_| {
+                format!(
+                    "pre-shared key of peer {} does not match",
+                    id_display(peer_id)
+                )
+            })
         }
+        RemoteMethod::Cert(trust) => {
+            let chain = cert_chain(payloads);
+            if chain.is_empty() {
+                return Err(format!("peer {} sent no certificate", id_display(peer_id)));
+            }
+            let wall = ep
+                .wall_clock_at(sa.last_heard)
+                .ok_or("the wall clock is not set (Endpoint::set_wall_clock)")?;
+            trust
+                .verify_peer(&chain, wall, peer_id, auth.method, &auth.data, &octets)
+                .map(|_| ())
+                .map_err(|e| format!("peer {}: {e}", id_display(peer_id)))
+        }
+    }
+}
+
+/// CERT payloads of our chain and a CERTREQ for the CAs we trust.
+fn cert_payloads(conn: &Connection, out: &mut Vec<Payload>) {
+    if let LocalMethod::Cert(cred) = &conn.local.method {
+        for body in cred.cert_payload_bodies() {
+            out.push(Payload::Other {
+                kind: crate::wire::consts::payload::CERT,
+                body,
+            });
+        }
+    }
+}
+
+fn certreq_payload(conn: &Connection, out: &mut Vec<Payload>) {
+    if let RemoteMethod::Cert(trust) = &conn.remote.method {
+        out.push(Payload::Other {
+            kind: crate::wire::consts::payload::CERTREQ,
+            body: trust.certreq_body(),
+        });
     }
 }
 
@@ -597,15 +707,17 @@ fn send_auth_request(sa: &mut IkeSa, now: Instant, ep: &mut Endpoint) -> Result<
         return Err(Reason::Internal("no keys for IKE_AUTH".into()));
     };
     let conn = sa.conn.clone();
-    let auth = auth_data(sa, chan, true, &conn.local.id, &conn.local.auth);
-    let mut payloads = vec![Payload::IdI(conn.local.id.clone())];
-    if let Some(r) = &conn.remote.id {
-        payloads.push(Payload::IdR(r.clone()));
+    let local_id = conn.local_id(sa.local.ip());
+    let peer_id = expected_peer_id(&conn, sa.remote);
+    let auth = make_auth(sa, chan, true, &conn, &local_id, &peer_id)
+        .map_err(Reason::AuthenticationFailed)?;
+    let mut payloads = vec![Payload::IdI(local_id)];
+    cert_payloads(&conn, &mut payloads);
+    certreq_payload(&conn, &mut payloads);
+    if let Some(r) = conn.remote.id.to_wire() {
+        payloads.push(Payload::IdR(r));
     }
-    payloads.push(Payload::Auth(Auth {
-        method: auth_method::SHARED_KEY_MIC,
-        data: auth,
-    }));
+    payloads.push(Payload::Auth(auth));
     payloads.push(Payload::Notify(Notify::new(
         notify::INITIAL_CONTACT,
         Vec::new(),
@@ -615,10 +727,10 @@ fn send_auth_request(sa: &mut IkeSa, now: Instant, ep: &mut Endpoint) -> Result<
             let spi_in = random_child_spi(ep)?;
             payloads.push(child_proposals(&child.esp_proposals, spi_in, false));
             payloads.push(Payload::TsI(TrafficSelectors {
-                selectors: child.local_ts.clone(),
+                selectors: child.local_wire(sa.local.ip()),
             }));
             payloads.push(Payload::TsR(TrafficSelectors {
-                selectors: child.remote_ts.clone(),
+                selectors: child.remote_wire(sa.remote.ip()),
             }));
             Some(PendingChild { config: 0, spi_in })
         }
@@ -671,7 +783,7 @@ pub(crate) fn established(
     sa.established_at = Some(now);
     sa.rekey_at = sa.conn.rekey_time.map(|d| now + d);
     if sa.nat_local {
-        sa.keepalive_at = Some(now + ep.settings.keepalive_interval);
+        sa.keepalive_at = ep.settings.keepalive_interval.map(|i| now + i);
     }
     ep.events.push_back(Event::IkeSaUp {
         ike: sa.id,
@@ -778,20 +890,8 @@ pub(crate) fn handle_auth_response(
         };
         return fail(sa, ep, r);
     };
-    if let Some(want) = &conn.remote.id {
-        if want != idr {
-            return fail(
-                sa,
-                ep,
-                Reason::AuthenticationFailed(format!(
-                    "responder identity {} is not the configured {}",
-                    id_display(idr),
-                    id_display(want)
-                )),
-            );
-        }
-    }
-    if let Err(why) = verify_auth(sa, chan, false, idr, &conn.remote.auth, auth) {
+    let local_id = conn.local_id(sa.local.ip());
+    if let Err(why) = check_auth(sa, chan, false, &conn, &local_id, idr, auth, &p, ep) {
         // Tell the peer, then go (section 2.21.2).
         let n = vec![Payload::Notify(Notify::new(
             notify::AUTHENTICATION_FAILED,
@@ -851,7 +951,9 @@ pub(crate) fn handle_auth_response(
                 "no traffic selectors for the Child SA".into(),
             ));
         };
-        if !ts::within(&ti.selectors, &cfg.local_ts) || !ts::within(&tr.selectors, &cfg.remote_ts) {
+        if !ts::within(&ti.selectors, &cfg.local_wire(sa.local.ip()))
+            || !ts::within(&tr.selectors, &cfg.remote_wire(sa.remote.ip()))
+        {
             return Err(Reason::TsUnacceptable(
                 "responder widened our traffic selectors".into(),
             ));
@@ -961,10 +1063,9 @@ pub(crate) fn handle_auth_request(
         .connections
         .iter()
         .filter(|c| {
-            (c.local_addrs.is_empty() || c.local_addrs.contains(&sa.local.ip()))
-                && (c.remote_addrs.is_empty() || c.remote_addrs.contains(&sa.remote.ip()))
-                && c.remote.id.as_ref().is_none_or(|want| want == idi)
-                && idr_wanted.is_none_or(|r| *r == c.local.id)
+            c.matches_addrs(sa.local.ip(), sa.remote.ip())
+                && c.remote.id.matches(idi)
+                && idr_wanted.is_none_or(|r| *r == c.local_id(sa.local.ip()))
         })
         .cloned()
         .collect();
@@ -974,7 +1075,8 @@ pub(crate) fn handle_auth_request(
         sa.remote.ip()
     ));
     for c in &candidates {
-        match verify_auth(sa, chan, true, idi, &c.remote.auth, auth) {
+        let local_id = c.local_id(sa.local.ip());
+        match check_auth(sa, chan, true, c, &local_id, idi, auth, &p, ep) {
             Ok(()) => {
                 verdict = Ok(c.clone());
                 break;
@@ -1002,14 +1104,28 @@ pub(crate) fn handle_auth_request(
     };
     sa.conn = conn.clone();
     sa.peer_id = Some(idi.clone());
-    let our_auth = auth_data(sa, chan, false, &conn.local.id, &conn.local.auth);
-    let mut out = vec![
-        Payload::IdR(conn.local.id.clone()),
-        Payload::Auth(Auth {
-            method: auth_method::SHARED_KEY_MIC,
-            data: our_auth,
-        }),
-    ];
+    let local_id = conn.local_id(sa.local.ip());
+    let our_auth = match make_auth(sa, chan, false, &conn, &local_id, idi) {
+        Ok(a) => a,
+        Err(why) => {
+            warn!(ike = %sa.id, reason = %why, "IKE_AUTH: cannot authenticate ourselves");
+            sa.respond(
+                chan,
+                exchange::IKE_AUTH,
+                header.message_id,
+                &[Payload::Notify(Notify::new(
+                    notify::AUTHENTICATION_FAILED,
+                    Vec::new(),
+                ))],
+                ep,
+            );
+            sa.die(Reason::AuthenticationFailed(why), ep);
+            return;
+        }
+    };
+    let mut out = vec![Payload::IdR(local_id)];
+    cert_payloads(&conn, &mut out);
+    out.push(Payload::Auth(our_auth));
     info!(ike = %sa.id, connection = %conn.name, peer = %id_display(idi), "IKE_AUTH done: IKE SA established");
     established(sa, now, false, &chan.algs, ep);
     if let Some(s) = sa_payload(&p) {
@@ -1020,7 +1136,15 @@ pub(crate) fn handle_auth_request(
                     Reason::Protocol("SA without TSi/TSr".into()),
                 ));
             };
-            select_child(&conn, &s.proposals, &ti.selectors, &tr.selectors, false)
+            select_child(
+                &conn,
+                sa.local.ip(),
+                sa.remote.ip(),
+                &s.proposals,
+                &ti.selectors,
+                &tr.selectors,
+                false,
+            )
         })();
         match chosen {
             Ok((config, algs, spi_out, local_ts, remote_ts)) => {
@@ -1106,6 +1230,8 @@ pub(crate) type ChildChoice = (
 #[allow(clippy::type_complexity)]
 pub(crate) fn select_child(
     conn: &Connection,
+    ike_local: std::net::IpAddr,
+    ike_remote: std::net::IpAddr,
     proposals: &[crate::wire::Proposal],
     tsi: &[crate::wire::TrafficSelector],
     tsr: &[crate::wire::TrafficSelector],
@@ -1126,8 +1252,8 @@ pub(crate) fn select_child(
             continue;
         };
         proposal_fit = true;
-        let remote_ts = ts::narrow(tsi, &cfg.remote_ts);
-        let local_ts = ts::narrow(tsr, &cfg.local_ts);
+        let remote_ts = ts::narrow(tsi, &cfg.remote_wire(ike_remote));
+        let local_ts = ts::narrow(tsr, &cfg.local_wire(ike_local));
         if remote_ts.is_empty() || local_ts.is_empty() {
             continue;
         }

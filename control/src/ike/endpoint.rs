@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tracing::debug;
 
@@ -40,8 +40,8 @@ pub struct Settings {
     pub half_open_timeout: Duration,
     /// How often the cookie secret changes (the previous one stays valid).
     pub cookie_secret_lifetime: Duration,
-    /// Interval of NAT keepalives while we are behind a NAT.
-    pub keepalive_interval: Duration,
+    /// Interval of NAT keepalives while we are behind a NAT; `None`: off.
+    pub keepalive_interval: Option<Duration>,
     /// Largest IKE datagram before fragmentation (RFC 7383), IP and UDP
     /// headers excluded.
     pub fragment_size: usize,
@@ -62,9 +62,27 @@ impl Default for Settings {
             max_half_open: 1000,
             half_open_timeout: Duration::from_secs(30),
             cookie_secret_lifetime: Duration::from_secs(120),
-            keepalive_interval: Duration::from_secs(20),
+            keepalive_interval: Some(Duration::from_secs(20)),
             fragment_size: 1280 - 48,
             linger: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Settings {
+    /// The settings of the config's `[daemon]` section.
+    pub fn from_daemon(d: &crate::config::DaemonConfig) -> Self {
+        let defaults = Settings::default();
+        Settings {
+            ike_port: d.port,
+            natt_port: d.port_nat_t,
+            retransmit_timeout: d.retransmit_timeout,
+            retransmit_base: d.retransmit_base,
+            retransmit_tries: d.retransmit_tries,
+            cookie_threshold: usize::try_from(d.cookie_threshold).unwrap_or(usize::MAX),
+            max_half_open: usize::try_from(d.half_open_limit).unwrap_or(usize::MAX),
+            keepalive_interval: (!d.keep_alive.is_zero()).then_some(d.keep_alive),
+            ..defaults
         }
     }
 }
@@ -151,6 +169,9 @@ pub struct Endpoint {
     pub(super) child_spis: HashSet<u32>,
     /// Connections to initiate again (DPD action restart).
     pub(super) restart: Vec<String>,
+    /// A wall-clock reading and the instant it was taken: certificate
+    /// validity needs calendar time, which the machine never reads itself.
+    pub(super) wall_clock: Option<(Instant, SystemTime)>,
 }
 
 impl Endpoint {
@@ -173,7 +194,24 @@ impl Endpoint {
             drops: Drops::default(),
             child_spis: HashSet::new(),
             restart: Vec::new(),
+            wall_clock: None,
         }
+    }
+
+    /// Tells the endpoint that `now` is `wall` in calendar time (call it
+    /// once at start with `Instant::now()` and `SystemTime::now()`):
+    /// certificate validity is checked against it.
+    pub fn set_wall_clock(&mut self, now: Instant, wall: SystemTime) {
+        self.wall_clock = Some((now, wall));
+    }
+
+    pub(super) fn wall_clock_at(&self, at: Instant) -> Option<SystemTime> {
+        let (then, wall) = self.wall_clock?;
+        Some(if at >= then {
+            wall + (at - then)
+        } else {
+            wall - (then - at)
+        })
     }
 
     /// Replaces the loaded connections (config reload). Established SAs

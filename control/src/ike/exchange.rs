@@ -183,10 +183,7 @@ impl Endpoint {
         let candidates: Vec<Arc<Connection>> = self
             .connections
             .iter()
-            .filter(|c| {
-                (c.local_addrs.is_empty() || c.local_addrs.contains(&local.ip()))
-                    && (c.remote_addrs.is_empty() || c.remote_addrs.contains(&remote.ip()))
-            })
+            .filter(|c| c.matches_addrs(local.ip(), remote.ip()))
             .cloned()
             .collect();
         let chosen = candidates

@@ -47,14 +47,15 @@ mod proposal;
 mod sa;
 pub mod ts;
 
+pub use crate::config::{DpdAction, StartAction};
 pub use connection::{
-    AuthMethod, ChildConfig, Connection, DpdAction, Identity, LocalAuth, RemoteAuth, StartAction,
+    ChildConfig, Connection, Identity, LocalAuth, LocalMethod, RemoteAuth, RemoteMethod,
 };
 pub use endpoint::{CommandError, Endpoint, Settings, Transmit};
 pub use event::{
     ChildSaSnapshot, ChildSaState, Event, IkeSaSnapshot, IkeSaState, LifetimeSeverity, Reason,
 };
-pub use proposal::{EspProposal, IkeProposal, ProposalError};
+pub use proposal::{ChildAlgorithms, EspProposal, IkeAlgorithms, IkeProposal};
 
 /// Identifies an IKE SA in this endpoint for its whole life, rekeys
 /// included (an IKE rekey moves the id to the new SPIs).

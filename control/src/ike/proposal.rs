@@ -1,34 +1,12 @@
-//! Proposals in strongSwan's notation (`aes128gcm16-prfsha256-x25519`,
-//! `aes256-sha384-ecp384`, `aes128gcm16-esn-noesn`), their SA payload form
-//! and the responder's choice (RFC 7296 section 2.7).
+//! Proposals as algorithms this crate implements (converted from the
+//! config's parsed proposal strings), their SA payload form and the
+//! responder's choice (RFC 7296 section 2.7).
 
 use std::fmt;
-use std::str::FromStr;
 
 use crate::crypto::{DhGroup, EncrAlg, IntegAlg, PrfAlg};
 use crate::wire::consts::{esn, protocol, transform_type as tt};
 use crate::wire::{Proposal, Transform};
-
-/// Why a proposal string was rejected.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ProposalError {
-    /// A keyword that names no algorithm xdpsec implements.
-    #[error("unknown or unsupported algorithm {keyword:?} in proposal {proposal:?}")]
-    UnknownKeyword {
-        /// The proposal string.
-        proposal: String,
-        /// The keyword.
-        keyword: String,
-    },
-    /// A required transform type is missing or two kinds are mixed.
-    #[error("proposal {proposal:?}: {reason}")]
-    Incomplete {
-        /// The proposal string.
-        proposal: String,
-        /// What is wrong.
-        reason: &'static str,
-    },
-}
 
 /// An IKE proposal: every algorithm listed is acceptable.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,129 +69,63 @@ impl fmt::Display for ChildAlgorithms {
     }
 }
 
-fn unknown(proposal: &str, keyword: &str) -> ProposalError {
-    ProposalError::UnknownKeyword {
-        proposal: proposal.to_owned(),
-        keyword: keyword.to_owned(),
-    }
-}
-
-fn incomplete(proposal: &str, reason: &'static str) -> ProposalError {
-    ProposalError::Incomplete {
-        proposal: proposal.to_owned(),
-        reason,
-    }
-}
-
-fn push_unique<T: PartialEq>(v: &mut Vec<T>, x: T) {
-    if !v.contains(&x) {
-        v.push(x);
-    }
-}
-
-impl FromStr for IkeProposal {
-    type Err = ProposalError;
-
-    /// Parses `aes128gcm16-prfsha256-x25519` or `aes256-sha384-ecp384`
-    /// (with AES-CBC the PRF follows the integrity algorithm unless given,
-    /// as in strongSwan).
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let mut p = IkeProposal {
-            encr: Vec::new(),
-            integ: Vec::new(),
-            prf: Vec::new(),
-            dh: Vec::new(),
-        };
-        for kw in s.trim().split('-') {
-            let kw = kw.trim().to_ascii_lowercase();
-            if let Some(e) = EncrAlg::from_name(&kw) {
-                push_unique(&mut p.encr, e);
-            } else if let Some(i) = IntegAlg::from_name(&kw) {
-                push_unique(&mut p.integ, i);
-            } else if let Some(f) = PrfAlg::from_name(&kw) {
-                push_unique(&mut p.prf, f);
-            } else if let Some(g) = DhGroup::from_name(&kw) {
-                push_unique(&mut p.dh, g);
-            } else {
-                return Err(unknown(s, &kw));
-            }
-        }
-        if p.encr.is_empty() {
-            return Err(incomplete(s, "no encryption algorithm"));
-        }
-        let aead = p.encr[0].is_aead();
-        if p.encr.iter().any(|e| e.is_aead() != aead) {
-            return Err(incomplete(
-                s,
-                "AEAD and non-AEAD encryption in one proposal; split it in two",
-            ));
-        }
-        if aead && !p.integ.is_empty() {
-            return Err(incomplete(s, "AES-GCM takes no integrity algorithm"));
-        }
-        if !aead && p.integ.is_empty() {
-            return Err(incomplete(s, "AES-CBC needs an integrity algorithm"));
-        }
-        if p.prf.is_empty() {
-            if aead {
-                return Err(incomplete(s, "AES-GCM needs a PRF (prfsha256, ...)"));
-            }
-            p.prf = p
-                .integ
+impl IkeProposal {
+    /// From a parsed `proposals` entry.
+    pub fn from_config(p: &crate::config::IkeProposal) -> Result<Self, String> {
+        let bad = |what: &str| format!("{what} not implemented by the IKE crypto");
+        Ok(IkeProposal {
+            encr: p
+                .encryption
                 .iter()
-                .map(|i| match i {
-                    IntegAlg::HmacSha256_128 => PrfAlg::HmacSha256,
-                    IntegAlg::HmacSha384_192 => PrfAlg::HmacSha384,
-                    IntegAlg::HmacSha512_256 => PrfAlg::HmacSha512,
+                .map(|e| {
+                    EncrAlg::from_transform(e.transform_id(), Some(e.key_bits()))
+                        .ok_or_else(|| bad(e.keyword()))
                 })
-                .collect();
-        }
-        if p.dh.is_empty() {
-            return Err(incomplete(s, "no DH group"));
-        }
-        Ok(p)
+                .collect::<Result<_, _>>()?,
+            integ: p
+                .integrity
+                .iter()
+                .map(|i| IntegAlg::from_id(i.transform_id()).ok_or_else(|| bad(i.keyword())))
+                .collect::<Result<_, _>>()?,
+            prf: p
+                .prf
+                .iter()
+                .map(|f| PrfAlg::from_id(f.transform_id()).ok_or_else(|| bad(f.keyword())))
+                .collect::<Result<_, _>>()?,
+            dh: p
+                .dh
+                .iter()
+                .map(|g| DhGroup::from_id(g.transform_id()).ok_or_else(|| bad(g.keyword())))
+                .collect::<Result<_, _>>()?,
+        })
     }
 }
 
-impl FromStr for EspProposal {
-    type Err = ProposalError;
-
-    /// Parses `aes128gcm16`, `aes256gcm16-x25519` (PFS), `aes128gcm16-esn`.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let mut p = EspProposal {
-            encr: Vec::new(),
-            dh: Vec::new(),
-            esn: Vec::new(),
-        };
-        for kw in s.trim().split('-') {
-            let kw = kw.trim().to_ascii_lowercase();
-            match kw.as_str() {
-                "esn" => push_unique(&mut p.esn, true),
-                "noesn" => push_unique(&mut p.esn, false),
-                _ => {
-                    if let Some(e) = EncrAlg::from_name(&kw) {
-                        if !e.is_aead() {
-                            return Err(incomplete(
-                                s,
-                                "the data plane runs ESP with AES-GCM only (aes128gcm16, aes256gcm16)",
-                            ));
-                        }
-                        push_unique(&mut p.encr, e);
-                    } else if let Some(g) = DhGroup::from_name(&kw) {
-                        push_unique(&mut p.dh, g);
-                    } else {
-                        return Err(unknown(s, &kw));
-                    }
-                }
-            }
-        }
-        if p.encr.is_empty() {
-            return Err(incomplete(s, "no encryption algorithm"));
-        }
-        if p.esn.is_empty() {
-            p.esn.push(false);
-        }
-        Ok(p)
+impl EspProposal {
+    /// From a parsed `esp_proposals` entry.
+    pub fn from_config(p: &crate::config::EspProposal) -> Result<Self, String> {
+        let bad = |what: &str| format!("{what} not implemented for ESP");
+        Ok(EspProposal {
+            encr: p
+                .encryption
+                .iter()
+                .map(|e| {
+                    EncrAlg::from_transform(e.transform_id(), Some(e.key_bits()))
+                        .filter(|a| a.is_aead())
+                        .ok_or_else(|| bad(e.keyword()))
+                })
+                .collect::<Result<_, _>>()?,
+            dh: p
+                .dh
+                .iter()
+                .map(|g| DhGroup::from_id(g.transform_id()).ok_or_else(|| bad(g.keyword())))
+                .collect::<Result<_, _>>()?,
+            esn: p
+                .esn
+                .iter()
+                .map(|e| *e == crate::config::Esn::Esn)
+                .collect(),
+        })
     }
 }
 

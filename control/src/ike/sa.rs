@@ -828,7 +828,7 @@ impl IkeSa {
                     non_esp_marker: false,
                     payload: vec![0xff],
                 });
-                self.keepalive_at = Some(now + ep.settings.keepalive_interval);
+                self.keepalive_at = ep.settings.keepalive_interval.map(|i| now + i);
             }
         }
         if let Some(t) = self.rekey_at {
