@@ -1,22 +1,26 @@
 //! The xdpsec control plane: IKEv2 (RFC 7296).
 //!
-//! What is here now: [`wire`], the IKEv2 wire format (RFC 7296 section 3) as
-//! sans-IO parse/emit representations that never panic on any input: the IKE
-//! header, the generic payload chain (skipping unknown non-critical payloads
-//! and reporting unknown critical ones), the typed payloads (SA with
-//! proposals and transforms, KE, Nonce, Notify, Delete, Vendor ID,
-//! Identification, Traffic Selectors) and the protocol's constants.
+//! - [`wire`]: the IKEv2 wire format (RFC 7296 section 3) as sans-IO
+//!   parse/emit representations that never panic on any input.
+//! - [`crypto`]: PRFs, key derivation, Diffie-Hellman, SK payload
+//!   protection and PSK authentication.
+//! - [`ike`]: the sans-IO IKEv2 state machine ([`ike::Endpoint`], quinn-proto
+//!   style: `handle_datagram`/`handle_timeout` in, `poll_transmit`/
+//!   `poll_timeout`/`poll_event` out); it never reads the clock or a socket.
 //!
-//! [`config`] is the daemon's TOML configuration in strongSwan's swanctl
-//! vocabulary (connections, children, proposals, secrets).
+//! - [`cert`]: X.509 certificate authentication for IKE_AUTH (RFC 7427
+//!   signatures, chain and identity checks, CERTREQ).
+//! - [`config`]: the daemon's TOML configuration in strongSwan's swanctl
+//!   vocabulary (connections, children, proposals, secrets).
 //!
-//! What comes next: the sans-IO IKEv2 state machine (quinn-proto style,
-//! `handle_datagram`/`handle_timeout`/`poll_*`) on top of this wire format,
-//! then the daemon that drives it (UDP 500/4500 sockets, timers, config and
-//! the SA API client). This crate never depends on aya or AF_XDP.
+//! This crate never depends on aya or AF_XDP: the SA API types come from
+//! `xdpsec-api`.
 #![deny(unsafe_code)]
 
+pub mod cert;
 pub mod config;
+pub mod crypto;
 pub mod ctl;
 pub mod daemon;
+pub mod ike;
 pub mod wire;

@@ -29,6 +29,11 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
         "/usr/lib/ipsec/plugins/libstrongswan-openssl.so",
         "libstrongswan-standard-plugins",
     ),
+    // strongSwan's certificate tool: the control crate's certificate tests
+    // mint strongSwan-style CAs and certificates with it.
+    ("/usr/bin/pki", "strongswan-pki"),
+    // An independent implementation the certificate tests check signatures with.
+    ("/usr/bin/openssl", "openssl"),
 ];
 
 /// strongswan-charon pulls in strongswan-starter, whose service would start a

@@ -11,7 +11,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
-use serde::{de, Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer};
 
 use crate::wire::Identification;
 
@@ -191,7 +191,7 @@ impl fmt::Display for Identity {
 
 impl<'de> Deserialize<'de> for Identity {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?.parse().map_err(de::Error::custom)
+        super::values::from_str(d, "an identity such as \"moon.strongswan.org\", an address, \"user@fqdn\" or \"C=CH, O=strongSwan, CN=moon\"")
     }
 }
 

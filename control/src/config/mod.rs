@@ -23,6 +23,7 @@ mod values;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -36,6 +37,7 @@ pub use proposal::{
 };
 pub use values::{parse_duration, AddrSpec, Psk, TsAddrs, TsSpec};
 
+use crate::cert::{LocalCredential, TrustStore};
 use crate::wire::Identification;
 
 /// Where the IKE daemon's control socket (for `xdpsec initiate|terminate|
@@ -477,6 +479,15 @@ impl Child {
     }
 }
 
+/// The loaded certificate credentials of one connection.
+#[derive(Debug, Clone, Default)]
+pub struct Credentials {
+    /// Ours, when `local.auth = "pubkey"`.
+    pub local: Option<Arc<LocalCredential>>,
+    /// The CAs for the peer, when `remote.auth = "pubkey"`.
+    pub trust: Option<Arc<TrustStore>>,
+}
+
 /// `[secrets.ike-NAME]`: a pre-shared key and the identities it is for.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -574,6 +585,64 @@ impl IkeConfig {
             .filter(|(score, _)| *score > 0)
             .max_by_key(|(score, _)| *score)
             .map(|(_, s)| &s.secret)
+    }
+
+    /// Loads the certificates and keys of every `auth = "pubkey"` side,
+    /// and checks that a configured local identity is in our certificate
+    /// (the peer would refuse the AUTH otherwise). Errors name the field
+    /// (`connections.gw.local.key`) and say what failed; `file` is the
+    /// config file, for the error.
+    pub fn load_credentials(
+        &self,
+        file: &Path,
+    ) -> Result<BTreeMap<String, Credentials>, ConfigError> {
+        let fail = |field: String, reason: String| ConfigError {
+            file: file.to_owned(),
+            field: Some(field),
+            reason,
+            location: None,
+        };
+        let mut out = BTreeMap::new();
+        for (name, conn) in &self.connections {
+            let at = format!("connections.{}", key(name));
+            let mut creds = Credentials::default();
+            if conn.local.auth == AuthMethod::Pubkey {
+                let key_path = conn.local.key.as_deref().unwrap_or(Path::new(""));
+                let local = LocalCredential::load(&conn.local.certs, key_path).map_err(|e| {
+                    let field = match e {
+                        crate::cert::CertError::Io { ref path, .. }
+                        | crate::cert::CertError::Pem { ref path, .. }
+                            if path == key_path =>
+                        {
+                            "key"
+                        }
+                        crate::cert::CertError::KeyMismatch { .. } => "key",
+                        _ => "certs",
+                    };
+                    fail(format!("{at}.local.{field}"), e.to_string())
+                })?;
+                if let Some(wire) = conn.local.id.as_ref().and_then(Identity::to_wire) {
+                    if !local.identity_matches(&wire) {
+                        return Err(fail(
+                            format!("{at}.local.id"),
+                            format!(
+                                "{} is neither the subject nor a subjectAltName of our                                  certificate {}; the peer would refuse our AUTH",
+                                conn.local.id_or_any(),
+                                local.subject()
+                            ),
+                        ));
+                    }
+                }
+                creds.local = Some(Arc::new(local));
+            }
+            if conn.remote.auth == AuthMethod::Pubkey {
+                let trust = TrustStore::load(&conn.remote.cacerts)
+                    .map_err(|e| fail(format!("{at}.remote.cacerts"), e.to_string()))?;
+                creds.trust = Some(Arc::new(trust));
+            }
+            out.insert(name.clone(), creds);
+        }
+        Ok(out)
     }
 
     /// Checks what the types do not: versions, ports, references between
@@ -732,6 +801,13 @@ impl IkeConfig {
             .map_err(|e| e.within("remote"))?;
         for (name, child) in &conn.children {
             validate_child(child).map_err(|e| e.within(&format!("children.{}", key(name))))?;
+            if child.start_action != StartAction::None && conn.initiate_to().is_none() {
+                return Err(ValidationError::new(
+                    format!("children.{}.start_action", key(name)),
+                    "initiating needs a peer address: remote_addrs has no single address \
+                     (only %any or subnets)",
+                ));
+            }
         }
         Ok(())
     }

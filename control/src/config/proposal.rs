@@ -12,7 +12,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use serde::{de, Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer};
 
 use crate::wire::consts::{dh, encr, esn, integ, prf, protocol, transform_type};
 use crate::wire::{Proposal, Transform};
@@ -671,15 +671,22 @@ enum ProposalString<T> {
     Proposal(T),
 }
 
-impl<'de, T: FromStr<Err = ProposalError>> Deserialize<'de> for ProposalString<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
+impl<T: FromStr<Err = ProposalError>> FromStr for ProposalString<T> {
+    type Err = ProposalError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
         if s.eq_ignore_ascii_case("default") {
             return Ok(ProposalString::Default);
         }
-        s.parse()
-            .map(ProposalString::Proposal)
-            .map_err(de::Error::custom)
+        s.parse().map(ProposalString::Proposal)
+    }
+}
+
+impl<'de, T: FromStr<Err = ProposalError>> Deserialize<'de> for ProposalString<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        super::values::from_str(
+            d,
+            "a proposal such as \"aes128gcm16-prfsha256-x25519\" or \"default\"",
+        )
     }
 }
 

@@ -78,6 +78,31 @@ pub(crate) fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Dur
     d.deserialize_any(DurationVisitor).map(Some)
 }
 
+/// Deserializes a string through `T::from_str`, failing inside the
+/// deserializer so that TOML errors point at the element itself
+/// (`proposals[1]`), not the array around it.
+pub(crate) fn from_str<'de, D, T>(d: D, expecting: &'static str) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: FromStr,
+    T::Err: fmt::Display,
+{
+    struct Visitor<T>(&'static str, std::marker::PhantomData<T>);
+    impl<T: FromStr> de::Visitor<'_> for Visitor<T>
+    where
+        T::Err: fmt::Display,
+    {
+        type Value = T;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.0)
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+            v.parse().map_err(E::custom)
+        }
+    }
+    d.deserialize_str(Visitor(expecting, std::marker::PhantomData))
+}
+
 /// A `local_addrs` / `remote_addrs` entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AddrSpec {
@@ -152,7 +177,7 @@ impl fmt::Display for AddrSpec {
 
 impl<'de> Deserialize<'de> for AddrSpec {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?.parse().map_err(de::Error::custom)
+        from_str(d, "an address, a subnet, %any, %any4 or %any6")
     }
 }
 
@@ -336,7 +361,10 @@ impl fmt::Display for TsSpec {
 
 impl<'de> Deserialize<'de> for TsSpec {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?.parse().map_err(de::Error::custom)
+        from_str(
+            d,
+            "a traffic selector such as \"10.1.0.0/16\", \"10.1.0.0/16[tcp/80]\" or \"dynamic\"",
+        )
     }
 }
 
@@ -400,9 +428,15 @@ impl fmt::Debug for Psk {
     }
 }
 
+impl FromStr for Psk {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Psk::decode(s)
+    }
+}
+
 impl<'de> Deserialize<'de> for Psk {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = Zeroizing::new(String::deserialize(d)?);
-        Psk::decode(&s).map_err(de::Error::custom)
+        from_str(d, "a secret: text, 0x + hex or 0s + base64")
     }
 }

@@ -7,8 +7,6 @@
 //! - [`install`]: the state machine's data-plane actions over the SA API,
 //!   and the ledger of what this daemon installed.
 //! - [`state`]: the state file.
-//! - [`resolve`]: the TOML config turned into the state machine's
-//!   connections and settings.
 //! - `driver`: the single-threaded event loop.
 //!
 //! Restart. The data plane is a separate process and keeps every SA while
@@ -31,14 +29,14 @@
 pub mod ctl_server;
 mod driver;
 pub mod install;
-pub mod resolve;
 pub mod state;
 pub mod udp;
 
 use std::collections::{BTreeSet, HashMap};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
@@ -46,7 +44,7 @@ use xdpsec_api::{ApiClient, Direction};
 
 use crate::config::IkeConfig;
 use crate::crypto::SystemRandom;
-use crate::ike::Endpoint;
+use crate::ike::{Connection, Endpoint, Settings};
 use ctl_server::CtlServer;
 use install::{Installer, Ledger};
 use state::StateFile;
@@ -99,8 +97,11 @@ impl SavedState {
 /// field, the socket, the missing capability).
 pub fn run(options: &DaemonOptions) -> anyhow::Result<()> {
     let config = IkeConfig::load(&options.config)?;
-    let connections = resolve::connections(&config)?;
-    let mut settings = resolve::settings(&config.daemon);
+    let credentials = config.load_credentials(&options.config)?;
+    let config = Arc::new(config);
+    let connections =
+        Connection::all_from_config(&config, &credentials).map_err(anyhow::Error::msg)?;
+    let mut settings = Settings::from_daemon(&config.daemon);
     if let Some(p) = options.ike_port {
         settings.ike_port = p;
     }
@@ -208,16 +209,15 @@ pub fn run(options: &DaemonOptions) -> anyhow::Result<()> {
             .orphans
             .iter()
             .any(|o| o.connection.as_deref() == Some(c.name.as_str()));
-        let start = c.start_action == crate::ike::StartAction::Start
-            || c.children
-                .iter()
-                .any(|ch| ch.start_action == crate::ike::StartAction::Start);
-        if (start || restarted) && !c.remote_addrs.is_empty() {
+        let can_initiate = c.remote_addrs.iter().any(|a| a.addr().is_some());
+        if (c.starts_on_load() || restarted) && can_initiate {
             to_initiate.push(c.name.clone());
         }
     }
 
     let mut endpoint = Endpoint::new(settings, connections, Box::new(SystemRandom));
+    // Certificates are checked against the calendar.
+    endpoint.set_wall_clock(Instant::now(), SystemTime::now());
     endpoint.reserve_spis(held_in.iter().copied());
     let ctl = CtlServer::bind(&ctl_socket)
         .with_context(|| format!("serving the control socket {}", ctl_socket.display()))?;
