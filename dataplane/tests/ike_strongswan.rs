@@ -161,3 +161,28 @@ fn ike_rekeys_and_deletes_with_strongswan_from_either_side() {
         charon.list_sas().unwrap().is_empty() && dataplane_sas(&bed, Side::A).is_empty()
     });
 }
+
+#[test]
+fn ike_ecdsa_certificates_with_strongswan_either_side_initiating() {
+    for initiator in [Side::A, Side::B] {
+        let bed = bed(
+            Encapsulation::Udp,
+            MIXED,
+            IkeOptions {
+                auth: xdpsec_testbed::tunnel::IkeAuth::Ecdsa,
+                initiator: Some(initiator),
+                ..options()
+            },
+            false,
+        );
+        check_tunnel(&bed, false);
+        let peer = ike_sas(&bed, Side::A)[0]["remote_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            peer.contains(&xdpsec_testbed::tunnel::cert_identity(Side::B)),
+            "xdpsec authenticated strongSwan by certificate: {peer}"
+        );
+    }
+}

@@ -322,3 +322,60 @@ fn ike_unfitting_traffic_selectors_fail_with_ts_unacceptable() {
         ],
     );
 }
+
+#[test]
+fn ike_volume_limit_counted_by_the_data_plane_rekeys_the_child() {
+    // rekey_bytes is counted by the data plane on each SA; its soft
+    // lifetime event makes the IKE daemon rekey. 30 pings of 84 bytes each
+    // way pass 1000 bytes twice on each SA.
+    let bed = bed(
+        Encapsulation::Esp,
+        XDPSEC,
+        IkeOptions {
+            child_rekey_bytes: Some(1000),
+            ..options()
+        },
+        false,
+    );
+    let installed = &dataplane_sas(&bed, Side::A);
+    assert!(
+        installed.iter().all(
+            |sa| sa["lifetime"]["soft_bytes"] == 1000 && sa["lifetime"]["hard_bytes"] == 20_000
+        ),
+        "the volume limits reach the data plane: {installed:?}"
+    );
+    let first = child_spis(&bed, Side::A);
+    let stats = ping_ok(&bed, Side::A, Side::B, false, 30);
+    assert!(stats.all_answered_once());
+    wait_until(&bed, "a child rekeyed by volume", || {
+        let now = bed.installed_children(Side::A).unwrap();
+        now.len() == 1 && now[0]["spi_in"].as_str() != Some(first.0.as_str())
+    });
+    let log = bed.ike_log(Side::A) + &bed.ike_log(Side::B);
+    assert!(log.contains("CREATE_CHILD_SA"), "{log}");
+    ping_ok(&bed, Side::B, Side::A, false, 3);
+}
+
+#[test]
+fn ike_ecdsa_certificates_between_xdpsec_gateways() {
+    let bed = bed(
+        Encapsulation::Udp,
+        XDPSEC,
+        IkeOptions {
+            auth: xdpsec_testbed::tunnel::IkeAuth::Ecdsa,
+            ..options()
+        },
+        true,
+    );
+    for side in Side::BOTH {
+        let sas = ike_sas(&bed, side);
+        assert_eq!(sas.len(), 1, "{sas:?}");
+        let peer = sas[0]["remote_id"].as_str().unwrap_or_default();
+        assert!(
+            peer.contains(&xdpsec_testbed::tunnel::cert_identity(side.other())),
+            "{side} authenticated its peer by certificate: {peer}"
+        );
+    }
+    ping_ok(&bed, Side::A, Side::B, false, 3);
+    ping_ok(&bed, Side::B, Side::A, true, 3);
+}

@@ -12,7 +12,7 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout};
-use xdpsec_api::{ApiClient, ApiError, Event as ApiEvent, SaInfo};
+use xdpsec_api::{ApiClient, ApiError, Event as ApiEvent, Lifetimes, SaInfo};
 
 use super::ctl_server::{CtlCall, CtlFd, CtlServer};
 use super::install::{unix_now, Installer, Ledger, OwnedChild};
@@ -86,6 +86,10 @@ pub(super) struct Driver {
     pub(super) signals: UnixStream,
     /// Hard life times of the configured children, by (connection, child).
     pub(super) child_life: HashMap<(String, String), Duration>,
+    /// Volume limits of the configured children (`rekey_bytes`,
+    /// `life_bytes`, `rekey_packets`, `life_packets`), which only the data
+    /// plane can count, by (connection, child).
+    pub(super) child_volume: HashMap<(String, String), Lifetimes>,
     pending: Vec<Pending>,
     orphan_timers: Vec<OrphanTimer>,
     saved: Option<Ledger>,
@@ -121,6 +125,7 @@ impl Driver {
         state: StateFile,
         signals: UnixStream,
         child_life: HashMap<(String, String), Duration>,
+        child_volume: HashMap<(String, String), Lifetimes>,
     ) -> Self {
         Driver {
             endpoint,
@@ -132,6 +137,7 @@ impl Driver {
             state,
             signals,
             child_life,
+            child_volume,
             pending: Vec::new(),
             orphan_timers: Vec::new(),
             saved: None,
@@ -402,7 +408,14 @@ impl Driver {
 
     fn apply(&mut self, now: Instant, event: Event) -> anyhow::Result<()> {
         match event {
-            Event::InstallSa { ike, child, spec } => {
+            Event::InstallSa {
+                ike,
+                child,
+                mut spec,
+            } => {
+                if spec.lifetime.is_empty() {
+                    spec.lifetime = self.volume_limits(now, ike, child);
+                }
                 let what = format!("installing {} SA {:#010x}", spec.direction, spec.spi);
                 tracing::debug!(%ike, %child, spi = format_args!("{:#010x}", spec.spi), direction = %spec.direction, "installing SA");
                 let r = self.installer.install_sa(&mut self.ledger, child.0, spec);
@@ -591,6 +604,27 @@ impl Driver {
                 tracing::warn!(ike = %old, "cannot delete the replaced IKE SA: {e}");
             }
         }
+    }
+
+    /// The configured volume limits of a child being installed: the data
+    /// plane counts them and reports soft and hard expiry, which come back
+    /// to the state machine as rekey and delete.
+    fn volume_limits(&self, now: Instant, ike: IkeSaId, child: ChildSaId) -> Lifetimes {
+        let Some(sa) = self
+            .endpoint
+            .list_sas(now)
+            .into_iter()
+            .find(|s| s.id == ike)
+        else {
+            return Lifetimes::default();
+        };
+        let Some(c) = sa.children.iter().find(|c| c.id == child) else {
+            return Lifetimes::default();
+        };
+        self.child_volume
+            .get(&(sa.connection.clone(), c.name.clone()))
+            .copied()
+            .unwrap_or_default()
     }
 
     /// Answers every pending command for which `check` has an answer.

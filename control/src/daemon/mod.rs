@@ -196,11 +196,22 @@ pub fn run(options: &DaemonOptions) -> anyhow::Result<()> {
     }
 
     let mut child_life = HashMap::new();
+    let mut child_volume = HashMap::new();
     let mut to_initiate: Vec<String> = Vec::new();
     for (name, conn) in &config.connections {
         for (child, c) in &conn.children {
             if let Some(life) = c.hard_life_time() {
                 child_life.insert((name.clone(), child.clone()), life);
+            }
+            let limit = |n: u64| (n > 0).then_some(n);
+            let volume = xdpsec_api::Lifetimes {
+                soft_bytes: limit(c.rekey_bytes),
+                hard_bytes: limit(c.hard_life_bytes()),
+                soft_packets: limit(c.rekey_packets),
+                hard_packets: limit(c.hard_life_packets()),
+            };
+            if !volume.is_empty() {
+                child_volume.insert((name.clone(), child.clone()), volume);
             }
         }
     }
@@ -222,7 +233,16 @@ pub fn run(options: &DaemonOptions) -> anyhow::Result<()> {
     let ctl = CtlServer::bind(&ctl_socket)
         .with_context(|| format!("serving the control socket {}", ctl_socket.display()))?;
     let mut driver = driver::Driver::new(
-        endpoint, sockets, ctl, installer, events_api, ledger, state, signals, child_life,
+        endpoint,
+        sockets,
+        ctl,
+        installer,
+        events_api,
+        ledger,
+        state,
+        signals,
+        child_life,
+        child_volume,
     );
     let now = Instant::now();
     driver.schedule_orphan_expiry(now);

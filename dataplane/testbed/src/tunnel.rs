@@ -45,7 +45,9 @@
 
 #[path = "tunnel_ike.rs"]
 mod ike;
-pub use ike::{IkeOptions, CHILD as IKE_CHILD, CONNECTION as IKE_CONNECTION};
+pub use ike::{
+    cert_identity, IkeAuth, IkeOptions, Pki, CHILD as IKE_CHILD, CONNECTION as IKE_CONNECTION,
+};
 
 use crate::strongswan::{Charon, StrongswanConfig};
 use crate::{Error, Gateway, Host, Netns, NsChild, Result, StandardTopology, Testbed};
@@ -323,7 +325,7 @@ impl TunnelBed {
     /// Builds everything and starts both data planes from the `xdpsec`
     /// binary at `binary`. Fails (with the data plane's log) if one exits or
     /// its API socket does not appear within `options.start_timeout`.
-    pub fn new(binary: impl AsRef<Path>, options: TunnelOptions) -> Result<TunnelBed> {
+    pub fn new(binary: impl AsRef<Path>, mut options: TunnelOptions) -> Result<TunnelBed> {
         let binary = binary.as_ref().to_path_buf();
         if !binary.is_file() {
             return Err(Error::Sys {
@@ -363,6 +365,9 @@ impl TunnelBed {
                 .map_err(sys(format!("create {}", dir.display())))?;
         }
 
+        if let Some(ike) = &mut options.ike {
+            ike::prepare_pki(ike, &dir)?;
+        }
         // Static SAs only between two xdpsec gateways without IKE;
         // strongSwan and `xdpsec ike` negotiate.
         let all_xdpsec = options.gateways == [GatewayKind::Xdpsec; 2];

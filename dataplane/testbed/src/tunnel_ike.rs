@@ -1,13 +1,15 @@
 //! IKE mode of [`TunnelBed`]: the data planes start with no SA and no
 //! policy, and each gateway runs `xdpsec ike` with a generated config (one
-//! connection `tunnel`, one child `net`, PSK auth) that puts the tunnel up.
+//! connection `tunnel`, one child `net`) that puts the tunnel up, with a
+//! pre-shared key or ECDSA certificates from a CA the bed makes with
+//! strongSwan's `pki`.
 //!
 //! Each IKE daemon gets its own control socket, state file and log in the
 //! bed's directory; it runs as root in its gateway's namespace and is
 //! stopped (SIGTERM, by PID) before the data planes when the bed drops.
 
 use super::{sys, Encapsulation, GatewayKind, Side, TunnelBed};
-use crate::strongswan::{StartAction, StrongswanConfig};
+use crate::strongswan::{StartAction, StrongswanConfig, SwanAuth};
 use crate::{Error, NsChild, Result};
 use serde_json::Value;
 use std::fmt::Write as _;
@@ -19,10 +21,39 @@ pub const CONNECTION: &str = "tunnel";
 /// The child's name in the generated configs.
 pub const CHILD: &str = "net";
 
+/// How the gateways authenticate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IkeAuth {
+    /// A pre-shared key; identities are the underlay addresses.
+    Psk,
+    /// ECDSA P-256 certificates issued by a CA the bed creates; identities
+    /// are the FQDNs `gwa.xdpsec.test` / `gwb.xdpsec.test` (subjectAltName).
+    Ecdsa,
+}
+
+/// The certificates of an [`IkeAuth::Ecdsa`] bed, PEM files in its
+/// directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pki {
+    /// The CA certificate both sides trust.
+    pub ca_cert: PathBuf,
+    /// Each gateway's certificate (A, B).
+    pub certs: [PathBuf; 2],
+    /// Each gateway's private key (A, B).
+    pub keys: [PathBuf; 2],
+}
+
 /// What [`TunnelBed`] puts into the IKE configs
 /// ([`super::TunnelOptions::ike`]).
 #[derive(Debug, Clone)]
 pub struct IkeOptions {
+    /// PSK or certificates.
+    pub auth: IkeAuth,
+    /// Filled in by the bed with [`IkeAuth::Ecdsa`].
+    pub pki: Option<Pki>,
+    /// The child's `rekey_bytes` (its `life_bytes` is 20 times that): the
+    /// data plane counts and reports, the IKE daemon rekeys.
+    pub child_rekey_bytes: Option<u64>,
     /// IKE proposals, strongSwan notation (`aes128gcm16-prfsha256-x25519`).
     pub proposals: Vec<String>,
     /// ESP proposals (`aes128gcm16`).
@@ -52,6 +83,9 @@ pub struct IkeOptions {
 impl Default for IkeOptions {
     fn default() -> Self {
         IkeOptions {
+            auth: IkeAuth::Psk,
+            pki: None,
+            child_rekey_bytes: None,
             proposals: vec!["aes128gcm16-prfsha256-x25519".into()],
             esp_proposals: vec!["aes128gcm16".into()],
             psk: [None, None],
@@ -101,9 +135,154 @@ fn default_ts(ipv4: bool, ipv6: bool, side: Side) -> (Vec<String>, Vec<String>) 
     (local, remote)
 }
 
+/// The identity of `side` with certificates.
+pub fn cert_identity(side: Side) -> String {
+    format!("{}.xdpsec.test", side.gateway_name().to_ascii_lowercase())
+}
+
+/// Runs strongSwan's `pki` with `args`; its stdout goes to `out`.
+fn pki(args: &[&str], out: &Path) -> Result<()> {
+    let cmd = format!("pki {}", args.join(" "));
+    let output = std::process::Command::new("pki")
+        .args(args)
+        .output()
+        .map_err(|source| Error::Spawn {
+            cmd: cmd.clone(),
+            source,
+        })?;
+    if !output.status.success() {
+        return Err(Error::Command {
+            cmd,
+            status: output.status,
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        });
+    }
+    std::fs::write(out, &output.stdout).map_err(sys(format!("write {}", out.display())))
+}
+
+/// With [`IkeAuth::Ecdsa`]: a CA and one certificate per gateway under
+/// `dir/pki` (ECDSA P-256, subjectAltName = the gateway's FQDN), recorded in
+/// `ike.pki` so that both the xdpsec and the strongSwan configs use them.
+pub(super) fn prepare_pki(ike: &mut IkeOptions, dir: &Path) -> Result<()> {
+    if ike.auth != IkeAuth::Ecdsa {
+        return Ok(());
+    }
+    let pki_dir = dir.join("pki");
+    std::fs::create_dir_all(&pki_dir).map_err(sys(format!("create {}", pki_dir.display())))?;
+    let path = |name: &str| pki_dir.join(name);
+    let text = |p: &PathBuf| p.to_string_lossy().into_owned();
+    let (ca_key, ca_cert) = (path("ca.key"), path("ca.crt"));
+    pki(
+        &[
+            "--gen",
+            "--type",
+            "ecdsa",
+            "--size",
+            "256",
+            "--outform",
+            "pem",
+        ],
+        &ca_key,
+    )?;
+    pki(
+        &[
+            "--self",
+            "--ca",
+            "--lifetime",
+            "30",
+            "--in",
+            &text(&ca_key),
+            "--type",
+            "ecdsa",
+            "--dn",
+            "C=CH, O=xdpsec test bed, CN=xdpsec test CA",
+            "--outform",
+            "pem",
+        ],
+        &ca_cert,
+    )?;
+    let mut certs = Vec::new();
+    let mut keys = Vec::new();
+    for side in Side::BOTH {
+        let name = side.gateway_name();
+        let (key, public, cert) = (
+            path(&format!("{name}.key")),
+            path(&format!("{name}.pub")),
+            path(&format!("{name}.crt")),
+        );
+        pki(
+            &[
+                "--gen",
+                "--type",
+                "ecdsa",
+                "--size",
+                "256",
+                "--outform",
+                "pem",
+            ],
+            &key,
+        )?;
+        pki(
+            &[
+                "--pub",
+                "--in",
+                &text(&key),
+                "--type",
+                "ecdsa",
+                "--outform",
+                "pem",
+            ],
+            &public,
+        )?;
+        let fqdn = cert_identity(side);
+        pki(
+            &[
+                "--issue",
+                "--lifetime",
+                "30",
+                "--in",
+                &text(&public),
+                "--type",
+                "pub",
+                "--cacert",
+                &text(&ca_cert),
+                "--cakey",
+                &text(&ca_key),
+                "--dn",
+                &format!("C=CH, O=xdpsec test bed, CN={fqdn}"),
+                "--san",
+                &fqdn,
+                "--flag",
+                "serverAuth",
+                "--outform",
+                "pem",
+            ],
+            &cert,
+        )?;
+        certs.push(cert);
+        keys.push(key);
+    }
+    let pair = |v: Vec<PathBuf>| -> [PathBuf; 2] { [v[0].clone(), v[1].clone()] };
+    ike.pki = Some(Pki {
+        ca_cert,
+        certs: pair(certs),
+        keys: pair(keys),
+    });
+    Ok(())
+}
+
 /// Puts the IKE options into the charon config of a strongSwan side, so
 /// that both ends of an interop test are configured alike.
 pub(super) fn adapt_strongswan(config: &mut StrongswanConfig, ike: &IkeOptions, side: Side) {
+    if let Some(pki) = &ike.pki {
+        config.auth = SwanAuth::Pubkey {
+            cert: pki.certs[side.index()].clone(),
+            key: pki.keys[side.index()].clone(),
+            cacert: pki.ca_cert.clone(),
+        };
+        config.local_id = cert_identity(side);
+        config.remote_id = cert_identity(side.other());
+    }
     config.ike_proposals = ike.proposals_override[side.index()]
         .clone()
         .unwrap_or_else(|| ike.proposals.clone());
@@ -166,6 +345,9 @@ impl TunnelBed {
         } else {
             "none"
         };
+        let proposals = ike.proposals_override[side.index()]
+            .as_ref()
+            .unwrap_or(&ike.proposals);
         let mut s = String::new();
         let _ = writeln!(
             s,
@@ -178,43 +360,75 @@ impl TunnelBed {
              remote_addrs = [\"{}\"]\n\
              proposals = [{}]\n\
              encap = {}\n\
-             rekey_time = {}\n\n\
-             [connections.{CONNECTION}.local]\n\
-             auth = \"psk\"\n\
-             id = \"{}\"\n\n\
-             [connections.{CONNECTION}.remote]\n\
-             auth = \"psk\"\n\
-             id = \"{}\"\n\n\
-             [connections.{CONNECTION}.children.{CHILD}]\n\
-             local_ts = [{}]\n\
-             remote_ts = [{}]\n\
-             esp_proposals = [{}]\n\
-             start_action = \"{start}\"\n\
-             rekey_time = {}\n\n\
-             [secrets.ike-{CONNECTION}]\n\
-             id = [\"{}\", \"{}\"]\n\
-             secret = {:?}\n",
+             rekey_time = {}\n",
             self.api_socket(side).display(),
             daemon.socket.display(),
             gw.wan.ipv4,
             peer.wan.ipv4,
-            quoted(
-                ike.proposals_override[side.index()]
-                    .as_ref()
-                    .unwrap_or(&ike.proposals)
-            ),
+            quoted(proposals),
             self.options.encap == Encapsulation::Udp,
             duration(ike.ike_rekey_time),
-            gw.wan.ipv4,
-            peer.wan.ipv4,
+        );
+        match &ike.pki {
+            Some(pki) => {
+                let _ = writeln!(
+                    s,
+                    "[connections.{CONNECTION}.local]\n\
+                     auth = \"pubkey\"\n\
+                     id = \"{}\"\n\
+                     certs = [\"{}\"]\n\
+                     key = \"{}\"\n\n\
+                     [connections.{CONNECTION}.remote]\n\
+                     auth = \"pubkey\"\n\
+                     id = \"{}\"\n\
+                     cacerts = [\"{}\"]\n",
+                    cert_identity(side),
+                    pki.certs[side.index()].display(),
+                    pki.keys[side.index()].display(),
+                    cert_identity(side.other()),
+                    pki.ca_cert.display(),
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    s,
+                    "[connections.{CONNECTION}.local]\n\
+                     auth = \"psk\"\n\
+                     id = \"{}\"\n\n\
+                     [connections.{CONNECTION}.remote]\n\
+                     auth = \"psk\"\n\
+                     id = \"{}\"\n\n\
+                     [secrets.ike-{CONNECTION}]\n\
+                     id = [\"{}\", \"{}\"]\n\
+                     secret = {:?}\n",
+                    gw.wan.ipv4,
+                    peer.wan.ipv4,
+                    gw.wan.ipv4,
+                    peer.wan.ipv4,
+                    ike.psk[side.index()].as_deref().unwrap_or(psk),
+                );
+            }
+        }
+        let _ = writeln!(
+            s,
+            "[connections.{CONNECTION}.children.{CHILD}]\n\
+             local_ts = [{}]\n\
+             remote_ts = [{}]\n\
+             esp_proposals = [{}]\n\
+             start_action = \"{start}\"\n\
+             rekey_time = {}",
             quoted(&local_ts),
             quoted(&remote_ts),
             quoted(&ike.esp_proposals),
             duration(ike.child_rekey_time),
-            gw.wan.ipv4,
-            peer.wan.ipv4,
-            ike.psk[side.index()].as_deref().unwrap_or(psk),
         );
+        if let Some(bytes) = ike.child_rekey_bytes {
+            let _ = writeln!(
+                s,
+                "rekey_bytes = {bytes}\nlife_bytes = {}",
+                bytes.saturating_mul(20)
+            );
+        }
         s
     }
 
