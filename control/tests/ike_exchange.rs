@@ -142,14 +142,12 @@ fn invalid_ke_payload_makes_the_initiator_retry_with_the_asked_group() {
         .clone()
         .unwrap();
     assert!(algs.ends_with("ecp256"), "{algs}");
-    assert_eq!(
-        sim.sent[0]
-            .iter()
-            .filter(|t| t.remote.port() == 500)
-            .count()
-            >= 2,
-        true
-    );
+    // The first IKE_SA_INIT (x25519) was refused, the second (ecp256) taken.
+    let inits = sim.sent[0]
+        .iter()
+        .filter(|t| t.remote.port() == 500 && t.payload[18] == 34)
+        .count();
+    assert!(inits >= 2, "{inits}");
 }
 
 #[test]
@@ -196,14 +194,7 @@ fn nat_moves_ike_to_4500_and_encapsulates_esp() {
     // A sees its own port 4500 and B's 4500; B sees the NAT's mapped port.
     for s in a.values() {
         let e = s.encap.expect("encapsulated");
-        assert_eq!(
-            (e.sport, e.dport),
-            if s.direction == Direction::Out {
-                (4500, 4500)
-            } else {
-                (4500, 4500)
-            }
-        );
+        assert_eq!((e.sport, e.dport), (4500, 4500));
     }
     for s in b.values() {
         let e = s.encap.expect("encapsulated");
