@@ -7,6 +7,7 @@ mod bench;
 mod bench_dataplane;
 mod demo;
 mod machine;
+mod procfs;
 mod setup;
 mod shell;
 
