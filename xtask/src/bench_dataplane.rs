@@ -672,7 +672,7 @@ struct Snapshot {
 /// frame to netfilter, and copy-mode AF_XDP TX runs that synchronously in the
 /// sending worker's time. Real gateways have a NIC there, so turn it off for
 /// this namespace (the sysctls are per namespace; absent without the module).
-fn quiet_wire_bridge(bed: &TunnelBed) -> Result<()> {
+pub(crate) fn quiet_wire_bridge(bed: &TunnelBed) -> Result<()> {
     let wire = &bed.underlay().ns;
     for key in [
         "net.bridge.bridge-nf-call-iptables",

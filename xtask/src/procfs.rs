@@ -28,11 +28,7 @@ pub(crate) fn wait_for_quiet_machine() -> Result<f64> {
     let deadline = Instant::now() + QUIET_WAIT;
     let mut said = false;
     loop {
-        let (from, started) = (machine_ticks()?, Instant::now());
-        std::thread::sleep(Duration::from_secs(1));
-        let busy = machine_ticks()?.busy().saturating_sub(from.busy()) as f64
-            / clock_ticks_per_second() as f64
-            / started.elapsed().as_secs_f64();
+        let busy = busy_cpus_over(Duration::from_secs(1))?;
         if busy < QUIET_BUSY_CPUS {
             return Ok(busy);
         }
@@ -45,6 +41,21 @@ pub(crate) fn wait_for_quiet_machine() -> Result<f64> {
             said = true;
         }
     }
+}
+
+/// Busy CPUs of the whole machine (2.0 = both cores of two), sampled over
+/// `window`.
+pub(crate) fn busy_cpus_over(window: Duration) -> Result<f64> {
+    let (from, started) = (machine_ticks()?, Instant::now());
+    std::thread::sleep(window);
+    busy_cpus_since(&from, started.elapsed())
+}
+
+/// Busy CPUs of the whole machine since `from`, taken `elapsed` ago.
+pub(crate) fn busy_cpus_since(from: &CpuTicks, elapsed: Duration) -> Result<f64> {
+    Ok(machine_ticks()?.busy().saturating_sub(from.busy()) as f64
+        / clock_ticks_per_second() as f64
+        / elapsed.as_secs_f64().max(1e-9))
 }
 
 /// The aggregate `cpu` line of /proc/stat, in clock ticks.
