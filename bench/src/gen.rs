@@ -13,10 +13,11 @@
 use crate::clock::now_ns;
 use crate::packet::{self, Flow, SizeSpec};
 use crate::payload::Stamp;
+use crate::xsk::bind_queues;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use xdpsec_dataplane::afxdp::{
-    ifindex, FrameBatch, SocketConfig, Umem, UmemConfig, XskError, XskSocket, BATCH_SIZE,
+    ifindex, FrameBatch, SocketConfig, UmemConfig, XskError, XskSocket, BATCH_SIZE,
 };
 
 /// Least packets per wake-up when pacing: the sleep's granularity (tens of
@@ -91,18 +92,16 @@ pub fn run(config: &GenConfig) -> Result<GenReport, GenError> {
         }
     }
     let index = ifindex(&config.ifname)?;
-    let mut umem = Umem::new(UmemConfig {
+    let umem_config = UmemConfig {
         frame_count: 4096 * config.queues.min(4),
         ..UmemConfig::default()
-    })?;
+    };
     let socket_config = SocketConfig {
-        // TX only: a token fill ring.
+        // TX only: no fill ring stock.
         fill_target: 0,
         ..SocketConfig::default()
     };
-    let mut sockets = (0..config.queues)
-        .map(|q| XskSocket::bind(&mut umem, index, q, &socket_config))
-        .collect::<Result<Vec<_>, _>>()?;
+    let (mut umem, mut sockets) = bind_queues(&umem_config, index, config.queues, &socket_config)?;
     let zero_copy = sockets.first().is_some_and(XskSocket::is_zero_copy);
 
     let cycle = config.size.cycle(config.mtu);

@@ -19,3 +19,4 @@ pub mod gen;
 pub mod packet;
 pub mod payload;
 pub mod sink;
+pub mod xsk;

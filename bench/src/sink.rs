@@ -13,12 +13,13 @@ use crate::accounting::{Accounting, Totals};
 use crate::clock::now_ns;
 use crate::packet;
 use crate::payload::Stamp;
+use crate::xsk::bind_queues;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 use xdpsec_dataplane::afxdp::{
-    ifindex, FrameBatch, PollSet, SocketConfig, Umem, UmemConfig, XskError, XskSocket,
+    ifindex, FrameBatch, PollSet, SocketConfig, UmemConfig, XskError, XskSocket,
 };
 use xdpsec_dataplane::steer::{AttachMode, Role, Steer, SteerError};
 
@@ -137,18 +138,16 @@ pub fn run(config: &SinkConfig, ready: impl FnOnce()) -> Result<SinkReport, Sink
         )));
     }
     let index = ifindex(&config.ifname)?;
-    let mut umem = Umem::new(UmemConfig {
+    let umem_config = UmemConfig {
         frame_count: 4096 * config.queues.min(4),
         ..UmemConfig::default()
-    })?;
-    let fill = (umem.config().frame_count / config.queues).min(umem.config().fill_size);
+    };
+    let fill = (umem_config.frame_count / config.queues).min(umem_config.fill_size);
     let socket_config = SocketConfig {
-        fill_target: fill.next_power_of_two().min(umem.config().fill_size) / 2,
+        fill_target: fill.next_power_of_two().min(umem_config.fill_size) / 2,
         ..SocketConfig::default()
     };
-    let mut sockets = (0..config.queues)
-        .map(|q| XskSocket::bind(&mut umem, index, q, &socket_config))
-        .collect::<Result<Vec<_>, _>>()?;
+    let (mut umem, mut sockets) = bind_queues(&umem_config, index, config.queues, &socket_config)?;
     let zero_copy = sockets.first().is_some_and(XskSocket::is_zero_copy);
     let mut poll = PollSet::new();
     for s in &sockets {
@@ -219,6 +218,12 @@ pub fn run(config: &SinkConfig, ready: impl FnOnce()) -> Result<SinkReport, Sink
         if got == 0 {
             poll.wait(10)?;
         }
+    }
+    // The map's reference keeps a socket bound until the map is freed,
+    // which the kernel does later than the process exits; the next sink
+    // on these queues must find them free.
+    for q in 0..config.queues {
+        steer.unregister_xsk(0, q)?;
     }
     steer.detach(&config.ifname)?;
     let seconds = first.map_or(0.0, |f| last.saturating_sub(f) as f64 / 1e9);
