@@ -27,6 +27,7 @@
 //! perf-results/README.md.
 
 mod plot;
+mod profile;
 mod report;
 mod trial;
 
@@ -53,6 +54,8 @@ usage: cargo xtask bench peer [options]
   --iperf-seconds N     length of each iperf3 run (default 3)
   --no-save             print the results, write nothing
   --verbose             print every trial
+  --profile             one extra trial per system under `perf record` (largest fixed size,
+                        90 % of its loss-free rate): perf-results/peer-perf-SYSTEM.txt
 ";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,6 +126,7 @@ struct Options {
     iperf_seconds: u32,
     save: bool,
     verbose: bool,
+    profile: bool,
 }
 
 fn list<T>(value: Option<&&str>, flag: &str, parse: impl Fn(&str) -> Option<T>) -> Result<Vec<T>> {
@@ -145,6 +149,7 @@ impl Options {
             iperf_seconds: 3,
             save: true,
             verbose: false,
+            profile: false,
         };
         let mut it = args.iter();
         while let Some(&arg) = it.next() {
@@ -185,6 +190,7 @@ impl Options {
                 }
                 "--no-save" => o.save = false,
                 "--verbose" => o.verbose = true,
+                "--profile" => o.profile = true,
                 "-h" | "--help" => {
                     print!("{USAGE}");
                     std::process::exit(0);
@@ -442,6 +448,29 @@ fn run_system(
             search,
         });
         bar.inc(1);
+    }
+    if opts.profile && opts.save {
+        let largest = sizes
+            .iter()
+            .filter(|s| s.size.parse::<usize>().is_ok())
+            .max_by_key(|s| s.size.parse::<usize>().unwrap_or(0));
+        if let Some(s) = largest {
+            bar.set_message(format!("{name} workers={workers}: profiling"));
+            let out = workspace_root()
+                .join("perf-results")
+                .join(format!("peer-perf-{name}-w{workers}.txt"));
+            profile::profile_trial(
+                &rig,
+                &s.size,
+                0.9 * s.search.loss_free_pps,
+                &format!("{name}, {workers} worker(s) per gateway"),
+                &out,
+            )?;
+            say(
+                bar,
+                format!("{name} workers={workers}: profile in {}", out.display()),
+            );
+        }
     }
     let mut tcp = Vec::new();
     for streams in [1, 4] {

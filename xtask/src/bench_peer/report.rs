@@ -314,6 +314,99 @@ mod tests {
         assert_eq!(again.matches(README_BEGIN).count(), 1);
     }
 
+    fn trial(pps: f64) -> Trial {
+        Trial {
+            offered_pps: Some(pps),
+            sent_pps: pps,
+            sent: 100,
+            received: 100,
+            lost: 0,
+            duplicates: 0,
+            reordered: 0,
+            delivered_pps: pps,
+            delivered_gbps: pps * 1400.0 * 8.0 / 1e9,
+            latency_p50_us: 10.0,
+            latency_p99_us: 20.0,
+            latency_p999_us: 30.0,
+            latency_max_us: 40.0,
+            latency_cdf: Vec::new(),
+            gw_a: crate::bench_peer::trial::GatewayCpu {
+                cpu_share: 0.5,
+                worker_cpu_share: 0.4,
+                cycles_per_packet: 1000.0,
+            },
+            gw_b: crate::bench_peer::trial::GatewayCpu {
+                cpu_share: 0.5,
+                worker_cpu_share: 0.4,
+                cycles_per_packet: 1000.0,
+            },
+            machine_busy_cpus: 1.0,
+            zero_copy: false,
+        }
+    }
+
+    fn run(system: &str, workers: u32, mpps: f64, tcp_gbps: f64) -> SystemRun {
+        let t = trial(mpps * 1e6);
+        SystemRun {
+            system: system.into(),
+            workers,
+            skipped: None,
+            busy_cpus_before: 0.0,
+            sizes: vec![SizeResult {
+                size: "1400".into(),
+                mean_ip_bytes: 1400.0,
+                mpps,
+                gbps: t.delivered_gbps,
+                flat_out_mpps: mpps,
+                flat_out_loss: 0.0,
+                at_50: t.clone(),
+                at_90: t.clone(),
+                search: Search {
+                    loss_free_pps: mpps * 1e6,
+                    at_loss_free: t.clone(),
+                    flat_out: t.clone(),
+                    trials: vec![t],
+                },
+            }],
+            tcp: vec![TcpResult {
+                streams: 1,
+                gbps: tcp_gbps,
+                retransmits: 0,
+            }],
+        }
+    }
+
+    #[test]
+    fn final_lines_compare_with_strongswan_and_scaling_with_one_worker() {
+        let mut runs = vec![
+            run("xdpsec-aes128", 1, 0.2, 4.0),
+            run("strongswan", 1, 0.05, 0.5),
+            run("xdpsec-aes128", 2, 0.3, 5.0),
+        ];
+        runs.push(SystemRun {
+            skipped: Some("no ike".into()),
+            sizes: Vec::new(),
+            tcp: Vec::new(),
+            ..run("xdpsec-strongswan", 1, 0.0, 0.0)
+        });
+        let l = lines(&runs, 1);
+        assert_eq!(
+            l,
+            [
+                "peer system=xdpsec-aes128 size=1400 mpps=0.200 gbps=2.24 vs_strongswan=4.00",
+                "peer system=strongswan size=1400 mpps=0.050 gbps=0.56 vs_strongswan=1.00",
+                "peer system=xdpsec-strongswan skipped=\"no ike\"",
+                "peer tcp system=xdpsec-aes128 streams=1 gbps=4.00 vs_strongswan=8.00",
+                "peer tcp system=strongswan streams=1 gbps=0.50 vs_strongswan=1.00",
+            ]
+        );
+        let s = scaling(&runs, &[1, 2]);
+        let two = s.iter().find(|x| x.workers == 2).unwrap();
+        assert!((two.efficiency - 0.75).abs() < 1e-9, "{two:?}");
+        assert!(s.iter().all(|x| x.system != "strongswan"));
+        assert!(tables(&runs, &s).contains("| xdpsec-aes128 | 1400 | 2 | 0.300 | 0.75 |"));
+    }
+
     #[test]
     fn ratios_need_a_baseline() {
         assert_eq!(ratio(2.0, Some(0.5)), "4.00");
