@@ -176,3 +176,27 @@ fn strongswan_rekeys_and_stops_by_pid() {
         "charon (pid {pid}) still there after stop"
     );
 }
+
+/// The bed an IKEv2 interop test starts from: xdpsec on A without SAs
+/// (an IKE daemon is to negotiate them), strongSwan on B with its config
+/// loaded and nothing initiated.
+#[test]
+fn mixed_bed_starts_xdpsec_without_sas_beside_a_loaded_charon() {
+    let bed = TunnelBed::new(
+        env!("CARGO_BIN_EXE_xdpsec"),
+        TunnelOptions {
+            ipv6: false,
+            gateways: [GatewayKind::Xdpsec, GatewayKind::Strongswan],
+            ..TunnelOptions::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(bed.sas().is_empty());
+    let list = bed.sa_list(Side::A).unwrap();
+    assert_eq!(list["sas"].as_array().map(Vec::len), Some(0), "{list}");
+    let charon = bed.charon(Side::B).unwrap();
+    assert!(charon.list_sas().unwrap().is_empty());
+    let conns = charon.swanctl(&["--list-conns"]).unwrap();
+    assert!(conns.contains("gw:") && conns.contains("net:"), "{conns}");
+    assert!(bed.is_running(Side::A) && bed.is_running(Side::B));
+}
