@@ -134,6 +134,20 @@ fn ike_daemon_runs_with_cap_net_bind_service_alone() {
     let v: serde_json::Value = serde_json::from_str(&list).unwrap();
     assert_eq!(v["ike_sas"], serde_json::json!([]), "{list}");
 
+    // The CLI's answers without a peer to talk to.
+    let cli = |args: &[&str]| {
+        let mut argv = vec![env!("CARGO_BIN_EXE_xdpsec")];
+        argv.extend_from_slice(args);
+        argv.extend_from_slice(&["--ike-socket", ctl.to_str().unwrap()]);
+        ns.run(&argv).map_err(|e| e.to_string())
+    };
+    let err = cli(&["initiate", "nosuch"]).unwrap_err();
+    assert!(err.contains("no connection named \"nosuch\""), "{err}");
+    let err = cli(&["rekey", "peer", "--ike"]).unwrap_err();
+    assert!(err.contains("no established IKE SA"), "{err}");
+    let out = cli(&["terminate", "peer"]).unwrap();
+    assert!(out.contains("has no IKE SA"), "{out}");
+
     child.terminate().unwrap();
     let out = child.wait_timeout(Duration::from_secs(10)).unwrap();
     assert!(
