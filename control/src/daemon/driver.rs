@@ -380,16 +380,7 @@ impl Driver {
     }
 
     fn save_state(&mut self) {
-        if self.saved.as_ref() == Some(&self.ledger) {
-            return;
-        }
-        let saved = SavedState::new(self.ledger.clone());
-        match self.state.save(&saved) {
-            Ok(()) => self.saved = Some(self.ledger.clone()),
-            Err(e) => {
-                tracing::error!("writing the state file: {e}; a restart would not know these SAs")
-            }
-        }
+        save_ledger(&self.state, &mut self.saved, &self.ledger);
     }
 
     fn api_result(&mut self, what: &str, result: Result<(), ApiError>) -> anyhow::Result<bool> {
@@ -418,7 +409,12 @@ impl Driver {
                 }
                 let what = format!("installing {} SA {:#010x}", spec.direction, spec.spi);
                 tracing::debug!(%ike, %child, spi = format_args!("{:#010x}", spec.spi), direction = %spec.direction, "installing SA");
-                let r = self.installer.install_sa(&mut self.ledger, child.0, spec);
+                let (state, saved) = (&self.state, &mut self.saved);
+                let r = self
+                    .installer
+                    .install_sa(&mut self.ledger, child.0, spec, |ledger| {
+                        save_ledger(state, saved, ledger)
+                    });
                 if !self.api_result(&what, r)? {
                     // The peer must not send into an SA we could not
                     // install: take the child down.
@@ -1015,6 +1011,19 @@ impl Driver {
         }
         self.state.remove()?;
         Ok(())
+    }
+}
+
+/// Writes `ledger` to the state file unless it is what was written last.
+fn save_ledger(state: &StateFile, saved: &mut Option<Ledger>, ledger: &Ledger) {
+    if saved.as_ref() == Some(ledger) {
+        return;
+    }
+    match state.save(&SavedState::new(ledger.clone())) {
+        Ok(()) => *saved = Some(ledger.clone()),
+        Err(e) => {
+            tracing::error!("writing the state file: {e}; a restart would not know these SAs")
+        }
     }
 }
 
