@@ -885,7 +885,13 @@ impl IkeSa {
             t.extend(c.outstanding.as_ref().map(|o| o.next_at));
         }
         if matches!(self.phase, Phase::Established) {
-            if let Some(d) = self.conn.dpd_delay {
+            // DPD waits while a request is in flight: its retransmissions
+            // find a dead peer anyway.
+            let idle = self
+                .chan
+                .as_ref()
+                .is_some_and(|c| c.outstanding.is_none() && c.queue.is_empty());
+            if let (Some(d), true) = (self.conn.dpd_delay, idle) {
                 t.push(self.last_heard + d);
             }
             t.extend(self.keepalive_at);

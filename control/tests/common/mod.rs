@@ -212,7 +212,22 @@ impl Sim {
     /// from now; returns whether it went quiet before the limit.
     pub fn run_for(&mut self, limit: Duration) {
         let end = self.now + limit;
+        let mut spins = 0u32;
         loop {
+            spins += 1;
+            assert!(
+                spins < 1_000_000,
+                "the endpoints spin: timeouts {:?} at {:?}, SAs {:#?}",
+                self.nodes
+                    .iter()
+                    .map(|n| n.ep.poll_timeout())
+                    .collect::<Vec<_>>(),
+                self.now,
+                self.nodes
+                    .iter()
+                    .map(|n| n.ep.list_sas(self.now))
+                    .collect::<Vec<_>>()
+            );
             self.collect();
             let next_packet = self.flight.iter().map(|f| f.at).min();
             let next_timer = self.nodes.iter().filter_map(|n| n.ep.poll_timeout()).min();
