@@ -89,8 +89,8 @@ fn child_rekey_from_either_side_is_make_before_break() {
         let now = sim.now;
         sim.nodes[side].ep.rekey_child(now, child).unwrap();
         sim.run_for(Duration::from_secs(5));
-        for n in 0..2 {
-            assert_make_before_break(sim.events(n), marks[n]);
+        for (n, mark) in marks.into_iter().enumerate() {
+            assert_make_before_break(sim.events(n), mark);
             let sas = sim.nodes[n].ep.list_sas(sim.now);
             assert_eq!(sas[0].children.len(), 1, "side {side} node {n}: {sas:#?}");
             assert!(sim.events(n).iter().any(|e| matches!(
