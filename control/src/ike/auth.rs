@@ -1062,13 +1062,13 @@ pub(crate) fn handle_auth_request(
     let candidates: Vec<Arc<Connection>> = ep
         .connections
         .iter()
-        .filter(|c| {
-            c.matches_addrs(sa.local.ip(), sa.remote.ip())
-                && c.remote.id.matches(idi)
-                && idr_wanted.is_none_or(|r| *r == c.local_id(sa.local.ip()))
-        })
+        .filter(|c| c.matches_addrs(sa.local.ip(), sa.remote.ip()) && c.remote.id.matches(idi))
         .cloned()
         .collect();
+    // Connections whose identity is the IDr the initiator asked for come
+    // first; the others still get a chance, as the IDr is only a hint.
+    let mut candidates = candidates;
+    candidates.sort_by_key(|c| !idr_wanted.is_none_or(|r| *r == c.local_id(sa.local.ip())));
     let mut verdict = Err(format!(
         "no connection accepts peer {} at {}",
         id_display(idi),
@@ -1175,7 +1175,11 @@ pub(crate) fn handle_auth_request(
                         ep,
                     )?;
                     out.push(Payload::Sa(SecurityAssociation {
-                        proposals: vec![EspProposal::from_chosen(&algs).to_wire(1, spi_in, false)],
+                        proposals: vec![EspProposal::from_chosen(&algs).to_wire(
+                            super::proposal::esp_number(&s.proposals, &algs, false),
+                            spi_in,
+                            false,
+                        )],
                     }));
                     out.push(Payload::TsI(TrafficSelectors {
                         selectors: remote_ts,

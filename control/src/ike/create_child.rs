@@ -484,7 +484,11 @@ pub(crate) fn handle_request(
         }
         let mut out = vec![
             Payload::Sa(SecurityAssociation {
-                proposals: vec![EspProposal::from_chosen(&algs).to_wire(1, spi_in, true)],
+                proposals: vec![EspProposal::from_chosen(&algs).to_wire(
+                    super::proposal::esp_number(&s.proposals, &algs, true),
+                    spi_in,
+                    true,
+                )],
             }),
             Payload::Nonce(nonce_r),
         ];

@@ -344,3 +344,9 @@ pub(crate) fn select_esp(
     }
     None
 }
+
+/// The number of the peer's ESP proposal that `chosen` came from: the
+/// answer must repeat it (section 3.3.6).
+pub(crate) fn esp_number(theirs: &[Proposal], chosen: &ChildAlgorithms, with_dh: bool) -> u8 {
+    select_esp(theirs, &[EspProposal::from_chosen(chosen)], with_dh).map_or(1, |(_, n, _)| n)
+}

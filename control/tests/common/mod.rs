@@ -99,11 +99,11 @@ pub struct Sim {
 }
 
 pub fn node(toml: &str, ip: &str, seed: u64, settings: Settings) -> Node {
-    let mut ep = Endpoint::new(
-        settings,
-        connections(toml),
-        Box::new(SeededRandom::new(seed)),
-    );
+    node_with(connections(toml), ip, seed, settings)
+}
+
+pub fn node_with(conns: Vec<Connection>, ip: &str, seed: u64, settings: Settings) -> Node {
+    let mut ep = Endpoint::new(settings, conns, Box::new(SeededRandom::new(seed)));
     ep.set_wall_clock(Instant::now(), std::time::SystemTime::now());
     Node {
         ep,
