@@ -507,7 +507,11 @@ impl IkeSa {
             true
         } else {
             if header.message_id.wrapping_add(1) == chan.peer_mid {
-                if let Some((mid, packets)) = &chan.cached_response {
+                // RFC 7383 section 2.6.1: only the first fragment of a
+                // retransmitted request triggers the answer again.
+                let later_fragment = header.next_payload == pt::SKF
+                    && crate::wire::be16(datagram, HEADER_LEN + 4).is_some_and(|n| n != 1);
+                if let (Some((mid, packets)), false) = (&chan.cached_response, later_fragment) {
                     if *mid == header.message_id {
                         debug!(ike = %self.id, mid, "retransmitting the cached response");
                         let packets = packets.clone();
