@@ -495,3 +495,49 @@ fn an_ike_sa_init_flood_brings_cookies_and_stays_bounded() {
         .iter()
         .any(|e| matches!(e, Event::ChildSaUp { .. })));
 }
+
+#[test]
+fn simultaneous_ike_rekey_ends_with_one_new_ike_sa() {
+    let mut sim = established(
+        "aes128gcm16-prfsha256-x25519",
+        "rekey_time = \"4h\"\nrand_time = \"0s\"",
+        "",
+        120,
+    );
+    let before = installed(sim.events(0));
+    let (ia, ib) = (ike_of(&sim, 0), ike_of(&sim, 1));
+    let now = sim.now;
+    sim.nodes[0].ep.rekey_ike(now, ia).unwrap();
+    sim.nodes[1].ep.rekey_ike(now, ib).unwrap();
+    sim.run_for(Duration::from_secs(120));
+    let (a, b) = (
+        &sim.nodes[0].ep.list_sas(sim.now),
+        &sim.nodes[1].ep.list_sas(sim.now),
+    );
+    assert_eq!(a.len(), 1);
+    assert_eq!(b.len(), 1);
+    assert_eq!((a[0].spi_i, a[0].spi_r), (b[0].spi_i, b[0].spi_r));
+    let rekeys = |n: usize| {
+        count(sim.events(n), |e| {
+            matches!(e, Event::IkeSaUp { rekeyed: true, .. })
+        })
+    };
+    assert!(
+        rekeys(0) >= 1 && rekeys(0) == rekeys(1),
+        "{} {}",
+        rekeys(0),
+        rekeys(1)
+    );
+    assert_eq!(installed(sim.events(0)), before);
+    // And the new one carries traffic: DPD-free delete over it works.
+    let now = sim.now;
+    sim.nodes[1].ep.terminate(now, Target::IkeSa(ib)).unwrap();
+    sim.run_for(Duration::from_secs(10));
+    assert!(sim.events(0).iter().any(|e| matches!(
+        e,
+        Event::IkeSaDown {
+            reason: Reason::PeerDelete,
+            ..
+        }
+    )));
+}
