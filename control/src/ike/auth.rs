@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use aws_lc_rs::digest;
 use tracing::{debug, info, warn};
@@ -108,6 +108,18 @@ pub(crate) fn random_ike_spi(ep: &mut Endpoint) -> Result<u64, Reason> {
             return Ok(spi);
         }
     }
+}
+
+/// `time` minus a random part of `jitter` (never below half of `time`):
+/// two ends with the same config do not rekey in the same instant.
+pub(crate) fn jittered(time: Duration, jitter: Duration, ep: &mut Endpoint) -> Duration {
+    let jitter = jitter.min(time / 2);
+    let mut b = [0u8; 4];
+    if jitter.is_zero() || ep.rng.fill(&mut b).is_err() {
+        return time;
+    }
+    let frac = f64::from(u32::from_be_bytes(b)) / f64::from(u32::MAX);
+    time - jitter.mul_f64(frac)
 }
 
 /// A fresh inbound ESP SPI, never in use or reserved, >= 256 (RFC 4303).
@@ -781,7 +793,10 @@ pub(crate) fn established(
     sa.phase = Phase::Established;
     sa.expire_at = None;
     sa.established_at = Some(now);
-    sa.rekey_at = sa.conn.rekey_time.map(|d| now + d);
+    sa.rekey_at = sa
+        .conn
+        .rekey_time
+        .map(|d| now + jittered(d, sa.conn.rand_time, ep));
     if sa.nat_local {
         sa.keepalive_at = ep.settings.keepalive_interval.map(|i| now + i);
     }
@@ -829,7 +844,7 @@ pub(crate) fn install_child(
         remote_ts,
         state: ChildSaState::Installed,
         installed_at: now,
-        rekey_at: cfg.rekey_time.map(|d| now + d),
+        rekey_at: cfg.rekey_time.map(|d| now + jittered(d, cfg.rand_time, ep)),
         expire_at: cfg.life_time.map(|d| now + d),
         encap,
         collision: None,
@@ -1062,13 +1077,13 @@ pub(crate) fn handle_auth_request(
     let candidates: Vec<Arc<Connection>> = ep
         .connections
         .iter()
-        .filter(|c| {
-            c.matches_addrs(sa.local.ip(), sa.remote.ip())
-                && c.remote.id.matches(idi)
-                && idr_wanted.is_none_or(|r| *r == c.local_id(sa.local.ip()))
-        })
+        .filter(|c| c.matches_addrs(sa.local.ip(), sa.remote.ip()) && c.remote.id.matches(idi))
         .cloned()
         .collect();
+    // Connections whose identity is the IDr the initiator asked for come
+    // first; the others still get a chance, as the IDr is only a hint.
+    let mut candidates = candidates;
+    candidates.sort_by_key(|c| !idr_wanted.is_none_or(|r| *r == c.local_id(sa.local.ip())));
     let mut verdict = Err(format!(
         "no connection accepts peer {} at {}",
         id_display(idi),
@@ -1175,7 +1190,11 @@ pub(crate) fn handle_auth_request(
                         ep,
                     )?;
                     out.push(Payload::Sa(SecurityAssociation {
-                        proposals: vec![EspProposal::from_chosen(&algs).to_wire(1, spi_in, false)],
+                        proposals: vec![EspProposal::from_chosen(&algs).to_wire(
+                            super::proposal::esp_number(&s.proposals, &algs, false),
+                            spi_in,
+                            false,
+                        )],
                     }));
                     out.push(Payload::TsI(TrafficSelectors {
                         selectors: remote_ts,

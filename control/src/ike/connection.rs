@@ -73,6 +73,9 @@ pub struct ChildConfig {
     pub rekey_time: Option<Duration>,
     /// Delete this long after installation if not rekeyed.
     pub life_time: Option<Duration>,
+    /// Up to this much is taken off `rekey_time` at random, so that both
+    /// ends rarely rekey at once (`rand_time`).
+    pub rand_time: Duration,
     /// What the daemon does on load.
     pub start_action: StartAction,
 }
@@ -113,6 +116,8 @@ pub struct Connection {
     pub children: Vec<ChildConfig>,
     /// Rekey the IKE SA this long after establishment.
     pub rekey_time: Option<Duration>,
+    /// Up to this much is taken off `rekey_time` at random.
+    pub rand_time: Duration,
     /// Liveness check after this long without a message from the peer.
     pub dpd_delay: Option<Duration>,
     /// What to do when the peer is gone.
@@ -189,11 +194,13 @@ impl Connection {
                             })?,
                         rekey_time: nonzero(c.rekey_time),
                         life_time: c.hard_life_time(),
+                        rand_time: c.rand_time(),
                         start_action: c.start_action,
                     })
                 })
                 .collect::<Result<_, String>>()?,
             rekey_time: nonzero(conn.rekey_time),
+            rand_time: conn.ike_rand_time(),
             dpd_delay: nonzero(conn.dpd_delay),
             dpd_action: conn.dpd_action,
             encap: conn.encap,

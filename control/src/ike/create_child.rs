@@ -23,7 +23,9 @@ use crate::wire::{
     TrafficSelectors,
 };
 
-/// How long before an unfinished rekey is tried again after TEMPORARY_FAILURE.
+/// How long before an unfinished rekey is tried again after
+/// TEMPORARY_FAILURE: between this and twice this, at random, so that two
+/// ends that collided do not collide again.
 const REKEY_RETRY: Duration = Duration::from_secs(10);
 
 /// A CREATE_CHILD_SA we sent for a Child SA.
@@ -484,7 +486,11 @@ pub(crate) fn handle_request(
         }
         let mut out = vec![
             Payload::Sa(SecurityAssociation {
-                proposals: vec![EspProposal::from_chosen(&algs).to_wire(1, spi_in, true)],
+                proposals: vec![EspProposal::from_chosen(&algs).to_wire(
+                    super::proposal::esp_number(&s.proposals, &algs, true),
+                    spi_in,
+                    true,
+                )],
             }),
             Payload::Nonce(nonce_r),
         ];
@@ -638,6 +644,7 @@ pub(crate) fn handle_child_response(
         .get(req.config)
         .map(|c| c.name.clone())
         .unwrap_or_default();
+    let retry_delay = super::auth::jittered(REKEY_RETRY * 2, REKEY_RETRY, ep);
     let back_to_installed = |sa: &mut IkeSa, retry: bool| {
         if let Some(c) = req
             .rekey
@@ -647,7 +654,7 @@ pub(crate) fn handle_child_response(
                 c.state = ChildSaState::Installed;
                 c.collision = None;
                 if retry {
-                    c.rekey_at = Some(now + REKEY_RETRY);
+                    c.rekey_at = Some(now + retry_delay);
                 }
             }
         }
@@ -874,7 +881,7 @@ pub(crate) fn handle_ike_rekey_response(
             }
         }
         info!(ike = %sa.id, notify = n.kind, "IKE rekey not done, retrying later");
-        sa.rekey_at = Some(now + REKEY_RETRY);
+        sa.rekey_at = Some(now + super::auth::jittered(REKEY_RETRY * 2, REKEY_RETRY, ep));
         return;
     }
     let result = (|| -> Result<(Channel, super::proposal::IkeAlgorithms), Reason> {
@@ -940,7 +947,7 @@ pub(crate) fn handle_ike_rekey_response(
             if ep.by_spi.get(&req.spi) == Some(&sa.id) {
                 ep.by_spi.remove(&req.spi);
             }
-            sa.rekey_at = Some(now + REKEY_RETRY);
+            sa.rekey_at = Some(now + super::auth::jittered(REKEY_RETRY * 2, REKEY_RETRY, ep));
         }
     }
 }

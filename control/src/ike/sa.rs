@@ -507,7 +507,11 @@ impl IkeSa {
             true
         } else {
             if header.message_id.wrapping_add(1) == chan.peer_mid {
-                if let Some((mid, packets)) = &chan.cached_response {
+                // RFC 7383 section 2.6.1: only the first fragment of a
+                // retransmitted request triggers the answer again.
+                let later_fragment = header.next_payload == pt::SKF
+                    && crate::wire::be16(datagram, HEADER_LEN + 4).is_some_and(|n| n != 1);
+                if let (Some((mid, packets)), false) = (&chan.cached_response, later_fragment) {
                     if *mid == header.message_id {
                         debug!(ike = %self.id, mid, "retransmitting the cached response");
                         let packets = packets.clone();
@@ -885,7 +889,13 @@ impl IkeSa {
             t.extend(c.outstanding.as_ref().map(|o| o.next_at));
         }
         if matches!(self.phase, Phase::Established) {
-            if let Some(d) = self.conn.dpd_delay {
+            // DPD waits while a request is in flight: its retransmissions
+            // find a dead peer anyway.
+            let idle = self
+                .chan
+                .as_ref()
+                .is_some_and(|c| c.outstanding.is_none() && c.queue.is_empty());
+            if let (Some(d), true) = (self.conn.dpd_delay, idle) {
                 t.push(self.last_heard + d);
             }
             t.extend(self.keepalive_at);
