@@ -388,9 +388,18 @@ fn run_system(
     let mut sizes = Vec::new();
     for size in &opts.sizes {
         let prefix = format!("{name} workers={workers} size={size}");
-        let search = trial::search(&rig, size, opts.search_steps, |what| {
+        let mut search = trial::search(&rig, size, opts.search_steps, |what| {
             bar.set_message(format!("{prefix}: {what}"));
         })?;
+        // The JSON keeps latency distributions of the 50 % and 90 % trials
+        // only.
+        for t in search
+            .trials
+            .iter_mut()
+            .chain([&mut search.flat_out, &mut search.at_loss_free])
+        {
+            t.latency_cdf.clear();
+        }
         for t in &search.trials {
             verbose(bar, opts, &prefix, t);
         }
