@@ -211,9 +211,12 @@ fn ike_kill_and_restart_of_the_daemon_loses_no_packet() {
     std::thread::sleep(Duration::from_millis(600));
     for side in [Side::B, Side::A] {
         bed.ike_kill(side).unwrap();
-        assert!(
-            bed.ike_state_path(side).exists(),
-            "the state file survives the crash"
+        let mode = std::fs::metadata(bed.ike_state_path(side))
+            .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777);
+        assert_eq!(
+            mode.ok(),
+            Some(0o600),
+            "the state file survives the crash, private"
         );
         std::thread::sleep(Duration::from_millis(1000));
         bed.ike_start(side).unwrap();
