@@ -541,3 +541,34 @@ fn simultaneous_ike_rekey_ends_with_one_new_ike_sa() {
         }
     )));
 }
+
+#[test]
+fn an_ike_sa_past_its_life_time_is_deleted() {
+    let mut sim = established(
+        "aes128gcm16-prfsha256-x25519",
+        "rekey_time = \"0\"\nlife_time = \"60s\"",
+        "",
+        130,
+    );
+    sim.run_for(Duration::from_secs(50));
+    assert_eq!(sim.nodes[0].ep.list_sas(sim.now).len(), 1);
+    sim.run_for(Duration::from_secs(20));
+    for n in 0..2 {
+        assert!(sim.nodes[n].ep.list_sas(sim.now).is_empty(), "node {n}");
+        assert!(installed(sim.events(n)).is_empty());
+    }
+    let reasons: Vec<Reason> = (0..2)
+        .map(|n| {
+            sim.events(n)
+                .iter()
+                .find_map(|e| match e {
+                    Event::IkeSaDown { reason, .. } => Some(reason.clone()),
+                    _ => None,
+                })
+                .unwrap()
+        })
+        .collect();
+    // Both had the same life time; whoever went first deleted, the other
+    // heard it (or both expired at once).
+    assert!(reasons.contains(&Reason::Expired), "{reasons:?}");
+}

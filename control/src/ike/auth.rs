@@ -791,7 +791,7 @@ pub(crate) fn established(
     ep: &mut Endpoint,
 ) {
     sa.phase = Phase::Established;
-    sa.expire_at = None;
+    sa.expire_at = sa.conn.life_time.map(|d| now + d);
     sa.established_at = Some(now);
     sa.rekey_at = sa
         .conn

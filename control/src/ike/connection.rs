@@ -118,6 +118,9 @@ pub struct Connection {
     pub rekey_time: Option<Duration>,
     /// Up to this much is taken off `rekey_time` at random.
     pub rand_time: Duration,
+    /// Delete the IKE SA this long after establishment if no rekey
+    /// replaced its keys.
+    pub life_time: Option<Duration>,
     /// Liveness check after this long without a message from the peer.
     pub dpd_delay: Option<Duration>,
     /// What to do when the peer is gone.
@@ -201,6 +204,7 @@ impl Connection {
                 .collect::<Result<_, String>>()?,
             rekey_time: nonzero(conn.rekey_time),
             rand_time: conn.ike_rand_time(),
+            life_time: conn.ike_life_time(),
             dpd_delay: nonzero(conn.dpd_delay),
             dpd_action: conn.dpd_action,
             encap: conn.encap,

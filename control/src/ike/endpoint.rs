@@ -63,7 +63,8 @@ impl Default for Settings {
             half_open_timeout: Duration::from_secs(30),
             cookie_secret_lifetime: Duration::from_secs(120),
             keepalive_interval: Some(Duration::from_secs(20)),
-            fragment_size: 1280 - 48,
+            // IPv6's minimum MTU less IPv6, UDP and the non-ESP marker.
+            fragment_size: 1280 - 40 - 8 - 4,
             linger: Duration::from_secs(10),
         }
     }

@@ -733,13 +733,21 @@ impl IkeSa {
         }
         if let Some(t) = self.expire_at {
             if now >= t {
-                let r = if self.is_half_open() {
-                    Reason::Timeout(0)
+                self.expire_at = None;
+                if matches!(self.phase, Phase::Established) {
+                    // The hard lifetime came before a rekey succeeded.
+                    info!(ike = %self.id, "IKE SA lifetime expired");
+                    self.down_reason = Some(Reason::Expired);
+                    super::informational::delete_ike(self, now, ep);
                 } else {
-                    Reason::Protocol("expired".into())
-                };
-                self.die(r, ep);
-                return;
+                    let r = if self.is_half_open() {
+                        Reason::Timeout(0)
+                    } else {
+                        Reason::Protocol("no answer while deleting".into())
+                    };
+                    self.die(r, ep);
+                    return;
+                }
             }
         }
         // Retransmission on the old channel (its Delete), then its end.
