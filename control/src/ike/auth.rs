@@ -210,6 +210,7 @@ impl IkeSa {
     pub(crate) fn initiate(
         now: Instant,
         conn: Arc<Connection>,
+        attempt: u32,
         ep: &mut Endpoint,
     ) -> Result<IkeSaId, CommandError> {
         let not = |reason| CommandError::NotInitiable {
@@ -267,6 +268,7 @@ impl IkeSa {
             dead: false,
             down_reason: None,
             pending_rekey_group: None,
+            attempt,
         };
         let mut st = InitState {
             dh,
@@ -299,9 +301,7 @@ pub(crate) fn init_timeout(sa: &mut IkeSa, now: Instant, ep: &mut Endpoint) {
         let tries = st.tries;
         warn!(ike = %sa.id, "IKE_SA_INIT: no answer");
         sa.die(Reason::Timeout(tries), ep);
-        if sa.conn.dpd_action == super::DpdAction::Restart {
-            ep.restart.push(sa.conn.name.clone());
-        }
+        sa.try_again(ep);
         return;
     }
     st.tries += 1;

@@ -78,6 +78,8 @@ pub struct ChildConfig {
     pub rand_time: Duration,
     /// What the daemon does on load.
     pub start_action: StartAction,
+    /// What to do when the peer closes it.
+    pub close_action: config::CloseAction,
 }
 
 impl ChildConfig {
@@ -131,6 +133,8 @@ pub struct Connection {
     pub fragmentation: bool,
     /// Fragment our own big messages when the peer supports it.
     pub fragment_ours: bool,
+    /// Initiation attempts before giving up; 0: forever.
+    pub keyingtries: u32,
     /// Where pre-shared keys come from.
     pub secrets: Arc<IkeConfig>,
 }
@@ -199,6 +203,7 @@ impl Connection {
                         life_time: c.hard_life_time(),
                         rand_time: c.rand_time(),
                         start_action: c.start_action,
+                        close_action: c.close_action,
                     })
                 })
                 .collect::<Result<_, String>>()?,
@@ -210,6 +215,7 @@ impl Connection {
             encap: conn.encap,
             fragmentation: conn.fragmentation != Fragmentation::No,
             fragment_ours: conn.fragmentation == Fragmentation::Yes,
+            keyingtries: conn.keyingtries,
             secrets: cfg.clone(),
         })
     }

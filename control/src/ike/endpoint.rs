@@ -168,8 +168,9 @@ pub struct Endpoint {
     pub(super) drops: Drops,
     /// Inbound ESP SPIs in use or reserved, so a new one never collides.
     pub(super) child_spis: HashSet<u32>,
-    /// Connections to initiate again (DPD action restart).
-    pub(super) restart: Vec<String>,
+    /// Connections to initiate again (keyingtries, DPD action restart,
+    /// close action start), with the number of the attempt.
+    pub(super) restart: Vec<(String, u32)>,
     /// A wall-clock reading and the instant it was taken: certificate
     /// validity needs calendar time, which the machine never reads itself.
     pub(super) wall_clock: Option<(Instant, SystemTime)>,
@@ -258,6 +259,7 @@ impl Endpoint {
             }
         };
         self.dispatch(now, local, remote, header, datagram);
+        self.run_restarts(now);
     }
 
     /// Does whatever is due at `now`: retransmissions, give-ups, DPD,
@@ -269,9 +271,16 @@ impl Endpoint {
         for id in ids {
             self.with_sa(id, |sa, ep| sa.handle_timeout(now, ep));
         }
-        for name in std::mem::take(&mut self.restart) {
-            if let Err(e) = self.initiate(now, &name) {
-                tracing::warn!(connection = %name, error = %e, "cannot restart the connection");
+        self.run_restarts(now);
+    }
+
+    fn run_restarts(&mut self, now: Instant) {
+        for (name, attempt) in std::mem::take(&mut self.restart) {
+            let conn = self.connections.iter().find(|c| c.name == name).cloned();
+            let Some(conn) = conn else { continue };
+            tracing::info!(connection = %name, attempt, "initiating again");
+            if let Err(e) = IkeSa::initiate(now, conn, attempt, self) {
+                tracing::warn!(connection = %name, error = %e, "cannot initiate the connection again");
             }
         }
     }
@@ -301,7 +310,7 @@ impl Endpoint {
             .find(|c| c.name == name)
             .cloned()
             .ok_or_else(|| CommandError::UnknownConnection(name.to_owned()))?;
-        IkeSa::initiate(now, conn, self)
+        IkeSa::initiate(now, conn, 1, self)
     }
 
     /// Deletes IKE SAs (with their Child SAs) or one Child SA, telling the

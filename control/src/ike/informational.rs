@@ -81,7 +81,15 @@ pub(crate) fn handle_request(
     if deletes_ike(&p) {
         info!(ike = %sa.id, "INFORMATIONAL: peer deletes the IKE SA");
         sa.respond(chan, exchange::INFORMATIONAL, header.message_id, &[], ep);
+        let restart = sa
+            .conn
+            .children
+            .iter()
+            .any(|c| c.close_action == crate::config::CloseAction::Start);
         sa.die(Reason::PeerDelete, ep);
+        if restart {
+            ep.restart.push((sa.conn.name.clone(), 1));
+        }
         return;
     }
     if let Some(n) = super::auth::error_notify(&p) {
@@ -112,12 +120,22 @@ pub(crate) fn handle_request(
                 .find(|c| c.spi_out == spi)
                 .map(|c| (c.id, c.spi_in, c.state));
             if let Some((id, spi_in, state)) = found {
-                let reason = if state == ChildSaState::Rekeyed {
+                let rekeyed = state == ChildSaState::Rekeyed;
+                let reason = if rekeyed {
                     Reason::Rekeyed
                 } else {
                     Reason::PeerDelete
                 };
-                sa.remove_child(id, reason, ep);
+                if let Some(c) = sa.remove_child(id, reason, ep) {
+                    let config = sa.conn.children.iter().position(|k| {
+                        k.name == c.name && k.close_action == crate::config::CloseAction::Start
+                    });
+                    if let (Some(config), false) = (config, rekeyed) {
+                        if let Err(r) = super::create_child::queue_new_child(sa, config, chan, ep) {
+                            tracing::warn!(ike = %sa.id, reason = %r, "cannot start the child again");
+                        }
+                    }
+                }
                 ours.push(spi_in.to_be_bytes().to_vec());
             }
         }

@@ -183,6 +183,8 @@ pub(crate) struct IkeSa {
     pub down_reason: Option<Reason>,
     /// The DH group the peer asked for in an IKE rekey (INVALID_KE_PAYLOAD).
     pub pending_rekey_group: Option<crate::crypto::DhGroup>,
+    /// Which initiation attempt this is (`keyingtries`); 0 for a responder.
+    pub attempt: u32,
 }
 
 fn retransmit_delay(ep: &Endpoint, tries: u32) -> Duration {
@@ -725,6 +727,15 @@ impl IkeSa {
         }
     }
 
+    /// After a failed initiation: another attempt while `keyingtries`
+    /// allows (0: forever).
+    pub(crate) fn try_again(&self, ep: &mut Endpoint) {
+        let tries = self.conn.keyingtries;
+        if self.we_initiated && (tries == 0 || self.attempt < tries) {
+            ep.restart.push((self.conn.name.clone(), self.attempt + 1));
+        }
+    }
+
     /// Retransmissions, give-ups, rekeys, DPD, keepalives, expiries.
     pub(crate) fn handle_timeout(&mut self, now: Instant, ep: &mut Endpoint) {
         if let Phase::InitSent(_) = self.phase {
@@ -807,13 +818,14 @@ impl IkeSa {
                 Reason::Timeout(tries)
             };
             warn!(ike = %self.id, exchange = req.name(), %reason, "peer did not answer");
+            let connecting = self.established_at.is_none();
             self.die(reason.clone(), ep);
-            if reason == Reason::DeadPeer && self.conn.dpd_action == super::DpdAction::Restart
-                || matches!(reason, Reason::Timeout(_))
-                    && self.we_initiated
-                    && self.conn.dpd_action == super::DpdAction::Restart
+            if connecting {
+                self.try_again(ep);
+            } else if reason == Reason::DeadPeer
+                && self.conn.dpd_action == super::DpdAction::Restart
             {
-                ep.restart.push(self.conn.name.clone());
+                ep.restart.push((self.conn.name.clone(), 1));
             }
             return;
         }
