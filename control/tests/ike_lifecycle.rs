@@ -619,3 +619,30 @@ fn close_action_start_initiates_again_after_a_peer_delete() {
     }
     assert_sas_match(&installed(sim.events(0)), &installed(sim.events(1)));
 }
+
+#[test]
+fn initial_contact_from_a_restarted_peer_drops_its_old_sas() {
+    let mut sim = established("aes128gcm16-prfsha256-x25519", "", "", 150);
+    // A restarts: a fresh endpoint that knows nothing.
+    sim.nodes[0] = node(
+        &psk_config(A, B, "aes128gcm16-prfsha256-x25519", "", ""),
+        A,
+        999,
+        fast_settings(),
+    );
+    sim.nodes[0].ep.initiate(sim.now, "gw").unwrap();
+    sim.run_for(Duration::from_secs(5));
+    assert_eq!(sim.nodes[1].ep.list_sas(sim.now).len(), 1);
+    assert!(sim.events(1).iter().any(|e| matches!(
+        e,
+        Event::IkeSaDown {
+            reason: Reason::PeerDelete,
+            ..
+        }
+    )));
+    assert_sas_match(&installed(sim.events(0)), &installed(sim.events(1)));
+    // A second IKE SA from the same (running) peer does not drop the first.
+    sim.nodes[0].ep.initiate(sim.now, "gw").unwrap();
+    sim.run_for(Duration::from_secs(5));
+    assert_eq!(sim.nodes[1].ep.list_sas(sim.now).len(), 2);
+}

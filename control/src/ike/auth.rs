@@ -730,10 +730,17 @@ fn send_auth_request(sa: &mut IkeSa, now: Instant, ep: &mut Endpoint) -> Result<
         payloads.push(Payload::IdR(r));
     }
     payloads.push(Payload::Auth(auth));
-    payloads.push(Payload::Notify(Notify::new(
-        notify::INITIAL_CONTACT,
-        Vec::new(),
-    )));
+    // Only a first contact says so: the peer drops what it holds from us.
+    let first_contact = !ep
+        .sas
+        .values()
+        .any(|o| o.conn.name == conn.name && o.established_at.is_some());
+    if first_contact {
+        payloads.push(Payload::Notify(Notify::new(
+            notify::INITIAL_CONTACT,
+            Vec::new(),
+        )));
+    }
     let pending = match conn.children.first() {
         Some(child) => {
             let spi_in = random_child_spi(ep)?;
@@ -1119,6 +1126,9 @@ pub(crate) fn handle_auth_request(
     };
     sa.conn = conn.clone();
     sa.peer_id = Some(idi.clone());
+    if notify_of(&p, notify::INITIAL_CONTACT).is_some() {
+        forget_previous_contact(sa, idi, ep);
+    }
     let local_id = conn.local_id(sa.local.ip());
     let our_auth = match make_auth(sa, chan, false, &conn, &local_id, idi) {
         Ok(a) => a,
@@ -1241,6 +1251,28 @@ pub(crate) type ChildChoice = (
     Vec<crate::wire::TrafficSelector>,
     Vec<crate::wire::TrafficSelector>,
 );
+
+/// INITIAL_CONTACT (section 2.4): the peer lost its state, so every
+/// established IKE SA with the same identity at the same address is gone
+/// on its side; they leave without a Delete nobody would answer.
+fn forget_previous_contact(sa: &IkeSa, peer: &Identity, ep: &mut Endpoint) {
+    let stale: Vec<IkeSaId> = ep
+        .sas
+        .iter()
+        .filter(|(_, o)| {
+            o.established_at.is_some()
+                && o.peer_id.as_ref() == Some(peer)
+                && o.remote.ip() == sa.remote.ip()
+        })
+        .map(|(id, _)| *id)
+        .collect();
+    for id in stale {
+        info!(ike = %id, peer = %id_display(peer), "INITIAL_CONTACT: dropping the peer's previous IKE SA");
+        ep.with_sa(id, |o, ep| {
+            o.die(Reason::PeerDelete, ep);
+        });
+    }
+}
 
 /// The responder's choice of child config, ESP proposal and narrowed
 /// selectors: the first child whose proposals and selectors both fit.
