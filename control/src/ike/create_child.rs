@@ -6,9 +6,11 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
-use super::auth::{
-    child_sa_payload, error_notify, install_child, notify_of, random_child_spi, random_ike_spi,
-    random_vec, sa_payload, select_child, tsi, tsr, NONCE_LEN,
+use super::auth::child_sa_payload;
+use super::child::{install_child, select_child};
+use super::common::{
+    error_notify, notify_of, random_child_spi, random_ike_spi, random_vec, sa_payload, tsi, tsr,
+    NONCE_LEN,
 };
 use super::endpoint::{CommandError, Endpoint};
 use super::event::{ChildSaState, Event, Reason};
@@ -644,7 +646,7 @@ pub(crate) fn handle_child_response(
         .get(req.config)
         .map(|c| c.name.clone())
         .unwrap_or_default();
-    let retry_delay = super::auth::jittered(REKEY_RETRY * 2, REKEY_RETRY, ep);
+    let retry_delay = super::common::jittered(REKEY_RETRY * 2, REKEY_RETRY, ep);
     let back_to_installed = |sa: &mut IkeSa, retry: bool| {
         if let Some(c) = req
             .rekey
@@ -881,7 +883,7 @@ pub(crate) fn handle_ike_rekey_response(
             }
         }
         info!(ike = %sa.id, notify = n.kind, "IKE rekey not done, retrying later");
-        sa.rekey_at = Some(now + super::auth::jittered(REKEY_RETRY * 2, REKEY_RETRY, ep));
+        sa.rekey_at = Some(now + super::common::jittered(REKEY_RETRY * 2, REKEY_RETRY, ep));
         return;
     }
     let result = (|| -> Result<(Channel, super::proposal::IkeAlgorithms), Reason> {
@@ -947,7 +949,7 @@ pub(crate) fn handle_ike_rekey_response(
             if ep.by_spi.get(&req.spi) == Some(&sa.id) {
                 ep.by_spi.remove(&req.spi);
             }
-            sa.rekey_at = Some(now + super::auth::jittered(REKEY_RETRY * 2, REKEY_RETRY, ep));
+            sa.rekey_at = Some(now + super::common::jittered(REKEY_RETRY * 2, REKEY_RETRY, ep));
         }
     }
 }

@@ -8,9 +8,10 @@ use std::time::Instant;
 
 use tracing::{debug, info};
 
-use super::auth::{detect_nat, nat_hash, notify_of, random_ike_spi, random_vec, NONCE_LEN};
+use super::common::{notify_of, random_ike_spi, random_vec, NONCE_LEN};
 use super::connection::Connection;
 use super::endpoint::{Endpoint, Transmit};
+use super::init::{detect_nat, nat_hash};
 use super::proposal::{select_ike, select_ike_with_ke, IkeProposal};
 use super::sa::{Channel, IkeSa, Phase};
 use crate::crypto::{DhPrivate, IkeKeys};

@@ -92,7 +92,7 @@ pub(crate) fn handle_request(
         }
         return;
     }
-    if let Some(n) = super::auth::error_notify(&p) {
+    if let Some(n) = super::common::error_notify(&p) {
         if n.kind == notify::AUTHENTICATION_FAILED {
             warn!(ike = %sa.id, "peer rejected our authentication after IKE_AUTH");
             sa.respond(chan, exchange::INFORMATIONAL, header.message_id, &[], ep);

@@ -35,6 +35,7 @@
 
 mod auth;
 mod child;
+mod common;
 mod connection;
 mod cookie;
 mod create_child;
@@ -43,6 +44,7 @@ mod event;
 mod exchange;
 mod fragment;
 mod informational;
+mod init;
 mod proposal;
 mod sa;
 pub mod ts;

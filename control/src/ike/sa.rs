@@ -137,7 +137,7 @@ impl Channel {
 #[derive(Debug)]
 pub(crate) enum Phase {
     /// Initiator: IKE_SA_INIT sent, no keys yet.
-    InitSent(super::auth::InitState),
+    InitSent(super::init::InitState),
     /// Initiator: IKE_AUTH sent. Responder: IKE_SA_INIT answered (half-open).
     Authenticating,
     /// Authenticated.
@@ -427,7 +427,7 @@ impl IkeSa {
     ) {
         if let Phase::InitSent(_) = self.phase {
             if header.exchange == exchange::IKE_SA_INIT && header.flags.response {
-                super::auth::handle_init_response(self, now, local, remote, header, datagram, ep);
+                super::init::handle_init_response(self, now, local, remote, header, datagram, ep);
             }
             return;
         }
@@ -739,7 +739,7 @@ impl IkeSa {
     /// Retransmissions, give-ups, rekeys, DPD, keepalives, expiries.
     pub(crate) fn handle_timeout(&mut self, now: Instant, ep: &mut Endpoint) {
         if let Phase::InitSent(_) = self.phase {
-            super::auth::init_timeout(self, now, ep);
+            super::init::init_timeout(self, now, ep);
             return;
         }
         if let Some(t) = self.expire_at {
@@ -954,7 +954,7 @@ impl IkeSa {
             remote: self.remote,
             spi_i,
             spi_r,
-            peer_id: self.peer_id.as_ref().map(super::auth::id_display),
+            peer_id: self.peer_id.as_ref().map(super::common::id_display),
             algorithms: self.chan.as_ref().map(|c| c.algs.to_string()),
             nat: self.nat_local || self.nat_remote,
             age: now.saturating_duration_since(self.established_at.unwrap_or(self.created)),
