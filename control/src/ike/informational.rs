@@ -154,16 +154,32 @@ pub(crate) fn handle_request(
 }
 
 /// A request on the SPIs an IKE rekey replaced: the Delete of that old IKE
-/// SA (or a late liveness check) is answered empty.
+/// SA is answered empty, other INFORMATIONALs as usual (Child SA deletes
+/// still apply), a CREATE_CHILD_SA with TEMPORARY_FAILURE.
 pub(crate) fn handle_old_request(
     sa: &mut IkeSa,
+    now: Instant,
     header: IkeHeader,
-    p: &[Payload],
+    p: Vec<Payload>,
     chan: &mut Channel,
     ep: &mut Endpoint,
 ) {
-    if deletes_ike(p) {
+    if deletes_ike(&p) {
         info!(ike = %sa.id, "old IKE SA deleted by the peer after rekey");
+    } else if header.exchange == exchange::INFORMATIONAL {
+        // Child SA deletes still apply: the Child SAs moved to the new SPIs.
+        handle_request(sa, now, header, p, chan, ep);
+        return;
     }
-    sa.respond(chan, header.exchange, header.message_id, &[], ep);
+    // Anything else was sent before the peer saw the rekey: it may try
+    // again on the new SPIs (section 2.25).
+    let answer = if header.exchange == exchange::CREATE_CHILD_SA {
+        vec![Payload::Notify(crate::wire::Notify::new(
+            notify::TEMPORARY_FAILURE,
+            Vec::new(),
+        ))]
+    } else {
+        Vec::new()
+    };
+    sa.respond(chan, header.exchange, header.message_id, &answer, ep);
 }

@@ -439,9 +439,13 @@ impl IkeSa {
             }
             _ => false,
         };
+        let mut expires = now;
         let mut chan = if on_old {
             match self.old_chan.take() {
-                Some((c, _)) => c,
+                Some((c, t)) => {
+                    expires = t;
+                    c
+                }
                 None => return,
             }
         } else {
@@ -450,14 +454,17 @@ impl IkeSa {
                 None => return,
             }
         };
-        let expires = self.old_chan.as_ref().map(|(_, t)| *t);
         let keep =
             self.handle_on_channel(now, local, remote, header, datagram, &mut chan, on_old, ep);
         if on_old {
-            self.old_chan = Some((chan, expires.unwrap_or(now)));
-            if !keep {
-                self.drop_old_chan(ep);
-            }
+            // A finished old channel still answers retransmissions of its
+            // Delete for a while.
+            let until = if keep {
+                expires
+            } else {
+                expires.min(now + ep.settings.linger)
+            };
+            self.old_chan = Some((chan, until));
         } else if self.chan.is_none() {
             self.chan = Some(chan);
         }
@@ -553,10 +560,10 @@ impl IkeSa {
             }
             chan.peer_mid = chan.peer_mid.wrapping_add(1);
             if on_old {
-                // Only a Delete (or DPD) may come on the old SPIs.
-                super::informational::handle_old_request(self, header, &payloads, chan, ep);
-                return chan.cached_response.is_some()
-                    && !super::informational::deletes_ike(&payloads);
+                // Requests the peer sent before it saw the rekey.
+                let deleted = super::informational::deletes_ike(&payloads);
+                super::informational::handle_old_request(self, now, header, payloads, chan, ep);
+                return !deleted;
             }
             match header.exchange {
                 exchange::IKE_AUTH => {
