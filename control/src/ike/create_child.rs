@@ -608,7 +608,9 @@ fn ike_rekey_request(
             sa.respond(chan, exchange::CREATE_CHILD_SA, header.message_id, &out, ep);
             ep.by_spi.insert(new.spi_r, sa.id);
             info!(ike = %sa.id, algorithms = %algs, "IKE SA rekeyed (responder)");
-            let old = std::mem::replace(chan, new);
+            let mut old = std::mem::replace(chan, new);
+            // Our requests not sent yet go out on the new SPIs.
+            chan.queue = std::mem::take(&mut old.queue);
             // The old SPIs stay until the initiator deletes them.
             sa.old_chan = Some((old, now + ep.settings.linger * 6));
             super::auth::established(sa, now, true, &algs, ep);
