@@ -589,6 +589,7 @@ fn ike_rekey_request(
         )
         .map_err(|e| Reason::Internal(e.to_string()))?;
         let new = Channel::new(peer_spi, our_spi, false, algs, keys)?;
+        new.log_keys(ep);
         let out = vec![
             Payload::Sa(SecurityAssociation {
                 proposals: vec![
@@ -920,7 +921,9 @@ pub(crate) fn handle_ike_rekey_response(
             Some((chan.algs.prf, &chan.keys.sk_d)),
         )
         .map_err(|e| Reason::Internal(e.to_string()))?;
-        Ok((Channel::new(req.spi, peer_spi, true, algs, keys)?, algs))
+        let new = Channel::new(req.spi, peer_spi, true, algs, keys)?;
+        new.log_keys(ep);
+        Ok((new, algs))
     })();
     match result {
         Ok((new, algs)) => {

@@ -48,6 +48,10 @@ pub struct Settings {
     /// Time a deleted/rekeyed SA's cached state lingers (answers
     /// retransmitted requests, absorbs late packets).
     pub linger: Duration,
+    /// TEST ONLY: log each IKE SA's SK_e/SK_a keys at debug level, in
+    /// Wireshark's IKEv2 decryption table order, so captures can be
+    /// decrypted. Never on in production.
+    pub log_keys: bool,
 }
 
 impl Default for Settings {
@@ -66,6 +70,7 @@ impl Default for Settings {
             // IPv6's minimum MTU less IPv6, UDP and the non-ESP marker.
             fragment_size: 1280 - 40 - 8 - 4,
             linger: Duration::from_secs(10),
+            log_keys: false,
         }
     }
 }
@@ -83,6 +88,7 @@ impl Settings {
             cookie_threshold: usize::try_from(d.cookie_threshold).unwrap_or(usize::MAX),
             max_half_open: usize::try_from(d.half_open_limit).unwrap_or(usize::MAX),
             keepalive_interval: (!d.keep_alive.is_zero()).then_some(d.keep_alive),
+            log_keys: d.log_keys,
             ..defaults
         }
     }

@@ -269,6 +269,7 @@ impl Endpoint {
         )
         .map_err(internal)?;
         let mut chan = Channel::new(header.spi_i, spi_r, false, algs, keys)?;
+        chan.log_keys(self);
         chan.next_mid = 0;
         chan.peer_mid = 1;
         let id = self.alloc_ike_id();

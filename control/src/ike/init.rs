@@ -413,6 +413,7 @@ fn finish_init(
     detect_nat(sa, p, header.spi_i, header.spi_r);
     sa.peer_fragmentation = notify_of(p, notify::IKEV2_FRAGMENTATION_SUPPORTED).is_some();
     let mut chan = Channel::new(header.spi_i, header.spi_r, true, algs, keys)?;
+    chan.log_keys(ep);
     chan.next_mid = 1;
     chan.peer_mid = 0;
     sa.chan = Some(chan);

@@ -124,6 +124,25 @@ impl Channel {
         })
     }
 
+    /// With [`super::Settings::log_keys`] only: the keys as Wireshark's
+    /// IKEv2 decryption table wants them.
+    pub(crate) fn log_keys(&self, ep: &Endpoint) {
+        if !ep.settings.log_keys {
+            return;
+        }
+        let hex = |k: &[u8]| k.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        debug!(
+            spi_i = format_args!("{:016x}", self.spi_i),
+            spi_r = format_args!("{:016x}", self.spi_r),
+            sk_ei = %hex(&self.keys.sk_ei),
+            sk_er = %hex(&self.keys.sk_er),
+            sk_ai = %hex(&self.keys.sk_ai),
+            sk_ar = %hex(&self.keys.sk_ar),
+            algorithms = %self.algs,
+            "TEST ONLY log_keys: IKE SA keys"
+        );
+    }
+
     fn our_spi(&self) -> u64 {
         if self.initiator {
             self.spi_i
