@@ -483,3 +483,39 @@ fn a_retransmitted_request_gets_the_cached_response_and_nothing_else() {
     assert!(sim.nodes[1].ep.poll_transmit().is_none());
     assert_eq!(sim.nodes[1].ep.drops().message_id, 1);
 }
+
+#[test]
+fn ipv4_and_ipv6_selectors_in_one_child() {
+    let dual = |me, peer| {
+        psk_config(me, peer, "aes128gcm16-prfsha256-x25519", "", "")
+            .replace("\"10.1.0.0/16\"", "\"10.1.0.0/16\", \"fd00:1::/64\"")
+            .replace("\"10.2.0.0/16\"", "\"10.2.0.0/16\", \"fd00:2::/64\"")
+    };
+    let a = node(&dual(A, B), A, 1, fast_settings());
+    let b = node(&dual(B, A), B, 2, fast_settings());
+    let mut sim = Sim::new(vec![a, b], 13);
+    established_pair(&mut sim);
+    let sas = installed(sim.events(0));
+    assert_sas_match(&sas, &installed(sim.events(1)));
+    let out = sas
+        .values()
+        .find(|s| s.direction == Direction::Out)
+        .unwrap();
+    let pairs: Vec<(String, String)> = out
+        .selectors
+        .iter()
+        .map(|s| (s.local.to_string(), s.remote.to_string()))
+        .collect();
+    assert_eq!(
+        pairs,
+        vec![
+            ("10.1.0.0/16".to_owned(), "10.2.0.0/16".to_owned()),
+            ("fd00:1::/64".to_owned(), "fd00:2::/64".to_owned()),
+        ]
+    );
+    let policies = sim.events(0).iter().find_map(|e| match e {
+        Event::InstallPolicies { policies, .. } => Some(policies.len()),
+        _ => None,
+    });
+    assert_eq!(policies, Some(4));
+}
