@@ -66,7 +66,7 @@ mod informational;
 mod init;
 mod proposal;
 mod sa;
-pub mod ts;
+mod ts;
 
 pub use crate::config::{DpdAction, StartAction};
 pub use connection::{

@@ -200,33 +200,6 @@ pub(crate) fn display(ts: &TrafficSelector) -> String {
     }
 }
 
-/// A selector covering one prefix, any protocol and port (for tests and
-/// config resolution).
-pub fn from_prefix(p: &Prefix) -> TrafficSelector {
-    let len = u32::from(p.prefix_len());
-    let r = match p.addr() {
-        IpAddr::V4(a) => {
-            let lo = u32::from(a);
-            let hi = if len == 0 {
-                u32::MAX
-            } else {
-                lo | (u32::MAX >> len)
-            };
-            AddressRange::V4(lo.into(), hi.into())
-        }
-        IpAddr::V6(a) => {
-            let lo = u128::from(a);
-            let hi = if len == 0 {
-                u128::MAX
-            } else {
-                lo | (u128::MAX >> len)
-            };
-            AddressRange::V6(lo.into(), hi.into())
-        }
-    };
-    TrafficSelector::any(r)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
