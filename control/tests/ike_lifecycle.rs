@@ -368,7 +368,8 @@ fn child_delete_and_hard_lifetime_keep_the_ike_sa() {
 #[test]
 fn dpd_finds_a_dead_peer_and_restart_reconnects() {
     for (action, restarts) in [("clear", false), ("restart", true)] {
-        let extra = format!("dpd_delay = \"10s\"\ndpd_action = \"{action}\"");
+        // keyingtries = 0: attempts go on until the peer is back.
+        let extra = format!("dpd_delay = \"10s\"\ndpd_action = \"{action}\"\nkeyingtries = 0");
         let mut sim = established("aes128gcm16-prfsha256-x25519", &extra, "", 100);
         // Quiet but alive: DPD exchanges keep it up.
         sim.run_for(Duration::from_secs(60));
@@ -540,4 +541,108 @@ fn simultaneous_ike_rekey_ends_with_one_new_ike_sa() {
             ..
         }
     )));
+}
+
+#[test]
+fn an_ike_sa_past_its_life_time_is_deleted() {
+    let mut sim = established(
+        "aes128gcm16-prfsha256-x25519",
+        "rekey_time = \"0\"\nlife_time = \"60s\"",
+        "",
+        130,
+    );
+    sim.run_for(Duration::from_secs(50));
+    assert_eq!(sim.nodes[0].ep.list_sas(sim.now).len(), 1);
+    sim.run_for(Duration::from_secs(20));
+    for n in 0..2 {
+        assert!(sim.nodes[n].ep.list_sas(sim.now).is_empty(), "node {n}");
+        assert!(installed(sim.events(n)).is_empty());
+    }
+    let reasons: Vec<Reason> = (0..2)
+        .map(|n| {
+            sim.events(n)
+                .iter()
+                .find_map(|e| match e {
+                    Event::IkeSaDown { reason, .. } => Some(reason.clone()),
+                    _ => None,
+                })
+                .unwrap()
+        })
+        .collect();
+    // Both had the same life time; whoever went first deleted, the other
+    // heard it (or both expired at once).
+    assert!(reasons.contains(&Reason::Expired), "{reasons:?}");
+}
+
+#[test]
+fn keyingtries_bounds_the_initiation_attempts() {
+    let a = node(
+        &psk_config(A, B, "aes128gcm16-prfsha256-x25519", "keyingtries = 3", ""),
+        A,
+        1,
+        fast_settings(),
+    );
+    let mut sim = Sim::new(vec![a], 2);
+    sim.nodes[0].ep.initiate(sim.now, "gw").unwrap();
+    sim.run_for(Duration::from_secs(300));
+    // Three attempts of one request and five retransmissions each.
+    assert_eq!(sim.sent[0].len(), 18);
+    assert_eq!(
+        count(sim.events(0), |e| matches!(e, Event::IkeSaDown { .. })),
+        3
+    );
+    assert_eq!(sim.nodes[0].ep.poll_timeout(), None);
+}
+
+#[test]
+fn close_action_start_initiates_again_after_a_peer_delete() {
+    let mut sim = established(
+        "aes128gcm16-prfsha256-x25519",
+        "",
+        "close_action = \"start\"",
+        140,
+    );
+    let ib = ike_of(&sim, 1);
+    let now = sim.now;
+    sim.nodes[1].ep.terminate(now, Target::IkeSa(ib)).unwrap();
+    sim.run_for(Duration::from_secs(10));
+    // B deleted; A (close_action start) came back with a new IKE SA.
+    for n in 0..2 {
+        assert_eq!(sim.nodes[n].ep.list_sas(sim.now).len(), 1, "node {n}");
+        assert_eq!(
+            count(sim.events(n), |e| matches!(
+                e,
+                Event::IkeSaUp { rekeyed: false, .. }
+            )),
+            2
+        );
+    }
+    assert_sas_match(&installed(sim.events(0)), &installed(sim.events(1)));
+}
+
+#[test]
+fn initial_contact_from_a_restarted_peer_drops_its_old_sas() {
+    let mut sim = established("aes128gcm16-prfsha256-x25519", "", "", 150);
+    // A restarts: a fresh endpoint that knows nothing.
+    sim.nodes[0] = node(
+        &psk_config(A, B, "aes128gcm16-prfsha256-x25519", "", ""),
+        A,
+        999,
+        fast_settings(),
+    );
+    sim.nodes[0].ep.initiate(sim.now, "gw").unwrap();
+    sim.run_for(Duration::from_secs(5));
+    assert_eq!(sim.nodes[1].ep.list_sas(sim.now).len(), 1);
+    assert!(sim.events(1).iter().any(|e| matches!(
+        e,
+        Event::IkeSaDown {
+            reason: Reason::PeerDelete,
+            ..
+        }
+    )));
+    assert_sas_match(&installed(sim.events(0)), &installed(sim.events(1)));
+    // A second IKE SA from the same (running) peer does not drop the first.
+    sim.nodes[0].ep.initiate(sim.now, "gw").unwrap();
+    sim.run_for(Duration::from_secs(5));
+    assert_eq!(sim.nodes[1].ep.list_sas(sim.now).len(), 2);
 }

@@ -6,9 +6,11 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
-use super::auth::{
-    child_sa_payload, error_notify, install_child, notify_of, random_child_spi, random_ike_spi,
-    random_vec, sa_payload, select_child, tsi, tsr, NONCE_LEN,
+use super::auth::child_sa_payload;
+use super::child::{install_child, select_child};
+use super::common::{
+    error_notify, notify_of, random_child_spi, random_ike_spi, random_vec, sa_payload, tsi, tsr,
+    NONCE_LEN,
 };
 use super::endpoint::{CommandError, Endpoint};
 use super::event::{ChildSaState, Event, Reason};
@@ -587,6 +589,7 @@ fn ike_rekey_request(
         )
         .map_err(|e| Reason::Internal(e.to_string()))?;
         let new = Channel::new(peer_spi, our_spi, false, algs, keys)?;
+        new.log_keys(ep);
         let out = vec![
             Payload::Sa(SecurityAssociation {
                 proposals: vec![
@@ -606,7 +609,9 @@ fn ike_rekey_request(
             sa.respond(chan, exchange::CREATE_CHILD_SA, header.message_id, &out, ep);
             ep.by_spi.insert(new.spi_r, sa.id);
             info!(ike = %sa.id, algorithms = %algs, "IKE SA rekeyed (responder)");
-            let old = std::mem::replace(chan, new);
+            let mut old = std::mem::replace(chan, new);
+            // Our requests not sent yet go out on the new SPIs.
+            chan.queue = std::mem::take(&mut old.queue);
             // The old SPIs stay until the initiator deletes them.
             sa.old_chan = Some((old, now + ep.settings.linger * 6));
             super::auth::established(sa, now, true, &algs, ep);
@@ -644,7 +649,7 @@ pub(crate) fn handle_child_response(
         .get(req.config)
         .map(|c| c.name.clone())
         .unwrap_or_default();
-    let retry_delay = super::auth::jittered(REKEY_RETRY * 2, REKEY_RETRY, ep);
+    let retry_delay = super::common::jittered(REKEY_RETRY * 2, REKEY_RETRY, ep);
     let back_to_installed = |sa: &mut IkeSa, retry: bool| {
         if let Some(c) = req
             .rekey
@@ -881,7 +886,7 @@ pub(crate) fn handle_ike_rekey_response(
             }
         }
         info!(ike = %sa.id, notify = n.kind, "IKE rekey not done, retrying later");
-        sa.rekey_at = Some(now + super::auth::jittered(REKEY_RETRY * 2, REKEY_RETRY, ep));
+        sa.rekey_at = Some(now + super::common::jittered(REKEY_RETRY * 2, REKEY_RETRY, ep));
         return;
     }
     let result = (|| -> Result<(Channel, super::proposal::IkeAlgorithms), Reason> {
@@ -916,7 +921,9 @@ pub(crate) fn handle_ike_rekey_response(
             Some((chan.algs.prf, &chan.keys.sk_d)),
         )
         .map_err(|e| Reason::Internal(e.to_string()))?;
-        Ok((Channel::new(req.spi, peer_spi, true, algs, keys)?, algs))
+        let new = Channel::new(req.spi, peer_spi, true, algs, keys)?;
+        new.log_keys(ep);
+        Ok((new, algs))
     })();
     match result {
         Ok((new, algs)) => {
@@ -947,7 +954,7 @@ pub(crate) fn handle_ike_rekey_response(
             if ep.by_spi.get(&req.spi) == Some(&sa.id) {
                 ep.by_spi.remove(&req.spi);
             }
-            sa.rekey_at = Some(now + super::auth::jittered(REKEY_RETRY * 2, REKEY_RETRY, ep));
+            sa.rekey_at = Some(now + super::common::jittered(REKEY_RETRY * 2, REKEY_RETRY, ep));
         }
     }
 }

@@ -8,9 +8,10 @@ use std::time::Instant;
 
 use tracing::{debug, info};
 
-use super::auth::{detect_nat, nat_hash, notify_of, random_ike_spi, random_vec, NONCE_LEN};
+use super::common::{notify_of, random_ike_spi, random_vec, NONCE_LEN};
 use super::connection::Connection;
 use super::endpoint::{Endpoint, Transmit};
+use super::init::{detect_nat, nat_hash};
 use super::proposal::{select_ike, select_ike_with_ke, IkeProposal};
 use super::sa::{Channel, IkeSa, Phase};
 use crate::crypto::{DhPrivate, IkeKeys};
@@ -268,6 +269,7 @@ impl Endpoint {
         )
         .map_err(internal)?;
         let mut chan = Channel::new(header.spi_i, spi_r, false, algs, keys)?;
+        chan.log_keys(self);
         chan.next_mid = 0;
         chan.peer_mid = 1;
         let id = self.alloc_ike_id();
@@ -301,6 +303,7 @@ impl Endpoint {
             dead: false,
             down_reason: None,
             pending_rekey_group: None,
+            attempt: 0,
         };
         detect_nat(&mut sa, &msg.payloads, header.spi_i, 0);
         let src = if conn.encap {
