@@ -119,7 +119,7 @@ fn ike_rekeys_from_either_side_keep_the_tunnel_and_lose_no_packet() {
     let first = child_spis(&bed, Side::A);
     let ike_first = ike_sas(&bed, Side::A)[0]["spi_i"].clone();
     let mut seen = vec![first.clone()];
-    let stats = while_pinging(&bed, 60, || {
+    let stats = while_pinging(&bed, 120, || {
         for side in [Side::A, Side::B] {
             let out = ike_command(&bed, side, &["rekey", "--child"]);
             assert!(out.contains("rekeyed"), "{out}");
@@ -137,7 +137,7 @@ fn ike_rekeys_from_either_side_keep_the_tunnel_and_lose_no_packet() {
             std::thread::sleep(Duration::from_millis(500));
         }
         for side in [Side::A, Side::B] {
-            let out = ike_command(&bed, side, &["rekey", "--ike"]);
+            let out = ike_command_when_ready(&bed, side, &["rekey", "--ike"]);
             assert!(out.contains("rekeyed"), "{out}");
             std::thread::sleep(Duration::from_millis(500));
         }
