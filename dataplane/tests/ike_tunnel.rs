@@ -186,6 +186,19 @@ fn ike_terminate_from_either_side_removes_the_sas_on_both() {
 }
 
 #[test]
+fn ike_sigterm_deletes_the_ike_sas_and_tells_the_peer() {
+    let mut bed = bed(Encapsulation::Esp, XDPSEC, options(), false);
+    let status = bed.ike_stop(Side::A).unwrap();
+    assert!(status.success(), "{status}\n{}", bed.ike_logs());
+    assert!(dataplane_sas(&bed, Side::A).is_empty(), "A removed its SAs");
+    assert!(dataplane_policies(&bed, Side::A).is_empty());
+    assert!(!bed.ike_state_path(Side::A).exists(), "nothing to resume");
+    wait_until(&bed, "B deleted what A deleted", || {
+        ike_sas(&bed, Side::B).is_empty() && dataplane_sas(&bed, Side::B).is_empty()
+    });
+}
+
+#[test]
 fn ike_daemon_exits_naming_the_data_plane_when_it_goes_away() {
     let mut bed = bed(Encapsulation::Esp, XDPSEC, options(), false);
     bed.stop(Side::B).unwrap();
