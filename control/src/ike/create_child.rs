@@ -264,11 +264,12 @@ fn start_ike_rekey_with(
     group: Option<DhGroup>,
     ep: &mut Endpoint,
 ) -> Result<(), CommandError> {
-    if !matches!(sa.phase, Phase::Established) || sa.old_chan.is_some() {
+    if !matches!(sa.phase, Phase::Established) || sa.old_chan_busy() {
         return Err(CommandError::InvalidState(
             "the IKE SA is not established or still finishing a rekey",
         ));
     }
+    sa.drop_old_chan(ep);
     let Some(chan) = sa.chan.as_ref() else {
         return Err(CommandError::InvalidState("the IKE SA has no keys"));
     };
@@ -537,10 +538,11 @@ fn ike_rekey_request(
 ) {
     // Anything of ours in flight would be stranded on the old SPIs, and a
     // simultaneous IKE rekey is resolved by both retrying later.
-    if chan.outstanding.is_some() || sa.old_chan.is_some() {
+    if chan.outstanding.is_some() || sa.old_chan_busy() {
         info!(ike = %sa.id, "IKE rekey request while busy: TEMPORARY_FAILURE");
         return temporary_failure(sa, chan, &header, notify::TEMPORARY_FAILURE, ep);
     }
+    sa.drop_old_chan(ep);
     let Some((algs, number)) = select_ike(&s.proposals, &sa.conn.proposals) else {
         warn!(ike = %sa.id, "IKE rekey: no proposal chosen");
         return temporary_failure(sa, chan, &header, notify::NO_PROPOSAL_CHOSEN, ep);

@@ -743,6 +743,17 @@ impl IkeSa {
         Ok(())
     }
 
+    /// Whether the channel an IKE rekey replaced still waits for an answer
+    /// to a request of ours (its Delete). One that only lingers to answer
+    /// retransmissions may give way to the next rekey: otherwise a peer that
+    /// rekeys again within the linger time gets TEMPORARY_FAILURE and backs
+    /// off for many seconds (strongSwan: up to 15).
+    pub(crate) fn old_chan_busy(&self) -> bool {
+        self.old_chan
+            .as_ref()
+            .is_some_and(|(old, _)| old.outstanding.is_some())
+    }
+
     /// Forgets the channel an IKE rekey replaced.
     pub(crate) fn drop_old_chan(&mut self, ep: &mut Endpoint) {
         if let Some((old, _)) = self.old_chan.take() {
