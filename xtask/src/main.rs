@@ -89,6 +89,15 @@ fn test() -> Result<()> {
     )?;
     shell::step(
         "tests (both crypto backends)",
-        &["cargo", "test", "--all-features", "--", "--test-threads=2"],
+        // --no-fail-fast: one run reports every failing test binary, not
+        // just the first.
+        &[
+            "cargo",
+            "test",
+            "--all-features",
+            "--no-fail-fast",
+            "--",
+            "--test-threads=2",
+        ],
     )
 }
