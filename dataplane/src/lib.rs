@@ -19,5 +19,6 @@ pub mod selector;
 pub mod stats;
 pub mod steer;
 pub mod tables;
+pub mod tunnel;
 pub mod wire;
 pub mod worker;
