@@ -11,7 +11,11 @@
 //! signatures, chain and identity checks, CERTREQ).
 //!
 //! [`config`] is the daemon's TOML configuration in strongSwan's swanctl
-//! vocabulary (connections, children, proposals, secrets).
+//! vocabulary (connections, children, proposals, secrets, pools).
+//!
+//! [`pool`] leases virtual IPs per client identity; [`vip`] answers a
+//! remote-access client's CFG_REQUEST from them (and builds and reads the
+//! client's side of the exchange).
 //!
 //! What comes next: the sans-IO IKEv2 state machine (quinn-proto style,
 //! `handle_datagram`/`handle_timeout`/`poll_*`) on top of this wire format,
@@ -21,4 +25,6 @@
 
 pub mod cert;
 pub mod config;
+pub mod pool;
+pub mod vip;
 pub mod wire;
