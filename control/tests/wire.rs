@@ -189,9 +189,13 @@ fn every_payload_round_trips() {
     };
     one(Payload::TsI(ts.clone()));
     one(Payload::TsR(ts));
+    one(Payload::Auth(xdpsec_control::wire::Auth {
+        method: 2,
+        data: vec![1, 2, 3],
+    }));
     one(Payload::Other {
-        kind: pt::AUTH,
-        body: vec![2, 0, 0, 0, 1, 2, 3],
+        kind: pt::CERTREQ,
+        body: vec![4, 1, 2, 3],
     });
     one(Payload::Encrypted {
         first_inner: pt::IDI,

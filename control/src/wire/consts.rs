@@ -49,10 +49,12 @@ pub mod payload {
     pub const CP: u8 = 47;
     /// Extensible Authentication.
     pub const EAP: u8 = 48;
+    /// Encrypted and Authenticated Fragment (RFC 7383).
+    pub const SKF: u8 = 53;
 
     /// Whether this implementation knows the payload type.
     pub const fn is_known(kind: u8) -> bool {
-        matches!(kind, SA..=EAP)
+        matches!(kind, SA..=EAP | SKF)
     }
 }
 

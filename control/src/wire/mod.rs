@@ -26,7 +26,7 @@ pub mod ts;
 pub use cp::{CfgAttribute, Configuration};
 pub use header::{Flags, IkeHeader, HEADER_LEN};
 pub use payload::{
-    Delete, Identification, KeyExchange, Message, Notify, Payload, PayloadIter, RawPayload,
+    Auth, Delete, Identification, KeyExchange, Message, Notify, Payload, PayloadIter, RawPayload,
     GENERIC_HEADER_LEN,
 };
 pub use sa::{Attribute, AttributeValue, Proposal, SecurityAssociation, Transform};

@@ -101,7 +101,7 @@ impl<'a> Iterator for PayloadIter<'a> {
             let critical = flags & CRITICAL != 0;
             self.next = next;
             self.rest = rest.get(usize::from(length)..).unwrap_or_default();
-            if kind == pt::SK {
+            if kind == pt::SK || kind == pt::SKF {
                 self.done = true;
                 if !self.rest.is_empty() {
                     return Some(Err(Error::TrailingBytes(self.rest.len())));
@@ -344,6 +344,37 @@ impl Identification {
     }
 }
 
+/// The Authentication payload (section 3.8).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Auth {
+    /// The authentication method (see [`super::consts::auth`]).
+    pub method: u8,
+    /// The authentication data.
+    pub data: Vec<u8>,
+}
+
+impl Auth {
+    /// Parses the body.
+    pub fn parse(body: &[u8]) -> Result<Self, Error> {
+        let method = *body
+            .first()
+            .ok_or(Error::Malformed("AUTH payload: too short"))?;
+        let data = body
+            .get(4..)
+            .ok_or(Error::Malformed("AUTH payload: too short"))?;
+        Ok(Auth {
+            method,
+            data: data.to_vec(),
+        })
+    }
+
+    /// Appends the body.
+    pub fn emit(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&[self.method, 0, 0, 0]);
+        out.extend_from_slice(&self.data);
+    }
+}
+
 /// A typed payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Payload {
@@ -363,6 +394,8 @@ pub enum Payload {
     Delete(Delete),
     /// Vendor ID.
     VendorId(Vec<u8>),
+    /// Authentication.
+    Auth(Auth),
     /// Traffic Selector - Initiator.
     TsI(TrafficSelectors),
     /// Traffic Selector - Responder.
@@ -375,8 +408,8 @@ pub enum Payload {
         /// The body: IV, ciphertext and ICV.
         body: Vec<u8>,
     },
-    /// A known payload without a typed form here yet (CERT, CERTREQ, AUTH,
-    /// CP, EAP), its body raw.
+    /// A known payload without a typed form here (CERT, CERTREQ, CP, EAP,
+    /// SKF), its body raw.
     Other {
         /// The payload type.
         kind: u8,
@@ -397,6 +430,7 @@ impl Payload {
             Payload::Notify(_) => pt::NOTIFY,
             Payload::Delete(_) => pt::DELETE,
             Payload::VendorId(_) => pt::VENDOR_ID,
+            Payload::Auth(_) => pt::AUTH,
             Payload::TsI(_) => pt::TSI,
             Payload::TsR(_) => pt::TSR,
             Payload::Encrypted { .. } => pt::SK,
@@ -416,6 +450,7 @@ impl Payload {
             pt::NOTIFY => Payload::Notify(Notify::parse(body)?),
             pt::DELETE => Payload::Delete(Delete::parse(body)?),
             pt::VENDOR_ID => Payload::VendorId(body.to_vec()),
+            pt::AUTH => Payload::Auth(Auth::parse(body)?),
             pt::TSI => Payload::TsI(TrafficSelectors::parse(body)?),
             pt::TSR => Payload::TsR(TrafficSelectors::parse(body)?),
             pt::SK => Payload::Encrypted {
@@ -438,6 +473,7 @@ impl Payload {
             Payload::Nonce(d) | Payload::VendorId(d) => out.extend_from_slice(d),
             Payload::Notify(n) => n.emit(out)?,
             Payload::Delete(d) => d.emit(out)?,
+            Payload::Auth(a) => a.emit(out),
             Payload::TsI(t) | Payload::TsR(t) => t.emit(out)?,
             Payload::Encrypted { body, .. } | Payload::Other { body, .. } => {
                 out.extend_from_slice(body)

@@ -1,0 +1,209 @@
+//! Child SAs: their state, key material, and the data-plane events that
+//! install and remove them (make-before-break).
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use xdpsec_api::{Direction, GcmKey, Policy, PolicyAction, PolicyKey, SaSpec, UdpEncap};
+
+use super::event::{ChildSaSnapshot, ChildSaState, Event, Reason};
+use super::proposal::ChildAlgorithms;
+use super::ts;
+use super::{ChildSaId, IkeSaId};
+use crate::crypto::ChildKeys;
+use crate::wire::TrafficSelector;
+
+/// One Child SA (a pair of ESP SAs).
+#[derive(Debug)]
+pub(crate) struct ChildSa {
+    pub id: ChildSaId,
+    /// The child's name in the connection.
+    pub name: String,
+    pub spi_in: u32,
+    pub spi_out: u32,
+    pub algs: ChildAlgorithms,
+    pub local_ts: Vec<TrafficSelector>,
+    pub remote_ts: Vec<TrafficSelector>,
+    pub state: ChildSaState,
+    pub installed_at: Instant,
+    pub rekey_at: Option<Instant>,
+    pub expire_at: Option<Instant>,
+    pub encap: bool,
+    /// Set while we answered the peer's rekey of this SA during our own
+    /// (RFC 7296 section 2.8.1): the SA the peer's exchange created and the
+    /// lowest nonce of that exchange.
+    pub collision: Option<(ChildSaId, Vec<u8>)>,
+}
+
+/// Everything needed to emit the install events of a Child SA.
+pub(crate) struct Install<'a> {
+    pub ike: IkeSaId,
+    pub connection: &'a str,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub encap: bool,
+    /// Whether we initiated the exchange that created the SA (KEYMAT order).
+    pub exchange_initiator: bool,
+    pub keys: &'a ChildKeys,
+    pub replaces: Option<ChildSaId>,
+}
+
+fn gcm(keymat: &[u8]) -> Option<GcmKey> {
+    let split = keymat.len().checked_sub(4)?;
+    let mut salt = [0u8; 4];
+    salt.copy_from_slice(&keymat[split..]);
+    GcmKey::new(&keymat[..split], salt).ok()
+}
+
+impl ChildSa {
+    /// The two SAs and the policies; inbound first.
+    pub(crate) fn install(
+        &self,
+        i: &Install<'_>,
+        events: &mut VecDeque<Event>,
+    ) -> Result<(), Reason> {
+        let (key_in, key_out) = if i.exchange_initiator {
+            (&i.keys.encr_r, &i.keys.encr_i)
+        } else {
+            (&i.keys.encr_i, &i.keys.encr_r)
+        };
+        let (Some(key_in), Some(key_out)) = (gcm(key_in), gcm(key_out)) else {
+            return Err(Reason::Internal(
+                "Child SA key material of the wrong size".into(),
+            ));
+        };
+        let selectors = ts::to_api(&self.local_ts, &self.remote_ts);
+        if selectors.is_empty() {
+            return Err(Reason::TsUnacceptable(
+                "the negotiated selectors mix address families".into(),
+            ));
+        }
+        let spec = |spi, direction, key, encap| SaSpec {
+            spi,
+            direction,
+            key,
+            esn: self.algs.esn,
+            replay_window: xdpsec_api::sa::DEFAULT_REPLAY_WINDOW,
+            tunnel_local: i.local.ip(),
+            tunnel_remote: i.remote.ip(),
+            encap,
+            selectors: selectors.clone(),
+            lifetime: xdpsec_api::Lifetimes::default(),
+            initial_seq: None,
+        };
+        let (enc_in, enc_out) = if i.encap {
+            (
+                Some(UdpEncap {
+                    sport: i.remote.port(),
+                    dport: i.local.port(),
+                }),
+                Some(UdpEncap {
+                    sport: i.local.port(),
+                    dport: i.remote.port(),
+                }),
+            )
+        } else {
+            (None, None)
+        };
+        events.push_back(Event::InstallSa {
+            ike: i.ike,
+            child: self.id,
+            spec: spec(self.spi_in, Direction::In, key_in, enc_in),
+        });
+        events.push_back(Event::InstallSa {
+            ike: i.ike,
+            child: self.id,
+            spec: spec(self.spi_out, Direction::Out, key_out, enc_out),
+        });
+        events.push_back(Event::InstallPolicies {
+            child: self.id,
+            policies: self.policies(),
+        });
+        events.push_back(Event::ChildSaUp {
+            ike: i.ike,
+            child: self.id,
+            connection: i.connection.to_owned(),
+            name: self.name.clone(),
+            replaces: i.replaces,
+            spi_in: self.spi_in,
+            spi_out: self.spi_out,
+            algorithms: self.algs.to_string(),
+        });
+        Ok(())
+    }
+
+    pub(crate) fn policies(&self) -> Vec<Policy> {
+        let mut out: Vec<Policy> = Vec::new();
+        for sel in ts::to_api(&self.local_ts, &self.remote_ts) {
+            for (direction, spi) in [(Direction::Out, self.spi_out), (Direction::In, self.spi_in)] {
+                let p = Policy {
+                    local: sel.local,
+                    remote: sel.remote,
+                    direction,
+                    action: PolicyAction::Protect,
+                    spi: Some(spi),
+                };
+                if !out.iter().any(|q| q.key() == p.key()) {
+                    out.push(p);
+                }
+            }
+        }
+        out
+    }
+
+    /// The events that take the SA out of the data plane. Policies whose
+    /// keys are in `keep` stay: another Child SA (the replacement of a
+    /// rekey) already points them at its own SPIs.
+    pub(crate) fn remove(
+        &self,
+        ike: IkeSaId,
+        connection: &str,
+        keep: &[PolicyKey],
+        reason: Reason,
+        events: &mut VecDeque<Event>,
+    ) {
+        let keys: Vec<PolicyKey> = self
+            .policies()
+            .iter()
+            .map(Policy::key)
+            .filter(|k| !keep.contains(k))
+            .collect();
+        if !keys.is_empty() {
+            events.push_back(Event::DeletePolicies {
+                child: self.id,
+                keys,
+            });
+        }
+        for (spi, direction) in [(self.spi_out, Direction::Out), (self.spi_in, Direction::In)] {
+            events.push_back(Event::DeleteSa {
+                child: self.id,
+                spi,
+                direction,
+            });
+        }
+        events.push_back(Event::ChildSaDown {
+            ike,
+            child: Some(self.id),
+            connection: connection.to_owned(),
+            name: self.name.clone(),
+            reason,
+        });
+    }
+
+    pub(crate) fn snapshot(&self, now: Instant) -> ChildSaSnapshot {
+        ChildSaSnapshot {
+            id: self.id,
+            name: self.name.clone(),
+            state: self.state,
+            spi_in: self.spi_in,
+            spi_out: self.spi_out,
+            algorithms: self.algs.to_string(),
+            local_ts: self.local_ts.iter().map(ts::display).collect(),
+            remote_ts: self.remote_ts.iter().map(ts::display).collect(),
+            encap: self.encap,
+            age: now.saturating_duration_since(self.installed_at),
+            rekey_in: self.rekey_at.map(|t| t.saturating_duration_since(now)),
+        }
+    }
+}
