@@ -255,6 +255,7 @@ impl IkeSa {
             dead: false,
             down_reason: None,
             pending_rekey_group: None,
+            vips: Default::default(),
         };
         let mut st = InitState {
             dh,
@@ -722,15 +723,16 @@ fn send_auth_request(sa: &mut IkeSa, now: Instant, ep: &mut Endpoint) -> Result<
         notify::INITIAL_CONTACT,
         Vec::new(),
     )));
+    payloads.extend(super::virtual_ip::cfg_request(&conn));
     let pending = match conn.children.first() {
         Some(child) => {
             let spi_in = random_child_spi(ep)?;
             payloads.push(child_proposals(&child.esp_proposals, spi_in, false));
             payloads.push(Payload::TsI(TrafficSelectors {
-                selectors: child.local_wire(sa.local.ip()),
+                selectors: sa.our_ts(child),
             }));
             payloads.push(Payload::TsR(TrafficSelectors {
-                selectors: child.remote_wire(sa.remote.ip()),
+                selectors: sa.peer_ts(child),
             }));
             Some(PendingChild { config: 0, spi_in })
         }
@@ -911,6 +913,7 @@ pub(crate) fn handle_auth_response(
     sa.peer_id = Some(idr.clone());
     info!(ike = %sa.id, connection = %conn.name, peer = %id_display(idr), "IKE_AUTH done: IKE SA established");
     established(sa, now, false, &chan.algs, ep);
+    let vip = super::virtual_ip::take_reply(sa, &p, ep);
     let Some(pc) = pending else {
         return;
     };
@@ -931,6 +934,7 @@ pub(crate) fn handle_auth_response(
                 k => Reason::PeerError(k),
             });
         }
+        vip.clone()?;
         let cfg = conn
             .children
             .get(pc.config)
@@ -951,8 +955,8 @@ pub(crate) fn handle_auth_response(
                 "no traffic selectors for the Child SA".into(),
             ));
         };
-        if !ts::within(&ti.selectors, &cfg.local_wire(sa.local.ip()))
-            || !ts::within(&tr.selectors, &cfg.remote_wire(sa.remote.ip()))
+        if !ts::within(&ti.selectors, &sa.our_ts(cfg))
+            || !ts::within(&tr.selectors, &sa.peer_ts(cfg))
         {
             return Err(Reason::TsUnacceptable(
                 "responder widened our traffic selectors".into(),
@@ -1128,7 +1132,18 @@ pub(crate) fn handle_auth_request(
     out.push(Payload::Auth(our_auth));
     info!(ike = %sa.id, connection = %conn.name, peer = %id_display(idi), "IKE_AUTH done: IKE SA established");
     established(sa, now, false, &chan.algs, ep);
-    if let Some(s) = sa_payload(&p) {
+    // Without the virtual IP it asked for, the client gets no Child SA.
+    let vip_ok = match super::virtual_ip::answer_request(sa, idi, &p, ep) {
+        Ok(cp) => {
+            out.extend(cp);
+            true
+        }
+        Err(failure) => {
+            out.push(failure);
+            false
+        }
+    };
+    if let Some(s) = sa_payload(&p).filter(|_| vip_ok) {
         let chosen = (|| -> Result<ChildChoice, (u16, Reason)> {
             let (Some(ti), Some(tr)) = (tsi(&p), tsr(&p)) else {
                 return Err((
@@ -1136,15 +1151,7 @@ pub(crate) fn handle_auth_request(
                     Reason::Protocol("SA without TSi/TSr".into()),
                 ));
             };
-            select_child(
-                &conn,
-                sa.local.ip(),
-                sa.remote.ip(),
-                &s.proposals,
-                &ti.selectors,
-                &tr.selectors,
-                false,
-            )
+            select_child(sa, &s.proposals, &ti.selectors, &tr.selectors, false)
         })();
         match chosen {
             Ok((config, algs, spi_out, local_ts, remote_ts)) => {
@@ -1229,9 +1236,7 @@ pub(crate) type ChildChoice = (
 /// index, algorithms, the peer's SPI, and our local and remote selectors.
 #[allow(clippy::type_complexity)]
 pub(crate) fn select_child(
-    conn: &Connection,
-    ike_local: std::net::IpAddr,
-    ike_remote: std::net::IpAddr,
+    sa: &IkeSa,
     proposals: &[crate::wire::Proposal],
     tsi: &[crate::wire::TrafficSelector],
     tsr: &[crate::wire::TrafficSelector],
@@ -1246,14 +1251,15 @@ pub(crate) fn select_child(
     ),
     (u16, Reason),
 > {
+    let conn = &sa.conn;
     let mut proposal_fit = false;
     for (i, cfg) in conn.children.iter().enumerate() {
         let Some((algs, _, spi_out)) = select_esp(proposals, &cfg.esp_proposals, with_dh) else {
             continue;
         };
         proposal_fit = true;
-        let remote_ts = ts::narrow(tsi, &cfg.remote_wire(ike_remote));
-        let local_ts = ts::narrow(tsr, &cfg.local_wire(ike_local));
+        let remote_ts = ts::narrow(tsi, &sa.peer_ts(cfg));
+        let local_ts = ts::narrow(tsr, &sa.our_ts(cfg));
         if remote_ts.is_empty() || local_ts.is_empty() {
             continue;
         }

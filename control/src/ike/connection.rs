@@ -125,6 +125,10 @@ pub struct Connection {
     pub fragment_ours: bool,
     /// Where pre-shared keys come from.
     pub secrets: Arc<IkeConfig>,
+    /// Gateway: the pools a client's virtual IPs come from.
+    pub pools: Vec<String>,
+    /// Client: the virtual IPs to ask for.
+    pub vips: Vec<std::net::IpAddr>,
 }
 
 impl Connection {
@@ -199,6 +203,8 @@ impl Connection {
             encap: conn.encap,
             fragmentation: conn.fragmentation != Fragmentation::No,
             fragment_ours: conn.fragmentation == Fragmentation::Yes,
+            pools: conn.pools.clone(),
+            vips: conn.vips.clone(),
             secrets: cfg.clone(),
         })
     }

@@ -296,6 +296,7 @@ impl Endpoint {
             dead: false,
             down_reason: None,
             pending_rekey_group: None,
+            vips: Default::default(),
         };
         detect_nat(&mut sa, &msg.payloads, header.spi_i, 0);
         let src = if conn.encap {

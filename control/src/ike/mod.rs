@@ -46,6 +46,7 @@ mod informational;
 mod proposal;
 mod sa;
 pub mod ts;
+mod virtual_ip;
 
 pub use crate::config::{DpdAction, StartAction};
 pub use connection::{
