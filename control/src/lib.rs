@@ -24,6 +24,8 @@
 pub mod cert;
 pub mod config;
 pub mod crypto;
+pub mod ctl;
+pub mod daemon;
 pub mod ike;
 pub mod pool;
 pub mod vip;

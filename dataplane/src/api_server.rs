@@ -450,6 +450,7 @@ impl Handler for Connection {
             Request::AddSa { sa } => self.edit(|t| t.add_sa(&sa)),
             Request::DeleteSa { spi, direction } => self.edit(|t| t.delete_sa(spi, direction)),
             Request::AddPolicy { policy } => self.edit(|t| t.add_policy(policy)),
+            Request::ReplacePolicy { policy } => self.edit(|t| t.replace_policy(policy)),
             Request::DeletePolicy { policy } => self.edit(|t| t.delete_policy(&policy)),
             Request::UpdateSa { update } => self.edit(|t| t.update_sa(&update)),
             Request::ListSas => Response::Sas {

@@ -441,6 +441,19 @@ impl Tables {
         Ok(())
     }
 
+    /// Installs `policy`, replacing the one with its key if there is one,
+    /// in one published snapshot.
+    pub fn replace_policy(&self, policy: Policy) -> Result<(), TableError> {
+        policy
+            .validate()
+            .map_err(|e| TableError::InvalidSa(e.to_string()))?;
+        let mut edit = self.editable();
+        edit.policies.retain(|p| p.key() != policy.key());
+        edit.policies.push(policy);
+        self.publish(&edit);
+        Ok(())
+    }
+
     pub fn delete_policy(&self, key: &PolicyKey) -> Result<(), TableError> {
         let mut edit = self.editable();
         let before = edit.policies.len();

@@ -29,7 +29,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use xdpsec_api::{ApiClient, Direction, StaticConfig};
 use xdpsec_testbed::tunnel::{Encapsulation, KeySize, Side, TunnelBed, TunnelOptions};
-use xdpsec_testbed::{Netns, NsChild, Testbed};
+use xdpsec_testbed::{Netns, Testbed};
 
 /// One tunnel at a time: two shared cores, and pings that wait one second
 /// for each reply.
@@ -132,111 +132,24 @@ fn worker_rx(bed: &TunnelBed, side: Side) -> (u64, Vec<u64>) {
     (rx.iter().sum(), rx)
 }
 
-/// A bounded tcpdump writing a pcap file, started and stopped by PID.
-struct Capture {
-    child: Option<NsChild>,
-    path: PathBuf,
-}
+/// The test bed's bounded tcpdump, failing the test on errors.
+struct Capture(xdpsec_testbed::Capture);
 
 impl Capture {
-    /// Starts `tcpdump -i IF -c max_packets -w PATH FILTER` in `ns` and waits
-    /// (up to 5 s) until it listens.
     fn start(ns: &Netns, iface: &str, filter: &str, path: &Path, max_packets: u32) -> Capture {
-        let child = ns
-            .spawn([
-                "tcpdump",
-                "-i",
-                iface,
-                "-n",
-                "-U",
-                "--immediate-mode",
-                "-s",
-                "0",
-                "-Z",
-                "root",
-                "-c",
-                &max_packets.to_string(),
-                "-w",
-                path.to_str().expect("a UTF-8 path"),
-                filter,
-            ])
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !child.stderr_so_far().contains("listening on") {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("tcpdump exited ({status}): {}", child.stderr_so_far());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "tcpdump not listening after 5 s: {}",
-                child.stderr_so_far()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Capture {
-            child: Some(child),
-            path: path.to_path_buf(),
-        }
+        Capture(xdpsec_testbed::Capture::start(ns, iface, filter, path, max_packets).unwrap())
     }
 
-    /// Waits up to 5 s until the file holds `frames` frames or tcpdump
-    /// exits by itself (it has its `-c` frames), then stops it with SIGTERM
-    /// (by PID). SIGTERM loses what tcpdump has not read yet, hence the
-    /// wait: the caller knows how many frames must have passed by now.
-    fn finish(mut self, frames: usize) -> PathBuf {
-        let child = self.child.take().expect("finished once");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while matches!(child.try_wait(), Ok(None))
-            && read_pcap_lenient(&self.path).len() < frames
-            && Instant::now() < deadline
-        {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        child.terminate().unwrap();
-        child.wait_timeout(Duration::from_secs(5)).unwrap();
-        self.path.clone()
+    /// See [`xdpsec_testbed::Capture::finish`]; the pcap file.
+    fn finish(self, frames: usize) -> PathBuf {
+        let path = self.0.path().to_path_buf();
+        self.0.finish(frames).unwrap();
+        path
     }
 }
 
-/// Like [`read_pcap`], but an absent or still empty file has no frames.
-fn read_pcap_lenient(path: &Path) -> Vec<Vec<u8>> {
-    match std::fs::metadata(path) {
-        Ok(m) if m.len() >= 24 => read_pcap(path),
-        _ => Vec::new(),
-    }
-}
-
-/// Frames of a classic pcap file (as tcpdump -w writes it).
 fn read_pcap(path: &Path) -> Vec<Vec<u8>> {
-    let data = std::fs::read(path).unwrap();
-    assert!(data.len() >= 24, "pcap {} too short", path.display());
-    let magic = u32::from_le_bytes(data[0..4].try_into().unwrap());
-    let le = match magic {
-        0xa1b2_c3d4 | 0xa1b2_3c4d => true,
-        0xd4c3_b2a1 | 0x4d3c_b2a1 => false,
-        _ => panic!("{} is not a pcap file (magic {magic:#x})", path.display()),
-    };
-    let u32_at = |b: &[u8]| {
-        let a: [u8; 4] = b.try_into().unwrap();
-        if le {
-            u32::from_le_bytes(a)
-        } else {
-            u32::from_be_bytes(a)
-        }
-    };
-    assert_eq!(u32_at(&data[20..24]), 1, "link type must be Ethernet");
-    let mut frames = Vec::new();
-    let mut at = 24;
-    while at + 16 <= data.len() {
-        let caplen = u32_at(&data[at + 8..at + 12]) as usize;
-        let start = at + 16;
-        let Some(frame) = data.get(start..start + caplen) else {
-            break;
-        };
-        frames.push(frame.to_vec());
-        at = start + caplen;
-    }
-    frames
+    xdpsec_testbed::read_pcap(path).unwrap()
 }
 
 /// Runs tshark on a capture with `args`; its stdout lines.

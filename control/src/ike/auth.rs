@@ -680,7 +680,7 @@ fn cert_payloads(conn: &Connection, out: &mut Vec<Payload>) {
     }
 }
 
-fn certreq_payload(conn: &Connection, out: &mut Vec<Payload>) {
+pub(super) fn certreq_payload(conn: &Connection, out: &mut Vec<Payload>) {
     if let RemoteMethod::Cert(trust) = &conn.remote.method {
         out.push(Payload::Other {
             kind: crate::wire::consts::payload::CERTREQ,

@@ -327,6 +327,10 @@ impl Endpoint {
                 Vec::new(),
             )));
         }
+        // A responder that wants the peer's certificate asks for it here:
+        // strongSwan (send_cert = ifasked) sends CERT in IKE_AUTH only
+        // after a CERTREQ (RFC 7296 section 3.7).
+        super::auth::certreq_payload(&conn, &mut payloads);
         let m = Message {
             header: IkeHeader {
                 spi_i: header.spi_i,

@@ -2,6 +2,7 @@
 
 use std::collections::VecDeque;
 use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -258,6 +259,12 @@ impl ApiClient {
         self.expect_ok(Request::AddPolicy { policy })
     }
 
+    /// Installs a policy, replacing the one with the same key if any, in
+    /// one step.
+    pub fn replace_policy(&mut self, policy: Policy) -> Result<(), ApiError> {
+        self.expect_ok(Request::ReplacePolicy { policy })
+    }
+
     /// Removes a policy.
     pub fn delete_policy(&mut self, policy: PolicyKey) -> Result<(), ApiError> {
         self.expect_ok(Request::DeletePolicy { policy })
@@ -285,6 +292,15 @@ impl ApiClient {
             Response::WorkerStats { workers } => Ok(workers),
             other => Err(unexpected("worker_stats", &other)),
         }
+    }
+
+    /// Puts the connection in non-blocking mode (for an event loop that
+    /// polls [`AsFd::as_fd`]): then [`ApiClient::next_event`] returns
+    /// `Ok(None)` at once when nothing is buffered or readable. Requests on
+    /// a non-blocking connection fail with a timeout, so use a second
+    /// connection for them.
+    pub fn set_nonblocking(&self, nonblocking: bool) -> Result<(), ApiError> {
+        Ok(self.writer.set_nonblocking(nonblocking)?)
     }
 
     /// Asks the server to push events on this connection.
@@ -317,6 +333,13 @@ impl ApiClient {
                 Err(e) => return Err(e),
             }
         }
+    }
+}
+
+impl AsFd for ApiClient {
+    /// The connection's socket, to poll for pushed events.
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.writer.as_fd()
     }
 }
 

@@ -28,7 +28,7 @@ const CHUNK: usize = 16 * 1024;
 
 /// What [`LineReader::next_line`] found.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Line {
+pub enum Line {
     /// A complete line (without its newline), valid until the next call.
     Complete(Range<usize>),
     /// A line longer than the limit; it is being skipped up to its newline.
@@ -41,7 +41,7 @@ pub(crate) enum Line {
 /// about `max + 16 KiB` whatever the peer sends; consumed bytes are zeroed
 /// (lines may carry keys). Read timeouts leave the state intact, so a call
 /// after `WouldBlock`/`TimedOut` continues where it stopped.
-pub(crate) struct LineReader<R> {
+pub struct LineReader<R> {
     inner: R,
     buf: Vec<u8>,
     /// Start of the unconsumed bytes.
@@ -54,7 +54,8 @@ pub(crate) struct LineReader<R> {
 }
 
 impl<R: Read> LineReader<R> {
-    pub(crate) fn new(inner: R, max: usize) -> Self {
+    /// A reader of lines of at most `max` bytes from `inner`.
+    pub fn new(inner: R, max: usize) -> Self {
         LineReader {
             inner,
             buf: Vec::new(),
@@ -65,12 +66,13 @@ impl<R: Read> LineReader<R> {
         }
     }
 
-    pub(crate) fn get_ref(&self) -> &R {
+    /// The underlying reader.
+    pub fn get_ref(&self) -> &R {
         &self.inner
     }
 
     /// The bytes of a line returned by the last `next_line`.
-    pub(crate) fn line(&self, range: Range<usize>) -> &[u8] {
+    pub fn line(&self, range: Range<usize>) -> &[u8] {
         &self.buf[range]
     }
 
@@ -92,7 +94,9 @@ impl<R: Read> LineReader<R> {
         self.start = 0;
     }
 
-    pub(crate) fn next_line(&mut self) -> io::Result<Line> {
+    /// The next line. An error from the reader (`WouldBlock` on a
+    /// non-blocking socket, a timeout) leaves the state intact.
+    pub fn next_line(&mut self) -> io::Result<Line> {
         loop {
             if let Some(off) = self.buf[self.scanned..].iter().position(|&b| b == b'\n') {
                 let end = self.scanned + off;
@@ -147,7 +151,7 @@ impl<R> Drop for LineReader<R> {
 }
 
 /// Strips ASCII whitespace (including a `\r` before the newline).
-pub(crate) fn trim(line: &[u8]) -> &[u8] {
+pub fn trim(line: &[u8]) -> &[u8] {
     line.trim_ascii()
 }
 

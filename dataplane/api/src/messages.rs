@@ -66,6 +66,13 @@ pub enum Request {
         /// The policy.
         policy: Policy,
     },
+    /// Install a policy, or replace the one with the same selector and
+    /// direction in one step (a rekey moves traffic to the new SA without
+    /// a moment with no policy).
+    ReplacePolicy {
+        /// The policy.
+        policy: Policy,
+    },
     /// Remove the policy with this selector and direction.
     DeletePolicy {
         /// Which policy.
@@ -90,6 +97,7 @@ impl Request {
             Request::UpdateSa { .. } => "update_sa",
             Request::DeleteSa { .. } => "delete_sa",
             Request::AddPolicy { .. } => "add_policy",
+            Request::ReplacePolicy { .. } => "replace_policy",
             Request::DeletePolicy { .. } => "delete_policy",
             Request::ListSas => "list_sas",
             Request::ListPolicies => "list_policies",

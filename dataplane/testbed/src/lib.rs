@@ -24,11 +24,14 @@
 //! # Ok::<(), xdpsec_testbed::Error>(())
 //! ```
 
+mod capture;
 mod ns;
 mod ping;
+pub mod strongswan;
 mod topology;
 pub mod tunnel;
 
+pub use capture::{read_pcap, Capture};
 pub use ns::{format_mac, ChildOutput, LinkInfo, LinkStats, Netns, NsChild, NsGuard};
 pub use ping::PingReport;
 pub use topology::{Gateway, Host, Iface, StandardTopology, TopologyOptions, UnderlayTap};

@@ -2,12 +2,16 @@
 //!
 //! ```text
 //! xdpsec dataplane --config FILE [--null-cipher-benchmark] [--xdp-generic]
+//! xdpsec ike --config FILE [--api-socket PATH] [--socket PATH] [--state-file PATH]
+//! xdpsec initiate|terminate CONNECTION [--ike-socket PATH]
+//! xdpsec rekey CONNECTION [--child | --ike] [--ike-socket PATH]
 //! xdpsec status      [--socket PATH] [--json]
-//! xdpsec sa list     [--socket PATH] [--json]
+//! xdpsec sa list     [--socket PATH] [--ike-socket PATH] [--json]
 //! xdpsec policy list [--socket PATH] [--json]
 //! ```
 #![deny(unsafe_code)]
 
+mod ike;
 mod show;
 
 use clap::{Args, Parser, Subcommand};
@@ -16,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use xdpsec_api::config::DEFAULT_API_SOCKET;
 use xdpsec_api::{ApiClient, ApiError, Request, Response, StaticConfig};
+use xdpsec_control::ctl::{CtlRequest, RekeyTarget};
 use xdpsec_dataplane::daemon::{self, DaemonOptions};
 
 #[derive(Debug, Parser)]
@@ -43,6 +48,37 @@ enum Command {
         #[arg(long)]
         xdp_generic: bool,
     },
+    /// Run the IKEv2 daemon: negotiates SAs and installs them in the data
+    /// plane over the SA API. Needs CAP_NET_BIND_SERVICE for port 500 and
+    /// access to the SA API socket, nothing more.
+    Ike(ike::IkeArgs),
+    /// Bring a configured IKE connection up.
+    Initiate {
+        /// The connection's name in the IKE config.
+        connection: String,
+        #[command(flatten)]
+        ctl: ike::CtlArgs,
+    },
+    /// Take an IKE connection down (delete its IKE SA and Child SAs).
+    Terminate {
+        /// The connection's name.
+        connection: String,
+        #[command(flatten)]
+        ctl: ike::CtlArgs,
+    },
+    /// Rekey a connection's Child SAs (default) or its IKE SA.
+    Rekey {
+        /// The connection's name.
+        connection: String,
+        /// Rekey the Child SAs (the default).
+        #[arg(long, conflicts_with = "ike")]
+        child: bool,
+        /// Rekey the IKE SA.
+        #[arg(long)]
+        ike: bool,
+        #[command(flatten)]
+        ctl: ike::CtlArgs,
+    },
     /// Worker statistics of the running data plane.
     Status(ApiArgs),
     /// Security associations.
@@ -55,8 +91,19 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum SaCommand {
-    /// List the SAs with their counters (never their keys).
-    List(ApiArgs),
+    /// List the SAs with their counters (never their keys); with the IKE
+    /// daemon running, also its IKE and Child SAs.
+    List(SaListArgs),
+}
+
+#[derive(Debug, Args)]
+struct SaListArgs {
+    #[command(flatten)]
+    api: ApiArgs,
+    /// The IKE daemon's control socket (default: /run/xdpsec/ike.sock if
+    /// it exists; without a daemon only the data plane's SAs are shown).
+    #[arg(long, value_name = "PATH")]
+    ike_socket: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -93,10 +140,30 @@ fn main() -> ExitCode {
             Response::WorkerStats { workers } => Some(show::worker_table(workers)),
             _ => None,
         }),
-        Command::Sa(SaCommand::List(args)) => query(&args, Request::ListSas, |r| match r {
-            Response::Sas { sas } => Some(show::sa_table(sas)),
-            _ => None,
-        }),
+        Command::Ike(args) => return ike::run_daemon(args),
+        Command::Initiate { connection, ctl } => {
+            ike::command(&ctl, CtlRequest::Initiate { connection })
+        }
+        Command::Terminate { connection, ctl } => {
+            ike::command(&ctl, CtlRequest::Terminate { connection })
+        }
+        Command::Rekey {
+            connection,
+            child: _,
+            ike: rekey_ike,
+            ctl,
+        } => ike::command(
+            &ctl,
+            CtlRequest::Rekey {
+                connection,
+                target: if rekey_ike {
+                    RekeyTarget::Ike
+                } else {
+                    RekeyTarget::Child
+                },
+            },
+        ),
+        Command::Sa(SaCommand::List(args)) => sa_list(&args),
         Command::Policy(PolicyCommand::List(args)) => {
             query(&args, Request::ListPolicies, |r| match r {
                 Response::Policies { policies } => Some(show::policy_table(policies)),
@@ -138,24 +205,69 @@ fn query(
     request: Request,
     table: impl Fn(&Response) -> Option<String>,
 ) -> Result<(), String> {
+    let response = request_one(args, request.clone())?;
+    let text = if args.json {
+        json_text(&response)?
+    } else {
+        table(&response).ok_or_else(|| unexpected(&request, &response))?
+    };
+    print(&text)
+}
+
+fn request_one(args: &ApiArgs, request: Request) -> Result<Response, String> {
     let op = request.op();
     let mut client = connect(&args.socket)?;
-    let response = client
+    client
         .request(request)
-        .map_err(|e| format!("{op} on {}: {e}", args.socket.display()))?;
-    let text = if args.json {
-        let mut json = serde_json::to_string_pretty(&response)
-            .map_err(|e| format!("encoding the reply as JSON: {e}"))?;
-        json.push('\n');
-        json
-    } else {
-        table(&response).ok_or_else(|| {
-            format!(
-                "{op}: unexpected reply {:?} from the data plane",
-                response.status()
-            )
-        })?
+        .map_err(|e| format!("{op} on {}: {e}", args.socket.display()))
+}
+
+fn unexpected(request: &Request, response: &Response) -> String {
+    format!(
+        "{}: unexpected reply {:?} from the data plane",
+        request.op(),
+        response.status()
+    )
+}
+
+fn json_text<T: serde::Serialize>(value: &T) -> Result<String, String> {
+    let mut json = serde_json::to_string_pretty(value)
+        .map_err(|e| format!("encoding the reply as JSON: {e}"))?;
+    json.push('\n');
+    Ok(json)
+}
+
+/// The data plane's SAs, and the IKE daemon's IKE and Child SAs when it
+/// runs (in JSON as `ike_sas` next to the data plane's `sas`).
+fn sa_list(args: &SaListArgs) -> Result<(), String> {
+    let response = request_one(&args.api, Request::ListSas)?;
+    let Response::Sas { sas } = &response else {
+        return Err(unexpected(&Request::ListSas, &response));
     };
+    let ike_sas = ike::list_ike_sas(args.ike_socket.as_deref())?;
+    let text = if args.api.json {
+        let mut value = serde_json::to_value(&response)
+            .map_err(|e| format!("encoding the reply as JSON: {e}"))?;
+        if let (Some(ike_sas), Some(obj)) = (&ike_sas, value.as_object_mut()) {
+            obj.insert(
+                "ike_sas".to_owned(),
+                serde_json::to_value(ike_sas)
+                    .map_err(|e| format!("encoding the reply as JSON: {e}"))?,
+            );
+        }
+        json_text(&value)?
+    } else {
+        let mut text = show::sa_table(sas);
+        if let Some(ike_sas) = &ike_sas {
+            text.push('\n');
+            text.push_str(&show::ike_sa_table(ike_sas));
+        }
+        text
+    };
+    print(&text)
+}
+
+fn print(text: &str) -> Result<(), String> {
     let mut stdout = std::io::stdout().lock();
     match stdout
         .write_all(text.as_bytes())

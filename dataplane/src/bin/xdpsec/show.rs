@@ -2,6 +2,7 @@
 
 use std::fmt::Write as _;
 use xdpsec_api::{Policy, SaInfo, WorkerStats};
+use xdpsec_control::ctl::IkeSaInfo;
 
 /// How a column is aligned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,6 +162,87 @@ pub fn sa_table(sas: &[SaInfo]) -> String {
         ]);
     }
     t.render()
+}
+
+fn seconds(s: Option<u64>) -> String {
+    s.map_or_else(|| "-".to_owned(), |s| duration_ms(s.saturating_mul(1000)))
+}
+
+/// The IKE half of `sa list`: one table of IKE SAs, one of Child SAs
+/// (with the data plane's counters).
+pub fn ike_sa_table(ike_sas: &[IkeSaInfo]) -> String {
+    if ike_sas.is_empty() {
+        return "no IKE SAs\n".to_owned();
+    }
+    let mut ike = Table::new(&[
+        ("CONNECTION", Left),
+        ("STATE", Left),
+        ("ROLE", Left),
+        ("PEER", Left),
+        ("SPI_I", Left),
+        ("SPI_R", Left),
+        ("ALGORITHMS", Left),
+        ("NAT", Left),
+        ("AGE", Right),
+        ("REKEY IN", Right),
+    ]);
+    let mut child = Table::new(&[
+        ("CHILD", Left),
+        ("CONNECTION", Left),
+        ("STATE", Left),
+        ("SPI IN", Left),
+        ("SPI OUT", Left),
+        ("ALGORITHMS", Left),
+        ("TS", Left),
+        ("AGE", Right),
+        ("REKEY IN", Right),
+        ("PKTS IN", Right),
+        ("BYTES IN", Right),
+        ("PKTS OUT", Right),
+        ("BYTES OUT", Right),
+    ]);
+    for sa in ike_sas {
+        ike.row(vec![
+            sa.connection.clone(),
+            sa.state.clone(),
+            sa.role.clone(),
+            match &sa.remote_id {
+                Some(id) => format!("{} {id}", sa.remote),
+                None => sa.remote.to_string(),
+            },
+            sa.spi_i.clone(),
+            sa.spi_r.clone(),
+            sa.algorithms.clone(),
+            if sa.nat { "yes" } else { "no" }.to_owned(),
+            seconds(Some(sa.age_s)),
+            seconds(sa.rekey_in_s),
+        ]);
+        for c in &sa.children {
+            child.row(vec![
+                c.name.clone(),
+                sa.connection.clone(),
+                c.state.clone(),
+                c.spi_in.clone(),
+                c.spi_out.clone(),
+                c.algorithms.clone(),
+                format!("{} === {}", c.local_ts.join(","), c.remote_ts.join(",")),
+                seconds(Some(c.age_s)),
+                seconds(c.rekey_in_s),
+                count(c.packets_in),
+                bytes(c.bytes_in),
+                count(c.packets_out),
+                bytes(c.bytes_out),
+            ]);
+        }
+    }
+    let mut out = ike.render();
+    out.push('\n');
+    if child.rows.is_empty() {
+        out.push_str("no Child SAs\n");
+    } else {
+        out.push_str(&child.render());
+    }
+    out
 }
 
 /// The `policy list` table.
