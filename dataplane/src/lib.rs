@@ -10,6 +10,7 @@ pub mod api_server;
 pub mod crypto;
 pub mod daemon;
 pub mod esp;
+pub mod host_session;
 pub mod mss;
 pub mod nexthop;
 pub mod pipeline;
