@@ -69,7 +69,11 @@ pub fn run(options: &DaemonOptions) -> Result<()> {
     // Created first, so its data plane end is there to attach to; dropped
     // last (after XDP is detached), which deletes it.
     let tunnel = match config.interfaces.iter().find(|i| i.role == Role::Tunnel) {
-        Some(iface) => Some(TunnelInterface::create(&iface.name, workers)?),
+        Some(iface) => Some(TunnelInterface::create(
+            &iface.name,
+            workers,
+            iface.deliver,
+        )?),
         None => None,
     };
     let mut interfaces = Vec::new();

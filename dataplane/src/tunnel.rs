@@ -21,7 +21,7 @@ use netlink_packet_route::link::{
 use netlink_packet_route::RouteNetlinkMessage;
 use std::net::IpAddr;
 use std::time::Duration;
-use xdpsec_api::config::tunnel_peer_name;
+use xdpsec_api::config::{tunnel_peer_name, Deliver};
 
 const NLM_F_EXCL: u16 = 0x200;
 const NLM_F_CREATE: u16 = 0x400;
@@ -36,6 +36,8 @@ pub struct TunnelPort {
     pub host_ifindex: u32,
     /// The data plane's end, with the XDP program and the AF_XDP sockets.
     pub peer_ifindex: u32,
+    /// Hand every decrypted packet to the host (`deliver = "all"`).
+    pub all: bool,
 }
 
 impl TunnelPort {
@@ -55,7 +57,7 @@ impl TunnelPort {
                 .neighbour
                 .is_some_and(|n| n.ifindex == self.host_ifindex),
         };
-        if !routed_here && !table.is_local(dst) {
+        if !self.all && !routed_here && !table.is_local(dst) {
             return None;
         }
         let host = table.interface(self.host_ifindex)?;
@@ -84,7 +86,7 @@ impl TunnelInterface {
     /// (one per worker), the host end NOARP and without TX checksum offload
     /// (AF_XDP would get its unfinished checksums), both up. A pair left by
     /// a previous run that did not stop cleanly is replaced.
-    pub fn create(name: &str, queues: u32) -> Result<Self> {
+    pub fn create(name: &str, queues: u32, deliver: Deliver) -> Result<Self> {
         let peer_name = tunnel_peer_name(name);
         let mut sock = RtSocket::open(NETLINK_TIMEOUT)?;
         if let Ok(stale) = afxdp::ifindex(name) {
@@ -122,6 +124,7 @@ impl TunnelInterface {
                 .with_context(|| format!("{name} is gone right after it was created"))?,
             peer_ifindex: afxdp::ifindex(&peer_name)
                 .with_context(|| format!("{peer_name} is gone right after it was created"))?,
+            all: deliver == Deliver::All,
         };
         let tunnel = TunnelInterface {
             name: name.to_string(),
@@ -253,6 +256,7 @@ mod tests {
     const PORT: TunnelPort = TunnelPort {
         host_ifindex: HOST_END,
         peer_ifindex: DP_END,
+        all: false,
     };
 
     fn hop(t: &NextHopTable, dst: &str) -> Option<Resolved> {
@@ -277,6 +281,17 @@ mod tests {
         // The default route points at the host end (a remote-access client).
         let hop = hop(&table(), "10.9.9.9").expect("routed into the tunnel");
         assert_eq!((hop.ifindex, hop.dst_mac), (DP_END, HOST_MAC));
+    }
+
+    #[test]
+    fn deliver_all_hands_everything_to_the_host() {
+        let t = table();
+        let all = TunnelPort { all: true, ..PORT };
+        for dst in ["10.1.0.2", "fd00:9::1"] {
+            let dst = ip(dst);
+            let hop = all.inbound_hop(&t, dst, &t.lookup(None, dst));
+            assert_eq!(hop.map(|h| h.ifindex), Some(DP_END), "{dst}");
+        }
     }
 
     #[test]

@@ -22,6 +22,11 @@
 //! routes, resolver and firewall are exactly as before. Twenty devices at
 //! once each get their own address and SAs and fetch the page.
 //!
+//! A variant has the gateway hand every decrypted packet to its kernel
+//! through its own tunnel interface (`deliver = "all"`), which source-NATs
+//! the clients to its LAN address: the web namespace then has no route to
+//! the pool at all and still serves the page.
+//!
 //! Needs root, curl, tcpdump, nftables, dnsmasq and python3 (`cargo xtask
 //! setup`). One bed at a time (many processes on two shared cores).
 
@@ -237,13 +242,17 @@ fn daemon_section(dir: &Path) -> String {
     )
 }
 
-fn gateway_configs(dir: &Path) -> (String, String) {
-    let dataplane = format!(
+fn gateway_configs(dir: &Path, snat: bool) -> (String, String) {
+    let mut dataplane = format!(
         "[dataplane]\napi_socket = \"{}\"\n\n\
          [[interface]]\nname = \"lan0\"\nrole = \"inside\"\n\n\
          [[interface]]\nname = \"wan0\"\nrole = \"outside\"\n",
         dir.join("api.sock").display()
     );
+    if snat {
+        dataplane
+            .push_str("\n[[interface]]\nname = \"xtun0\"\nrole = \"tunnel\"\ndeliver = \"all\"\n");
+    }
     let ike = format!(
         "{}[pools.rw]\naddrs = \"10.3.0.0/24\"\ndns = [\"{WEB}\"]\n\n\
          [connections.rw]\nlocal_addrs = [\"{GW_WAN}\"]\npools = [\"rw\"]\n\n\
@@ -278,7 +287,9 @@ fn device_configs(dir: &Path, i: usize) -> (String, String) {
 
 const PAGE: &str = "<html><body>xdpsec remote access: the page behind the gateway</body></html>\n";
 
-fn bed(devices: usize) -> Bed {
+/// `devices` devices; with `snat`, the gateway's kernel forwards and
+/// masquerades the clients and the web namespace has no route back to them.
+fn bed(devices: usize, snat: bool) -> Bed {
     let testbed = Testbed::new().expect("test bed (root?)");
     let dir = std::env::temp_dir().join(format!("xdpsec-{}-ra", testbed.prefix()));
     std::fs::remove_dir_all(&dir).ok();
@@ -314,8 +325,10 @@ fn bed(devices: usize) -> Bed {
     gw.add_addr("lan0", Ipv4Addr::new(10, 2, 0, 1).into(), 24)
         .unwrap();
     web.add_addr("eth0", WEB.into(), 24).unwrap();
-    web.add_route("default", Ipv4Addr::new(10, 2, 0, 1).into())
-        .unwrap();
+    if !snat {
+        web.add_route("default", Ipv4Addr::new(10, 2, 0, 1).into())
+            .unwrap();
+    }
     // What the web namespace sends out must have full checksums: the
     // gateway's data plane encrypts it as it is.
     web.run([
@@ -383,8 +396,21 @@ fn bed(devices: usize) -> Bed {
 
     let gw_dir = dir.join("gateway");
     std::fs::create_dir_all(&gw_dir).unwrap();
-    let (dp, ike) = gateway_configs(&gw_dir);
+    let (dp, ike) = gateway_configs(&gw_dir, snat);
     let gateway = start_xdpsec(&gw, &gw_dir, &dp, &ike);
+    if snat {
+        // Replies, once the kernel has undone the NAT, go back into the
+        // tunnel interface and from there into the clients' SAs.
+        gw.ip(["route", "add", "10.3.0.0/24", "dev", "xtun0"])
+            .unwrap();
+        for rule in [
+            "add table ip nat",
+            "add chain ip nat post { type nat hook postrouting priority 100; }",
+            "add rule ip nat post ip saddr 10.3.0.0/24 oifname lan0 masquerade",
+        ] {
+            gw.run(["nft", rule]).unwrap();
+        }
+    }
 
     let mut list = Vec::new();
     for i in 1..=devices {
@@ -444,7 +470,7 @@ fn ipv4_summary(frame: &[u8]) -> Option<(u8, u16, u16)> {
 #[test]
 fn a_device_browses_through_the_gateway_and_leaks_nothing() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let bed = bed(1);
+    let bed = bed(1, false);
     let device = &bed.devices[0];
     let url = format!("http://{SITE}/");
 
@@ -518,7 +544,7 @@ fn a_device_browses_through_the_gateway_and_leaks_nothing() {
 fn twenty_devices_at_once_each_get_their_own_address() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     const DEVICES: usize = 20;
-    let bed = bed(DEVICES);
+    let bed = bed(DEVICES, false);
     let url = format!("http://{SITE}/");
     let mut vips = BTreeSet::new();
     for (i, device) in bed.devices.iter().enumerate() {
@@ -552,6 +578,29 @@ fn twenty_devices_at_once_each_get_their_own_address() {
         }
     });
     assert_eq!(vips.len(), DEVICES);
+    for device in &bed.devices {
+        device.disconnect().unwrap();
+    }
+}
+
+#[test]
+fn the_gateway_kernel_can_source_nat_the_clients() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let bed = bed(2, true);
+    let url = format!("http://{SITE}/");
+    for (i, device) in bed.devices.iter().enumerate() {
+        device.connect().unwrap_or_else(|e| {
+            panic!("device {}: xdpsec connect: {e}\n{}", i + 1, logs(&bed.dir))
+        });
+        let page = device
+            .fetch(&url, 10)
+            .unwrap_or_else(|e| panic!("device {}: curl {url}: {e}\n{}", i + 1, logs(&bed.dir)));
+        assert_eq!(page, PAGE);
+    }
+    // The web server saw the gateway, never a client's virtual IP.
+    let http_log = std::fs::read_to_string(bed.dir.join("http.log")).unwrap();
+    assert!(http_log.contains("10.2.0.1"), "{http_log}");
+    assert!(!http_log.contains("10.3.0."), "{http_log}");
     for device in &bed.devices {
         device.disconnect().unwrap();
     }

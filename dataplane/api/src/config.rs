@@ -157,6 +157,28 @@ pub struct InterfaceConfig {
     /// RX/TX queue pairs to open an AF_XDP socket on (queues 0..n).
     #[serde(default = "one")]
     pub queues: u32,
+    /// Tunnel interfaces only: which decrypted packets go back into it.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub deliver: Deliver,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+
+/// Which decrypted packets a tunnel interface hands to the host's stack.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Deliver {
+    /// Those for the host's own addresses, or routed into the tunnel; the
+    /// rest is forwarded by the data plane itself.
+    #[default]
+    Host,
+    /// All of them: the kernel routes, filters and source-NATs them (a
+    /// remote-access gateway whose clients reach the internet through its
+    /// masquerade). Routes for the clients' addresses point into the
+    /// tunnel so the replies come back to the data plane.
+    All,
 }
 
 fn one() -> u32 {
@@ -353,6 +375,12 @@ impl StaticConfig {
                 return Err(ValidationError::new(
                     format!("interface[{i}].queues"),
                     "must be at least 1",
+                ));
+            }
+            if iface.role != Role::Tunnel && iface.deliver != Deliver::Host {
+                return Err(ValidationError::new(
+                    format!("interface[{i}].deliver"),
+                    "only a tunnel interface (role = \"tunnel\") delivers decrypted packets",
                 ));
             }
             if iface.role == Role::Tunnel && name.len() > MAX_TUNNEL_NAME {
