@@ -307,7 +307,8 @@ fn tunnel_routes(plan: &Plan) -> Vec<Vec<String>> {
 
 /// The leak firewall: on the way out, only the tunnel interface, loopback,
 /// and IKE/ESP to the gateway (plus IPv6 neighbour discovery, without which
-/// an IPv6 underlay would not reach the gateway at all).
+/// an IPv6 underlay would not reach the gateway at all); forwarded, only
+/// into the tunnel.
 pub fn firewall_rules(plan: &Plan) -> String {
     let (fam, gw) = match plan.gateway {
         IpAddr::V4(a) => ("ip", a.to_string()),
@@ -330,6 +331,13 @@ pub fn firewall_rules(plan: &Plan) -> String {
         s,
         "    icmpv6 type {{ nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit }} accept"
     );
+    let _ = writeln!(s, "  }}");
+    // Nor may anything be forwarded around the tunnel, such as what the
+    // host routes into it that no SA covers (it comes back out of the
+    // data plane's end).
+    let _ = writeln!(s, "  chain forward {{");
+    let _ = writeln!(s, "    type filter hook forward priority 0; policy drop;");
+    let _ = writeln!(s, "    oifname \"{}\" accept", plan.tunnel);
     let _ = writeln!(s, "  }}");
     let _ = writeln!(s, "}}");
     s

@@ -22,6 +22,11 @@
 //! routes, resolver and firewall are exactly as before. Twenty devices at
 //! once each get their own address and SAs and fetch the page.
 //!
+//! Interop: a strongSwan client (charon with kernel-libipsec, `vips =
+//! 0.0.0.0`) gets its address from the xdpsec gateway and reaches the
+//! site; the xdpsec client connects to a strongSwan gateway with `pools`
+//! and does the same, name resolution through the tunnel DNS included.
+//!
 //! A variant has the gateway hand every decrypted packet to its kernel
 //! through its own tunnel interface (`deliver = "all"`), which source-NATs
 //! the clients to its LAN address: the web namespace then has no route to
@@ -35,6 +40,9 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+use xdpsec_testbed::strongswan::{
+    Charon, ChildConfig, StartAction, StrongswanConfig, SwanAuth, SwanPool,
+};
 use xdpsec_testbed::{Capture, Netns, NsChild, Testbed};
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -138,7 +146,21 @@ impl Device {
     }
 }
 
+/// What runs on the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GatewayKind {
+    /// xdpsec; the data plane forwards decrypted traffic itself.
+    Xdpsec,
+    /// xdpsec handing decrypted traffic to its kernel, which masquerades
+    /// the clients.
+    XdpsecSnat,
+    /// strongSwan (charon, kernel-libipsec) with a pool.
+    Strongswan,
+}
+
 struct Bed {
+    /// Stopped before the namespaces go.
+    charons: Vec<Charon>,
     testbed: Testbed,
     isp: Netns,
     dir: PathBuf,
@@ -150,6 +172,9 @@ struct Bed {
 
 impl Drop for Bed {
     fn drop(&mut self) {
+        for c in &mut self.charons {
+            c.stop().ok();
+        }
         self.testbed.kill_children();
         std::fs::remove_dir_all(&self.dir).ok();
     }
@@ -275,9 +300,11 @@ fn device_configs(dir: &Path, i: usize) -> (String, String) {
     let ike = format!(
         "{}[connections.home]\nlocal_addrs = [\"{}\"]\nremote_addrs = [\"{GW_WAN}\"]\n\
          vips = [\"0.0.0.0\"]\n\n\
+         proposals = [\"aes128gcm16-prfsha256-x25519\"]\n\n\
          [connections.home.local]\nauth = \"psk\"\nid = \"device{i}.example\"\n\n\
          [connections.home.remote]\nauth = \"psk\"\nid = \"gw.example\"\n\n\
-         [connections.home.children.all]\nremote_ts = [\"0.0.0.0/0\"]\n\n\
+         [connections.home.children.all]\nremote_ts = [\"0.0.0.0/0\"]\n\
+         esp_proposals = [\"aes128gcm16\"]\n\n\
          [secrets.ike-rw]\nsecret = \"{PSK}\"\n",
         daemon_section(dir),
         device_addr(i)
@@ -287,9 +314,58 @@ fn device_configs(dir: &Path, i: usize) -> (String, String) {
 
 const PAGE: &str = "<html><body>xdpsec remote access: the page behind the gateway</body></html>\n";
 
-/// `devices` devices; with `snat`, the gateway's kernel forwards and
-/// masquerades the clients and the web namespace has no route back to them.
-fn bed(devices: usize, snat: bool) -> Bed {
+fn strongswan_gateway() -> StrongswanConfig {
+    StrongswanConfig {
+        name: "rw".into(),
+        local_addrs: vec![GW_WAN.into()],
+        remote_addrs: Vec::new(),
+        local_id: "gw.example".into(),
+        remote_id: "%any".into(),
+        auth: SwanAuth::Psk { secret: PSK.into() },
+        ike_proposals: vec!["aes128gcm16-prfsha256-x25519".into()],
+        rekey_time: None,
+        dpd_delay: None,
+        children: vec![ChildConfig {
+            name: "all".into(),
+            local_ts: vec!["0.0.0.0/0".into()],
+            remote_ts: vec!["dynamic".into()],
+            esp_proposals: vec!["aes128gcm16".into()],
+            start_action: StartAction::None,
+            rekey_time: None,
+        }],
+        vips: Vec::new(),
+        pools: vec![SwanPool {
+            name: "rw".into(),
+            addrs: "10.3.0.0/24".into(),
+            dns: vec![WEB.into()],
+        }],
+    }
+}
+
+/// A device namespace on the ISP's bridge, its resolver the ISP's.
+fn device_netns(testbed: &Testbed, isp: &Netns, i: usize) -> (Netns, NetnsEtc) {
+    let ns = testbed.add_netns(&format!("dev{i}")).unwrap();
+    testbed
+        .add_veth(&ns, "wan0", isp, &format!("d{i}"))
+        .unwrap();
+    isp.ip(["link", "set", &format!("d{i}"), "master", "br0"])
+        .unwrap();
+    ns.add_addr("wan0", device_addr(i).into(), 24).unwrap();
+    ns.add_route("default", ISP_DEVICES.into()).unwrap();
+    // No IPv6 on the underlay: the capture below is about IPv4.
+    ns.sysctl(&[("net.ipv6.conf.wan0.disable_ipv6", "1")])
+        .unwrap();
+    ns.ping(GW_WAN.into(), 1).unwrap();
+    // The device's usual resolver is the ISP's, which answers nothing.
+    let etc = NetnsEtc::new(&ns, &format!("nameserver {ISP_DEVICES}\n"));
+    (ns, etc)
+}
+
+/// `devices` xdpsec devices and a gateway of `kind`; with
+/// [`GatewayKind::XdpsecSnat`] the web namespace has no route back to the
+/// clients.
+fn bed(devices: usize, kind: GatewayKind) -> Bed {
+    let snat = kind == GatewayKind::XdpsecSnat;
     let testbed = Testbed::new().expect("test bed (root?)");
     let dir = std::env::temp_dir().join(format!("xdpsec-{}-ra", testbed.prefix()));
     std::fs::remove_dir_all(&dir).ok();
@@ -396,8 +472,17 @@ fn bed(devices: usize, snat: bool) -> Bed {
 
     let gw_dir = dir.join("gateway");
     std::fs::create_dir_all(&gw_dir).unwrap();
-    let (dp, ike) = gateway_configs(&gw_dir, snat);
-    let gateway = start_xdpsec(&gw, &gw_dir, &dp, &ike);
+    let mut charons = Vec::new();
+    let gateway = if kind == GatewayKind::Strongswan {
+        charons.push(
+            Charon::start(&gw, gw_dir.join("charon"), &strongswan_gateway())
+                .unwrap_or_else(|e| panic!("strongSwan gateway: {e}")),
+        );
+        Vec::new()
+    } else {
+        let (dp, ike) = gateway_configs(&gw_dir, snat);
+        start_xdpsec(&gw, &gw_dir, &dp, &ike)
+    };
     if snat {
         // Replies, once the kernel has undone the NAT, go back into the
         // tunnel interface and from there into the clients' SAs.
@@ -414,20 +499,7 @@ fn bed(devices: usize, snat: bool) -> Bed {
 
     let mut list = Vec::new();
     for i in 1..=devices {
-        let ns = testbed.add_netns(&format!("dev{i}")).unwrap();
-        testbed
-            .add_veth(&ns, "wan0", &isp, &format!("d{i}"))
-            .unwrap();
-        isp.ip(["link", "set", &format!("d{i}"), "master", "br0"])
-            .unwrap();
-        ns.add_addr("wan0", device_addr(i).into(), 24).unwrap();
-        ns.add_route("default", ISP_DEVICES.into()).unwrap();
-        // No IPv6 on the underlay: the capture below is about IPv4.
-        ns.sysctl(&[("net.ipv6.conf.wan0.disable_ipv6", "1")])
-            .unwrap();
-        ns.ping(GW_WAN.into(), 1).unwrap();
-        // The device's usual resolver is the ISP's, which answers nothing.
-        let etc = NetnsEtc::new(&ns, &format!("nameserver {ISP_DEVICES}\n"));
+        let (ns, etc) = device_netns(&testbed, &isp, i);
         let ddir = dir.join(format!("dev{i}"));
         let (dp, ike) = device_configs(&ddir, i);
         let daemons = start_xdpsec(&ns, &ddir, &dp, &ike);
@@ -439,6 +511,7 @@ fn bed(devices: usize, snat: bool) -> Bed {
         });
     }
     Bed {
+        charons,
         testbed,
         isp,
         dir,
@@ -470,7 +543,7 @@ fn ipv4_summary(frame: &[u8]) -> Option<(u8, u16, u16)> {
 #[test]
 fn a_device_browses_through_the_gateway_and_leaks_nothing() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let bed = bed(1, false);
+    let bed = bed(1, GatewayKind::Xdpsec);
     let device = &bed.devices[0];
     let url = format!("http://{SITE}/");
 
@@ -544,7 +617,7 @@ fn a_device_browses_through_the_gateway_and_leaks_nothing() {
 fn twenty_devices_at_once_each_get_their_own_address() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     const DEVICES: usize = 20;
-    let bed = bed(DEVICES, false);
+    let bed = bed(DEVICES, GatewayKind::Xdpsec);
     let url = format!("http://{SITE}/");
     let mut vips = BTreeSet::new();
     for (i, device) in bed.devices.iter().enumerate() {
@@ -586,7 +659,7 @@ fn twenty_devices_at_once_each_get_their_own_address() {
 #[test]
 fn the_gateway_kernel_can_source_nat_the_clients() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let bed = bed(2, true);
+    let bed = bed(2, GatewayKind::XdpsecSnat);
     let url = format!("http://{SITE}/");
     for (i, device) in bed.devices.iter().enumerate() {
         device.connect().unwrap_or_else(|e| {
@@ -604,4 +677,84 @@ fn the_gateway_kernel_can_source_nat_the_clients() {
     for device in &bed.devices {
         device.disconnect().unwrap();
     }
+}
+
+#[test]
+fn the_xdpsec_client_connects_to_a_strongswan_gateway_with_a_pool() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let bed = bed(1, GatewayKind::Strongswan);
+    let device = &bed.devices[0];
+    let before = device.host_state();
+    let out = device.connect().unwrap_or_else(|e| {
+        panic!(
+            "xdpsec connect: {e}\n{}\n{}",
+            logs(&bed.dir),
+            bed.charons[0].log()
+        )
+    });
+    assert!(out.contains("virtual IP 10.3.0."), "{out}");
+    assert!(out.contains(&format!("DNS {WEB}")), "{out}");
+    let url = format!("http://{SITE}/");
+    let page = device.fetch(&url, 10).unwrap_or_else(|e| {
+        panic!(
+            "curl {url}: {e}\n{}\n{}",
+            logs(&bed.dir),
+            bed.charons[0].log()
+        )
+    });
+    assert_eq!(page, PAGE);
+    device.disconnect().unwrap();
+    assert_eq!(device.host_state(), before);
+}
+
+#[test]
+fn a_strongswan_client_gets_its_address_from_the_xdpsec_gateway() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut bed = bed(0, GatewayKind::Xdpsec);
+    let (ns, _etc) = device_netns(&bed.testbed, &bed.isp, 1);
+    let client = StrongswanConfig {
+        name: "home".into(),
+        local_addrs: vec![device_addr(1).into()],
+        remote_addrs: vec![GW_WAN.into()],
+        local_id: "device1.example".into(),
+        remote_id: "gw.example".into(),
+        auth: SwanAuth::Psk { secret: PSK.into() },
+        ike_proposals: vec!["aes128gcm16-prfsha256-x25519".into()],
+        rekey_time: None,
+        dpd_delay: None,
+        children: vec![ChildConfig {
+            name: "all".into(),
+            local_ts: vec!["dynamic".into()],
+            remote_ts: vec!["10.2.0.0/24".into()],
+            esp_proposals: vec!["aes128gcm16".into()],
+            start_action: StartAction::None,
+            rekey_time: None,
+        }],
+        vips: vec![Ipv4Addr::UNSPECIFIED.into()],
+        pools: Vec::new(),
+    };
+    let charon = Charon::start(&ns, bed.dir.join("dev1-charon"), &client)
+        .unwrap_or_else(|e| panic!("strongSwan client: {e}"));
+    let log = |charon: &Charon| format!("{}\n{}", charon.log(), logs(&bed.dir));
+    charon
+        .initiate_child("all")
+        .unwrap_or_else(|e| panic!("initiate: {e}\n{}", log(&charon)));
+    let child = charon
+        .wait_child_installed("all", Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e}\n{}", log(&charon)));
+    assert_eq!(child.local_ts, vec!["10.3.0.1/32".to_string()], "{child:?}");
+    assert_eq!(
+        child.remote_ts,
+        vec!["10.2.0.0/24".to_string()],
+        "{child:?}"
+    );
+    let page = ns
+        .run(["curl", "-sS", "--max-time", "10", &format!("http://{WEB}/")])
+        .unwrap_or_else(|e| panic!("curl from the strongSwan client: {e}\n{}", log(&charon)));
+    assert_eq!(page, PAGE);
+    let sa = charon
+        .wait_child_installed("all", Duration::from_secs(1))
+        .unwrap();
+    assert!(sa.packets_out > 0 && sa.packets_in > 0, "{sa:?}");
+    bed.charons.push(charon);
 }
