@@ -49,6 +49,7 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 const SITE: &str = "www.site.example";
 const WEB: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 2);
+const WEB6: &str = "fd00:2::2";
 const GW_WAN: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 2);
 const ISP_DEVICES: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
 const PSK: &str = "remote access acceptance test key";
@@ -280,10 +281,11 @@ fn gateway_configs(dir: &Path, snat: bool) -> (String, String) {
     }
     let ike = format!(
         "{}[pools.rw]\naddrs = \"10.3.0.0/24\"\ndns = [\"{WEB}\"]\n\n\
-         [connections.rw]\nlocal_addrs = [\"{GW_WAN}\"]\npools = [\"rw\"]\n\n\
+         [pools.rw6]\naddrs = \"fd00:3::/120\"\n\n\
+         [connections.rw]\nlocal_addrs = [\"{GW_WAN}\"]\npools = [\"rw\", \"rw6\"]\n\n\
          [connections.rw.local]\nauth = \"psk\"\nid = \"gw.example\"\n\n\
          [connections.rw.remote]\nauth = \"psk\"\n\n\
-         [connections.rw.children.all]\nlocal_ts = [\"0.0.0.0/0\"]\n\n\
+         [connections.rw.children.all]\nlocal_ts = [\"0.0.0.0/0\", \"::/0\"]\n\n\
          [secrets.ike-rw]\nsecret = \"{PSK}\"\n",
         daemon_section(dir)
     );
@@ -299,11 +301,11 @@ fn device_configs(dir: &Path, i: usize) -> (String, String) {
     );
     let ike = format!(
         "{}[connections.home]\nlocal_addrs = [\"{}\"]\nremote_addrs = [\"{GW_WAN}\"]\n\
-         vips = [\"0.0.0.0\"]\n\n\
+         vips = [\"0.0.0.0\", \"::\"]\n\n\
          proposals = [\"aes128gcm16-prfsha256-x25519\"]\n\n\
          [connections.home.local]\nauth = \"psk\"\nid = \"device{i}.example\"\n\n\
          [connections.home.remote]\nauth = \"psk\"\nid = \"gw.example\"\n\n\
-         [connections.home.children.all]\nremote_ts = [\"0.0.0.0/0\"]\n\
+         [connections.home.children.all]\nremote_ts = [\"0.0.0.0/0\", \"::/0\"]\n\
          esp_proposals = [\"aes128gcm16\"]\n\n\
          [secrets.ike-rw]\nsecret = \"{PSK}\"\n",
         daemon_section(dir),
@@ -401,8 +403,13 @@ fn bed(devices: usize, kind: GatewayKind) -> Bed {
     gw.add_addr("lan0", Ipv4Addr::new(10, 2, 0, 1).into(), 24)
         .unwrap();
     web.add_addr("eth0", WEB.into(), 24).unwrap();
+    gw.add_addr("lan0", "fd00:2::1".parse().unwrap(), 64)
+        .unwrap();
+    web.add_addr("eth0", WEB6.parse().unwrap(), 64).unwrap();
     if !snat {
         web.add_route("default", Ipv4Addr::new(10, 2, 0, 1).into())
+            .unwrap();
+        web.add_route("fd00:3::/120", "fd00:2::1".parse().unwrap())
             .unwrap();
     }
     // What the web namespace sends out must have full checksums: the
@@ -430,6 +437,21 @@ fn bed(devices: usize, kind: GatewayKind) -> Bed {
             &dir.join("http.log"),
         )
         .unwrap();
+    let http6 = web
+        .spawn_logged(
+            [
+                "python3",
+                "-m",
+                "http.server",
+                "80",
+                "--bind",
+                WEB6,
+                "--directory",
+                &web_root.display().to_string(),
+            ],
+            &dir.join("http6.log"),
+        )
+        .unwrap();
     let dns = web
         .spawn_logged(
             [
@@ -451,15 +473,18 @@ fn bed(devices: usize, kind: GatewayKind) -> Bed {
         .unwrap();
     // Neighbours warm, listeners up.
     gw.ping(WEB.into(), 1).unwrap();
+    gw.ping(WEB6.parse().unwrap(), 1).unwrap();
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
         let tcp = web
             .run(["ss", "-Hltn", "sport", "=", ":80"])
             .unwrap_or_default();
+        // One listener per family.
+        let both = tcp.lines().count() >= 2;
         let udp = web
             .run(["ss", "-Hlun", "sport", "=", ":53"])
             .unwrap_or_default();
-        if !tcp.trim().is_empty() && !udp.trim().is_empty() {
+        if both && !udp.trim().is_empty() {
             break;
         }
         assert!(
@@ -517,7 +542,7 @@ fn bed(devices: usize, kind: GatewayKind) -> Bed {
         dir,
         devices: list,
         _gateway: gateway,
-        _web: vec![http, dns],
+        _web: vec![http, http6, dns],
         _web_root: web_root,
     }
 }
@@ -549,6 +574,15 @@ fn a_device_browses_through_the_gateway_and_leaks_nothing() {
 
     // Without the VPN: no name, no page.
     let before = device.host_state();
+    assert_eq!(
+        device
+            .ns
+            .ping_report(ISP_DEVICES.into(), 1, Duration::from_secs(1))
+            .map(|r| r.received)
+            .ok(),
+        Some(1),
+        "the ISP's router does not answer pings"
+    );
     let err = device.fetch(&url, 3).expect_err("resolved without the VPN");
     assert!(err.contains("resolve") || err.contains("(6)"), "{err}");
     device
@@ -560,7 +594,7 @@ fn a_device_browses_through_the_gateway_and_leaks_nothing() {
     let out = device
         .connect()
         .unwrap_or_else(|e| panic!("xdpsec connect: {e}\n{}", logs(&bed.dir)));
-    assert!(out.contains("virtual IP 10.3.0.1"), "{out}");
+    assert!(out.contains("virtual IP 10.3.0.1, fd00:3::1"), "{out}");
     let resolv = std::fs::read_to_string(device.etc.resolv_conf()).unwrap();
     assert!(resolv.contains(&format!("nameserver {WEB}")), "{resolv}");
 
@@ -569,19 +603,21 @@ fn a_device_browses_through_the_gateway_and_leaks_nothing() {
         .unwrap_or_else(|e| panic!("curl {url}: {e}\n{}", logs(&bed.dir)));
     assert_eq!(page, PAGE);
 
-    // Leaks: straight out of the underlay interface is blocked now.
-    device
+    // IPv6 inside the tunnel too (the underlay is IPv4 only).
+    let page6 = device
+        .fetch(&format!("http://[{WEB6}]/"), 10)
+        .unwrap_or_else(|e| panic!("curl over IPv6: {e}\n{}", logs(&bed.dir)));
+    assert_eq!(page6, PAGE);
+
+    // Leaks: the ISP's router answered before; around the tunnel, nothing
+    // gets out now.
+    // (The firewall makes sending fail, or the reply never comes.)
+    if let Ok(r) = device
         .ns
-        .run([
-            "curl",
-            "-sS",
-            "--max-time",
-            "2",
-            "--interface",
-            "wan0",
-            "http://198.18.1.1/",
-        ])
-        .expect_err("traffic around the tunnel got out");
+        .ping_report(ISP_DEVICES.into(), 1, Duration::from_secs(1))
+    {
+        assert_eq!(r.received, 0, "a ping around the tunnel got out");
+    }
 
     let frames = capture.finish(0).unwrap();
     let summaries: Vec<(u8, u16, u16)> = frames.iter().filter_map(|f| ipv4_summary(f)).collect();
@@ -624,13 +660,19 @@ fn twenty_devices_at_once_each_get_their_own_address() {
         let out = device.connect().unwrap_or_else(|e| {
             panic!("device {}: xdpsec connect: {e}\n{}", i + 1, logs(&bed.dir))
         });
-        let vip: IpAddr = out
+        // "... virtual IP 10.3.0.7, fd00:3::7, DNS 10.2.0.2"
+        let assigned: Vec<IpAddr> = out
             .split("virtual IP ")
             .nth(1)
-            .and_then(|s| s.split([',', ' ', '\n']).next())
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("no virtual IP in {out:?}"));
-        assert!(vips.insert(vip), "{vip} handed out twice");
+            .map(|s| s.split(", DNS").next().unwrap_or(s))
+            .into_iter()
+            .flat_map(|s| s.split(", "))
+            .filter_map(|s| s.trim().parse().ok())
+            .collect();
+        assert_eq!(assigned.len(), 2, "an IPv4 and an IPv6 address in {out:?}");
+        for vip in assigned {
+            assert!(vips.insert(vip), "{vip} handed out twice");
+        }
     }
     // All connected at once: every one fetches the page.
     std::thread::scope(|s| {
@@ -650,7 +692,7 @@ fn twenty_devices_at_once_each_get_their_own_address() {
             );
         }
     });
-    assert_eq!(vips.len(), DEVICES);
+    assert_eq!(vips.len(), 2 * DEVICES);
     for device in &bed.devices {
         device.disconnect().unwrap();
     }
