@@ -7,7 +7,8 @@
 //! its transmit time, CLOCK_MONOTONIC on one machine) into an hdrhistogram.
 //!
 //! It stops at its deadline, or once packets have arrived and none came for
-//! `idle`; it detaches the program when done (and on drop).
+//! `idle` (but not before `min_duration`); it detaches the program when
+//! done (and on drop).
 
 use crate::accounting::{Accounting, Totals};
 use crate::clock::now_ns;
@@ -36,8 +37,12 @@ pub struct SinkConfig {
     pub port: u16,
     /// Give up after this long.
     pub duration: Duration,
-    /// Stop once this long passed without a packet, after the first.
+    /// Stop once this long passed without a packet, after the first, but
+    /// not before `min_duration`: a generator that stalls for a moment
+    /// must not end the measurement.
     pub idle: Duration,
+    /// Run at least this long.
+    pub min_duration: Duration,
 }
 
 /// One-way latency, nanoseconds.
@@ -175,9 +180,12 @@ pub fn run(config: &SinkConfig, ready: impl FnOnce()) -> Result<SinkReport, Sink
     let deadline =
         start.saturating_add(u64::try_from(config.duration.as_nanos()).unwrap_or(u64::MAX));
     let idle = u64::try_from(config.idle.as_nanos()).unwrap_or(u64::MAX);
+    let not_before =
+        start.saturating_add(u64::try_from(config.min_duration.as_nanos()).unwrap_or(u64::MAX));
     loop {
         let now = now_ns();
-        if now >= deadline || first.is_some() && now.saturating_sub(last) >= idle {
+        let quiet = first.is_some() && now.saturating_sub(last) >= idle && now >= not_before;
+        if now >= deadline || quiet {
             break;
         }
         let mut got = 0;

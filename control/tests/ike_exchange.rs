@@ -438,3 +438,84 @@ fn an_unknown_critical_payload_is_answered_with_unsupported_critical_payload() {
     }
     assert!(sim.nodes[0].ep.list_sas(now).is_empty());
 }
+
+#[test]
+fn a_retransmitted_request_gets_the_cached_response_and_nothing_else() {
+    let mut sim = pair("aes128-sha256-modp2048", 12);
+    established_pair(&mut sim);
+    let is_auth = |t: &xdpsec_control::ike::Transmit, response: bool| {
+        t.payload.len() > 28 && t.payload[18] == 35 && (t.payload[19] & 0x20 != 0) == response
+    };
+    let request = sim.sent[0]
+        .iter()
+        .find(|t| is_auth(t, false))
+        .unwrap()
+        .clone();
+    let response = sim.sent[1]
+        .iter()
+        .find(|t| is_auth(t, true))
+        .unwrap()
+        .clone();
+    let events_before = sim.events(1).len();
+    let now = sim.now;
+    sim.nodes[1]
+        .ep
+        .handle_datagram(now, request.remote, request.local, &request.payload);
+    let again = sim.nodes[1]
+        .ep
+        .poll_transmit()
+        .expect("the cached response");
+    assert_eq!(again.payload, response.payload);
+    assert!(sim.nodes[1].ep.poll_transmit().is_none());
+    assert!(sim.nodes[1].ep.poll_event().is_none());
+    assert_eq!(sim.events(1).len(), events_before);
+    // An old request beyond the window is dropped and counted.
+    let init = sim.sent[0]
+        .iter()
+        .find(|t| t.payload[18] == 34)
+        .unwrap()
+        .clone();
+    let mut stale = request.payload.clone();
+    stale[20..24].copy_from_slice(&7u32.to_be_bytes());
+    sim.nodes[1]
+        .ep
+        .handle_datagram(now, init.remote, init.local, &stale);
+    assert!(sim.nodes[1].ep.poll_transmit().is_none());
+    assert_eq!(sim.nodes[1].ep.drops().message_id, 1);
+}
+
+#[test]
+fn ipv4_and_ipv6_selectors_in_one_child() {
+    let dual = |me, peer| {
+        psk_config(me, peer, "aes128gcm16-prfsha256-x25519", "", "")
+            .replace("\"10.1.0.0/16\"", "\"10.1.0.0/16\", \"fd00:1::/64\"")
+            .replace("\"10.2.0.0/16\"", "\"10.2.0.0/16\", \"fd00:2::/64\"")
+    };
+    let a = node(&dual(A, B), A, 1, fast_settings());
+    let b = node(&dual(B, A), B, 2, fast_settings());
+    let mut sim = Sim::new(vec![a, b], 13);
+    established_pair(&mut sim);
+    let sas = installed(sim.events(0));
+    assert_sas_match(&sas, &installed(sim.events(1)));
+    let out = sas
+        .values()
+        .find(|s| s.direction == Direction::Out)
+        .unwrap();
+    let pairs: Vec<(String, String)> = out
+        .selectors
+        .iter()
+        .map(|s| (s.local.to_string(), s.remote.to_string()))
+        .collect();
+    assert_eq!(
+        pairs,
+        vec![
+            ("10.1.0.0/16".to_owned(), "10.2.0.0/16".to_owned()),
+            ("fd00:1::/64".to_owned(), "fd00:2::/64".to_owned()),
+        ]
+    );
+    let policies = sim.events(0).iter().find_map(|e| match e {
+        Event::InstallPolicies { policies, .. } => Some(policies.len()),
+        _ => None,
+    });
+    assert_eq!(policies, Some(4));
+}

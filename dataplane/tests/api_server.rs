@@ -209,6 +209,50 @@ fn sas_and_policies_round_trip() {
 }
 
 #[test]
+fn replace_policy_swaps_the_sa_in_one_step() {
+    let dir = TempDir::new("replace");
+    let s = start(&dir.socket(), ApiServerOptions::default());
+    let cfg = config();
+    let mut c = ApiClient::connect(dir.socket()).unwrap();
+    for sa in &cfg.sas {
+        c.add_sa(sa.clone()).unwrap();
+    }
+    let mut second = cfg
+        .sas
+        .iter()
+        .find(|sa| sa.direction == Direction::Out)
+        .expect("an outbound SA in the sample")
+        .clone();
+    second.spi = 0x1002;
+    c.add_sa(second).unwrap();
+    let policy = cfg
+        .policies
+        .iter()
+        .find(|p| p.direction == Direction::Out && p.spi == Some(0x1001))
+        .expect("an out policy protecting with 0x1001")
+        .clone();
+    // Replace works whether the key is present or not.
+    c.replace_policy(policy.clone()).unwrap();
+    let moved = xdpsec_api::Policy {
+        spi: Some(0x1002),
+        ..policy.clone()
+    };
+    let before = s.changes.load(Ordering::SeqCst);
+    c.replace_policy(moved.clone()).unwrap();
+    assert_eq!(s.changes.load(Ordering::SeqCst), before + 1, "one publish");
+    assert_eq!(c.list_policies().unwrap(), vec![moved]);
+    // Validated like add_policy.
+    let no_spi = xdpsec_api::Policy {
+        spi: None,
+        ..policy
+    };
+    assert_eq!(
+        server_code(c.replace_policy(no_spi)),
+        ErrorCode::InvalidArgument
+    );
+}
+
+#[test]
 fn on_change_sees_the_new_tables() {
     let dir = TempDir::new("change");
     let tables = Arc::new(Tables::new(Backend::available()[0]));

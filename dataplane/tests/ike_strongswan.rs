@@ -136,8 +136,10 @@ fn ike_rekeys_and_deletes_with_strongswan_from_either_side() {
     });
     assert!(
         stats.all_answered_once(),
-        "ping during the rekeys: {}\n{}",
+        "ping during the rekeys: {}\nxdpsec drops: {:?}\n{:?}\n{}",
         stats.output,
+        bed.status(Side::A).map(|s| s.to_string()),
+        bed.sa_list(Side::A).map(|s| s.to_string()),
         bed.ike_logs()
     );
     wait_until(&bed, "one SA pair left in the data plane", || {

@@ -186,6 +186,21 @@ fn ike_terminate_from_either_side_removes_the_sas_on_both() {
 }
 
 #[test]
+fn ike_daemon_exits_naming_the_data_plane_when_it_goes_away() {
+    let mut bed = bed(Encapsulation::Esp, XDPSEC, options(), false);
+    bed.stop(Side::B).unwrap();
+    wait_until(&bed, "the IKE daemon of B exits", || {
+        !bed.ike_running(Side::B)
+    });
+    let log = bed.ike_log(Side::B);
+    assert!(log.contains("the data plane went away"), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+    // The other side is unaffected.
+    assert!(bed.ike_running(Side::A));
+    bed.ike_sa_list(Side::A).unwrap();
+}
+
+#[test]
 fn ike_kill_and_restart_of_the_daemon_loses_no_packet() {
     let mut bed = bed(Encapsulation::Udp, XDPSEC, options(), false);
     let before = child_spis(&bed, Side::A);
@@ -196,9 +211,12 @@ fn ike_kill_and_restart_of_the_daemon_loses_no_packet() {
     std::thread::sleep(Duration::from_millis(600));
     for side in [Side::B, Side::A] {
         bed.ike_kill(side).unwrap();
-        assert!(
-            bed.ike_state_path(side).exists(),
-            "the state file survives the crash"
+        let mode = std::fs::metadata(bed.ike_state_path(side))
+            .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777);
+        assert_eq!(
+            mode.ok(),
+            Some(0o600),
+            "the state file survives the crash, private"
         );
         std::thread::sleep(Duration::from_millis(1000));
         bed.ike_start(side).unwrap();

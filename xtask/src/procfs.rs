@@ -25,7 +25,13 @@ const QUIET_WAIT: Duration = Duration::from_secs(60);
 /// [`QUIET_WAIT`], until it is below [`QUIET_BUSY_CPUS`] (the tunnel is up
 /// and idle then, so what is busy is someone else's work); the last sample.
 pub(crate) fn wait_for_quiet_machine() -> Result<f64> {
-    let deadline = Instant::now() + QUIET_WAIT;
+    wait_for_quiet_machine_up_to(QUIET_WAIT, |line| eprintln!("{line}"))
+}
+
+/// Like [`wait_for_quiet_machine`], waiting up to `wait`; says what it
+/// does through `say`.
+pub(crate) fn wait_for_quiet_machine_up_to(wait: Duration, say: impl Fn(&str)) -> Result<f64> {
+    let deadline = Instant::now() + wait;
     let mut said = false;
     loop {
         let busy = busy_cpus_over(Duration::from_secs(1))?;
@@ -33,11 +39,15 @@ pub(crate) fn wait_for_quiet_machine() -> Result<f64> {
             return Ok(busy);
         }
         if Instant::now() >= deadline {
-            eprintln!("    the machine is still busy ({busy:.2} CPUs): measuring anyway, flagged");
+            say(&format!(
+                "    the machine is still busy ({busy:.2} CPUs): measuring anyway, flagged"
+            ));
             return Ok(busy);
         }
         if !said {
-            eprintln!("    other work keeps {busy:.2} CPUs busy: waiting (up to {QUIET_WAIT:?})");
+            say(&format!(
+                "    other work keeps {busy:.2} CPUs busy: waiting (up to {wait:?})"
+            ));
             said = true;
         }
     }

@@ -74,9 +74,12 @@ enum Command {
         /// Give up after this many milliseconds.
         #[arg(long, default_value_t = 5000)]
         duration_ms: u64,
-        /// Stop this many milliseconds after the last packet.
+        /// Stop this many milliseconds after the last packet...
         #[arg(long, default_value_t = 300)]
         idle_ms: u64,
+        /// ...but not before this many milliseconds.
+        #[arg(long, default_value_t = 0)]
+        min_ms: u64,
     },
 }
 
@@ -140,6 +143,7 @@ fn main() -> Result<()> {
             port,
             duration_ms,
             idle_ms,
+            min_ms,
         } => {
             let config = SinkConfig {
                 ifname: iface,
@@ -148,6 +152,7 @@ fn main() -> Result<()> {
                 port,
                 duration: Duration::from_millis(duration_ms),
                 idle: Duration::from_millis(idle_ms),
+                min_duration: Duration::from_millis(min_ms),
             };
             let report = sink::run(&config, || {
                 eprintln!("ready");

@@ -32,6 +32,16 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(90);
 /// again: packets the peer sent under the old SPIs just before it switched
 /// still arrive and are decrypted.
 pub const ORPHAN_GRACE: Duration = Duration::from_secs(5);
+/// How long an inbound SA stays after the state machine deletes it. The
+/// initiator of a Child SA rekey is told to delete the old SAs as soon as
+/// the new ones are in, but the responder may go on sending under the old
+/// SA until it has processed the initiator's DELETE (strongSwan installs
+/// its new outbound SA only then): packets of that round trip must still
+/// find their SA. Outbound SAs go at once (the policies have moved).
+pub const INBOUND_LINGER: Duration = Duration::from_secs(2);
+/// How long the responder of a Child SA rekey keeps sending under the old
+/// SA when the initiator does not delete it (see `Driver::switch_later`).
+pub const POLICY_SWITCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// Datagrams read from one socket per loop turn, so one busy socket does
 /// not starve the others.
 const RECV_BATCH: usize = 64;
@@ -66,6 +76,25 @@ enum Awaiting {
     },
 }
 
+/// Policies of a new child that wait for the old child's deletion.
+#[derive(Debug)]
+struct DeferredSwitch {
+    at: Instant,
+    old: ChildSaId,
+    child: ChildSaId,
+    policies: Vec<xdpsec_api::Policy>,
+}
+
+/// The child that `child` replaces, from its up event in `events`.
+fn replaced(child: ChildSaId, events: &[Event]) -> Option<ChildSaId> {
+    events.iter().find_map(|e| match e {
+        Event::ChildSaUp {
+            child: c, replaces, ..
+        } if *c == child => *replaces,
+        _ => None,
+    })
+}
+
 /// An orphan's removal time.
 #[derive(Debug)]
 struct OrphanTimer {
@@ -92,6 +121,10 @@ pub(super) struct Driver {
     pub(super) child_volume: HashMap<(String, String), Lifetimes>,
     pending: Vec<Pending>,
     orphan_timers: Vec<OrphanTimer>,
+    /// Inbound SAs to delete at the instant: (when, child, SPI).
+    lingering: Vec<(Instant, ChildSaId, u32)>,
+    /// Policy switches waiting for the old child to go.
+    deferred: Vec<DeferredSwitch>,
     saved: Option<Ledger>,
     ike_remote: HashMap<IkeSaId, SocketAddr>,
     /// Virtual IPs and DNS servers assigned to our IKE SAs, for `sa list`
@@ -143,6 +176,8 @@ impl Driver {
             child_volume,
             pending: Vec::new(),
             orphan_timers: Vec::new(),
+            lingering: Vec::new(),
+            deferred: Vec::new(),
             saved: None,
             ike_remote: HashMap::new(),
             virtual_ips: HashMap::new(),
@@ -233,7 +268,7 @@ impl Driver {
                 self.endpoint.handle_timeout(now);
             }
             self.flush(now)?;
-            self.expire(now);
+            self.expire(now)?;
             self.ctl.reap();
         }
     }
@@ -243,6 +278,8 @@ impl Driver {
             self.endpoint.poll_timeout(),
             self.pending.iter().map(|p| p.deadline).min(),
             self.orphan_timers.iter().map(|t| t.at).min(),
+            self.lingering.iter().map(|l| l.0).min(),
+            self.deferred.iter().map(|d| d.at).min(),
         ]
         .into_iter()
         .flatten()
@@ -358,10 +395,40 @@ impl Driver {
         }
     }
 
-    /// Sends what the state machine queued and carries out its events.
+    /// Carries out the state machine's events, then sends what it queued:
+    /// the SAs a message lets the peer use are in before it leaves.
     fn flush(&mut self, now: Instant) -> anyhow::Result<()> {
         loop {
-            let mut progressed = false;
+            let events: Vec<Event> = std::iter::from_fn(|| self.endpoint.poll_event()).collect();
+            let mut progressed = !events.is_empty();
+            for i in 0..events.len() {
+                let later = &events[i + 1..];
+                match &events[i] {
+                    Event::InstallPolicies { child, policies }
+                        if self.switch_later(*child, later) =>
+                    {
+                        let old = replaced(*child, later).unwrap_or(*child);
+                        tracing::debug!(%child, replaces = %old, "outbound policies move when the peer deletes the old child");
+                        self.deferred.push(DeferredSwitch {
+                            at: now + POLICY_SWITCH_TIMEOUT,
+                            old,
+                            child: *child,
+                            policies: policies.clone(),
+                        });
+                    }
+                    Event::InstallPolicies { policies, .. } => {
+                        // Policies installed now supersede any switch
+                        // still waiting for the same selectors (a
+                        // simultaneous rekey: the redundant child's
+                        // switch must not happen after the winner's).
+                        let keys: Vec<_> = policies.iter().map(|p| p.key()).collect();
+                        self.deferred
+                            .retain(|d| !d.policies.iter().any(|p| keys.contains(&p.key())));
+                        self.apply(now, events[i].clone())?;
+                    }
+                    event => self.apply(now, event.clone())?,
+                }
+            }
             while let Some(t) = self.endpoint.poll_transmit() {
                 progressed = true;
                 if let Err(e) = self
@@ -371,10 +438,6 @@ impl Driver {
                     tracing::warn!(local = %t.local, remote = %t.remote, "sending an IKE message: {e}");
                 }
             }
-            while let Some(event) = self.endpoint.poll_event() {
-                progressed = true;
-                self.apply(now, event)?;
-            }
             if !progressed {
                 break;
             }
@@ -383,17 +446,54 @@ impl Driver {
         Ok(())
     }
 
-    fn save_state(&mut self) {
-        if self.saved.as_ref() == Some(&self.ledger) {
-            return;
-        }
-        let saved = SavedState::new(self.ledger.clone());
-        match self.state.save(&saved) {
-            Ok(()) => self.saved = Some(self.ledger.clone()),
-            Err(e) => {
-                tracing::error!("writing the state file: {e}; a restart would not know these SAs")
+    /// Whether the policies of `child` should wait: it replaces a child
+    /// whose outbound SA is still installed and is not deleted in this same
+    /// batch. That is the responder's side of a Child SA rekey: the
+    /// initiator installs its new inbound SA only when our answer arrives,
+    /// so we go on sending under the old SA until its DELETE comes (as
+    /// strongSwan does). The initiator deletes the old SAs right away, in
+    /// the same batch, and switches at once.
+    fn switch_later(&self, child: ChildSaId, later: &[Event]) -> bool {
+        let Some(old) = replaced(child, later) else {
+            return false;
+        };
+        let old_out_installed = self
+            .ledger
+            .child(old.0)
+            .is_some_and(|c| c.spi_out.is_some());
+        let old_out_deleted_now = later.iter().any(|e| {
+            matches!(e, Event::DeleteSa { child: c, direction: xdpsec_api::Direction::Out, .. } if *c == old)
+        });
+        old_out_installed && !old_out_deleted_now
+    }
+
+    /// Applies deferred policy switches: those waiting for `old` to go
+    /// (`Some`), or those whose time is up (`None`).
+    fn release_switches(&mut self, now: Instant, old: Option<ChildSaId>) -> anyhow::Result<()> {
+        let (due, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.deferred)
+            .into_iter()
+            .partition(|d| old.map_or(d.at <= now, |o| d.old == o));
+        self.deferred = rest;
+        for d in due {
+            if self
+                .ledger
+                .child(d.child.0)
+                .is_none_or(|c| c.spi_out.is_none())
+            {
+                // The new child went before its policies did.
+                continue;
             }
+            tracing::debug!(child = %d.child, "moving the outbound policies to the new child");
+            let r = self
+                .installer
+                .install_policies(&mut self.ledger, d.child.0, d.policies);
+            self.api_result("installing policies", r)?;
         }
+        Ok(())
+    }
+
+    fn save_state(&mut self) {
+        save_ledger(&self.state, &mut self.saved, &self.ledger);
     }
 
     fn api_result(&mut self, what: &str, result: Result<(), ApiError>) -> anyhow::Result<bool> {
@@ -422,7 +522,12 @@ impl Driver {
                 }
                 let what = format!("installing {} SA {:#010x}", spec.direction, spec.spi);
                 tracing::debug!(%ike, %child, spi = format_args!("{:#010x}", spec.spi), direction = %spec.direction, "installing SA");
-                let r = self.installer.install_sa(&mut self.ledger, child.0, spec);
+                let (state, saved) = (&self.state, &mut self.saved);
+                let r = self
+                    .installer
+                    .install_sa(&mut self.ledger, child.0, spec, |ledger| {
+                        save_ledger(state, saved, ledger)
+                    });
                 if !self.api_result(&what, r)? {
                     // The peer must not send into an SA we could not
                     // install: take the child down.
@@ -441,8 +546,18 @@ impl Driver {
             Event::DeleteSa {
                 child,
                 spi,
+                direction: xdpsec_api::Direction::In,
+            } => {
+                tracing::debug!(%child, spi = format_args!("{spi:#010x}"), "deleting inbound SA in {INBOUND_LINGER:?}");
+                self.lingering.push((now + INBOUND_LINGER, child, spi));
+            }
+            Event::DeleteSa {
+                child,
+                spi,
                 direction,
             } => {
+                // The old child goes: its successor's policies move first.
+                self.release_switches(now, Some(child))?;
                 tracing::debug!(%child, spi = format_args!("{spi:#010x}"), %direction, "deleting SA");
                 let r = self
                     .installer
@@ -592,10 +707,17 @@ impl Driver {
     /// 7296 section 3.10.1): after a restart the peer no longer has the old
     /// ones, and their children would otherwise linger in the data plane
     /// until a rekey or DPD failed.
+    ///
+    /// Only a new IKE SA the peer initiated replaces: when both ends
+    /// initiate at once, each is responder of the other's IKE SA while its
+    /// own is still connecting, so neither deletes anything and the tunnel
+    /// never goes away (two IKE SAs stay, the newer child carries traffic).
     fn replace_older(&mut self, now: Instant, ike: IkeSaId, connection: &str, peer_id: &str) {
-        let older: Vec<IkeSaId> = self
-            .endpoint
-            .list_sas(now)
+        let sas = self.endpoint.list_sas(now);
+        if sas.iter().any(|s| s.id == ike && s.initiator) {
+            return;
+        }
+        let older: Vec<IkeSaId> = sas
             .into_iter()
             .filter(|s| {
                 s.id != ike
@@ -687,8 +809,20 @@ impl Driver {
         }
     }
 
-    /// Removes orphans whose time has come, answers commands whose time is up.
-    fn expire(&mut self, now: Instant) {
+    /// Removes lingering inbound SAs and orphans whose time has come,
+    /// answers commands whose time is up.
+    fn expire(&mut self, now: Instant) -> anyhow::Result<()> {
+        self.release_switches(now, None)?;
+        let (due, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.lingering)
+            .into_iter()
+            .partition(|l| l.0 <= now);
+        self.lingering = rest;
+        for (_, child, spi) in due {
+            let r =
+                self.installer
+                    .delete_sa(&mut self.ledger, child.0, spi, xdpsec_api::Direction::In);
+            self.api_result("deleting an inbound SA", r)?;
+        }
         let due: Vec<OrphanTimer> = {
             let (due, rest) = std::mem::take(&mut self.orphan_timers)
                 .into_iter()
@@ -730,6 +864,7 @@ impl Driver {
             }
         }
         self.save_state();
+        Ok(())
     }
 
     fn command(&mut self, now: Instant, call: CtlCall) {
@@ -1041,6 +1176,19 @@ impl Driver {
         }
         self.state.remove()?;
         Ok(())
+    }
+}
+
+/// Writes `ledger` to the state file unless it is what was written last.
+fn save_ledger(state: &StateFile, saved: &mut Option<Ledger>, ledger: &Ledger) {
+    if saved.as_ref() == Some(ledger) {
+        return;
+    }
+    match state.save(&SavedState::new(ledger.clone())) {
+        Ok(()) => *saved = Some(ledger.clone()),
+        Err(e) => {
+            tracing::error!("writing the state file: {e}; a restart would not know these SAs")
+        }
     }
 }
 

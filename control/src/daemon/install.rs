@@ -135,21 +135,35 @@ impl Installer {
         &mut self.api
     }
 
-    /// `AddSa`, recorded under `child`.
+    /// `AddSa`, recorded under `child`. The ledger is written first and
+    /// saved by `save` before the SA goes in, so a crash at any point
+    /// leaves no SA of ours the state file does not name (a recorded SA
+    /// the data plane does not hold is forgotten at the next start).
     pub fn install_sa(
         &mut self,
         ledger: &mut Ledger,
         child: u64,
         spec: SaSpec,
+        save: impl FnOnce(&Ledger),
     ) -> Result<(), ApiError> {
         let (spi, direction) = (spec.spi, spec.direction);
-        self.api.add_sa(spec)?;
         let c = ledger.live.entry(child).or_insert_with(OwnedChild::new);
+        let previous = c.spi(direction);
         match direction {
             Direction::In => c.spi_in = Some(spi),
             Direction::Out => c.spi_out = Some(spi),
         }
-        Ok(())
+        save(ledger);
+        let result = self.api.add_sa(spec);
+        if result.is_err() {
+            if let Some(c) = ledger.live.get_mut(&child) {
+                match direction {
+                    Direction::In => c.spi_in = previous,
+                    Direction::Out => c.spi_out = previous,
+                }
+            }
+        }
+        result
     }
 
     /// `ReplacePolicy` for each, recorded under `child`.

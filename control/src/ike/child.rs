@@ -7,11 +7,18 @@ use std::time::Instant;
 
 use xdpsec_api::{Direction, GcmKey, Policy, PolicyAction, PolicyKey, SaSpec, UdpEncap};
 
+use tracing::info;
+
+use super::common::jittered;
+use super::endpoint::Endpoint;
 use super::event::{ChildSaSnapshot, ChildSaState, Event, Reason};
+use super::proposal::select_esp;
 use super::proposal::ChildAlgorithms;
+use super::sa::IkeSa;
 use super::ts;
 use super::{ChildSaId, IkeSaId};
 use crate::crypto::ChildKeys;
+use crate::wire::consts::notify;
 use crate::wire::TrafficSelector;
 
 /// One Child SA (a pair of ESP SAs).
@@ -205,5 +212,128 @@ impl ChildSa {
             age: now.saturating_duration_since(self.installed_at),
             rekey_in: self.rekey_at.map(|t| t.saturating_duration_since(now)),
         }
+    }
+}
+
+/// Creates and installs a Child SA; emits its events.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn install_child(
+    sa: &mut IkeSa,
+    now: Instant,
+    config: usize,
+    algs: ChildAlgorithms,
+    spi_in: u32,
+    spi_out: u32,
+    local_ts: Vec<crate::wire::TrafficSelector>,
+    remote_ts: Vec<crate::wire::TrafficSelector>,
+    keys: &crate::crypto::ChildKeys,
+    exchange_initiator: bool,
+    replaces: Option<super::ChildSaId>,
+    ep: &mut Endpoint,
+) -> Result<super::ChildSaId, Reason> {
+    let cfg = sa
+        .conn
+        .children
+        .get(config)
+        .ok_or_else(|| Reason::Internal("child config vanished".into()))?;
+    let encap = sa.nat_local || sa.nat_remote || sa.conn.encap;
+    let child = ChildSa {
+        id: ep.alloc_child_id(),
+        name: cfg.name.clone(),
+        spi_in,
+        spi_out,
+        algs,
+        local_ts,
+        remote_ts,
+        state: ChildSaState::Installed,
+        installed_at: now,
+        rekey_at: cfg.rekey_time.map(|d| now + jittered(d, cfg.rand_time, ep)),
+        expire_at: cfg.life_time.map(|d| now + d),
+        encap,
+        collision: None,
+    };
+    let install = Install {
+        ike: sa.id,
+        connection: &sa.conn.name,
+        local: sa.local,
+        remote: sa.remote,
+        encap,
+        exchange_initiator,
+        keys,
+        replaces,
+    };
+    child.install(&install, &mut ep.events)?;
+    info!(ike = %sa.id, child = %child.id, name = %child.name, spi_in = format_args!("{:08x}", spi_in), spi_out = format_args!("{:08x}", spi_out), algorithms = %algs, "Child SA installed");
+    let id = child.id;
+    sa.children.push(child);
+    Ok(id)
+}
+
+/// A responder's choice for a Child SA: config index, algorithms, the
+/// peer's SPI, our local and remote selectors.
+pub(crate) type ChildChoice = (
+    usize,
+    ChildAlgorithms,
+    u32,
+    Vec<crate::wire::TrafficSelector>,
+    Vec<crate::wire::TrafficSelector>,
+);
+
+/// The responder's choice of child config, ESP proposal and narrowed
+/// selectors: the first child whose proposals and selectors both fit.
+/// `tsi`/`tsr` are the initiator's (its side first). Returns the config
+/// index, algorithms, the peer's SPI, and our local and remote selectors.
+#[allow(clippy::type_complexity)]
+pub(crate) fn select_child(
+    sa: &IkeSa,
+    proposals: &[crate::wire::Proposal],
+    tsi: &[crate::wire::TrafficSelector],
+    tsr: &[crate::wire::TrafficSelector],
+    with_dh: bool,
+) -> Result<
+    (
+        usize,
+        ChildAlgorithms,
+        u32,
+        Vec<crate::wire::TrafficSelector>,
+        Vec<crate::wire::TrafficSelector>,
+    ),
+    (u16, Reason),
+> {
+    let conn = &sa.conn;
+    let mut proposal_fit = false;
+    for (i, cfg) in conn.children.iter().enumerate() {
+        let Some((algs, _, spi_out)) = select_esp(proposals, &cfg.esp_proposals, with_dh) else {
+            continue;
+        };
+        proposal_fit = true;
+        let remote_ts = ts::narrow(tsi, &sa.peer_ts(cfg));
+        let local_ts = ts::narrow(tsr, &sa.our_ts(cfg));
+        if remote_ts.is_empty() || local_ts.is_empty() {
+            continue;
+        }
+        return Ok((i, algs, spi_out, local_ts, remote_ts));
+    }
+    if proposal_fit || conn.children.is_empty() {
+        let show = |v: &[crate::wire::TrafficSelector]| {
+            v.iter().map(ts::display).collect::<Vec<_>>().join(",")
+        };
+        Err((
+            notify::TS_UNACCEPTABLE,
+            Reason::TsUnacceptable(format!(
+                "peer proposed TSi {} TSr {}, no child of {:?} allows them",
+                show(tsi),
+                show(tsr),
+                conn.name
+            )),
+        ))
+    } else {
+        Err((
+            notify::NO_PROPOSAL_CHOSEN,
+            Reason::NoProposalChosen(format!(
+                "no ESP proposal of the peer matches connection {:?}",
+                conn.name
+            )),
+        ))
     }
 }

@@ -73,8 +73,13 @@ pub struct ChildConfig {
     pub rekey_time: Option<Duration>,
     /// Delete this long after installation if not rekeyed.
     pub life_time: Option<Duration>,
+    /// Up to this much is taken off `rekey_time` at random, so that both
+    /// ends rarely rekey at once (`rand_time`).
+    pub rand_time: Duration,
     /// What the daemon does on load.
     pub start_action: StartAction,
+    /// What to do when the peer closes it.
+    pub close_action: config::CloseAction,
 }
 
 impl ChildConfig {
@@ -113,6 +118,11 @@ pub struct Connection {
     pub children: Vec<ChildConfig>,
     /// Rekey the IKE SA this long after establishment.
     pub rekey_time: Option<Duration>,
+    /// Up to this much is taken off `rekey_time` at random.
+    pub rand_time: Duration,
+    /// Delete the IKE SA this long after establishment if no rekey
+    /// replaced its keys.
+    pub life_time: Option<Duration>,
     /// Liveness check after this long without a message from the peer.
     pub dpd_delay: Option<Duration>,
     /// What to do when the peer is gone.
@@ -123,6 +133,8 @@ pub struct Connection {
     pub fragmentation: bool,
     /// Fragment our own big messages when the peer supports it.
     pub fragment_ours: bool,
+    /// Initiation attempts before giving up; 0: forever.
+    pub keyingtries: u32,
     /// Where pre-shared keys come from.
     pub secrets: Arc<IkeConfig>,
     /// Gateway: the pools a client's virtual IPs come from.
@@ -193,11 +205,15 @@ impl Connection {
                             })?,
                         rekey_time: nonzero(c.rekey_time),
                         life_time: c.hard_life_time(),
+                        rand_time: c.rand_time(),
                         start_action: c.start_action,
+                        close_action: c.close_action,
                     })
                 })
                 .collect::<Result<_, String>>()?,
             rekey_time: nonzero(conn.rekey_time),
+            rand_time: conn.ike_rand_time(),
+            life_time: conn.ike_life_time(),
             dpd_delay: nonzero(conn.dpd_delay),
             dpd_action: conn.dpd_action,
             encap: conn.encap,
@@ -205,6 +221,7 @@ impl Connection {
             fragment_ours: conn.fragmentation == Fragmentation::Yes,
             pools: conn.pools.clone(),
             vips: conn.vips.clone(),
+            keyingtries: conn.keyingtries,
             secrets: cfg.clone(),
         })
     }

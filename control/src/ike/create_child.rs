@@ -6,9 +6,11 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
-use super::auth::{
-    child_sa_payload, error_notify, install_child, notify_of, random_child_spi, random_ike_spi,
-    random_vec, sa_payload, select_child, tsi, tsr, NONCE_LEN,
+use super::auth::child_sa_payload;
+use super::child::{install_child, select_child};
+use super::common::{
+    error_notify, notify_of, random_child_spi, random_ike_spi, random_vec, sa_payload, tsi, tsr,
+    NONCE_LEN,
 };
 use super::endpoint::{CommandError, Endpoint};
 use super::event::{ChildSaState, Event, Reason};
@@ -23,7 +25,9 @@ use crate::wire::{
     TrafficSelectors,
 };
 
-/// How long before an unfinished rekey is tried again after TEMPORARY_FAILURE.
+/// How long before an unfinished rekey is tried again after
+/// TEMPORARY_FAILURE: between this and twice this, at random, so that two
+/// ends that collided do not collide again.
 const REKEY_RETRY: Duration = Duration::from_secs(10);
 
 /// A CREATE_CHILD_SA we sent for a Child SA.
@@ -471,7 +475,11 @@ pub(crate) fn handle_request(
         }
         let mut out = vec![
             Payload::Sa(SecurityAssociation {
-                proposals: vec![EspProposal::from_chosen(&algs).to_wire(1, spi_in, true)],
+                proposals: vec![EspProposal::from_chosen(&algs).to_wire(
+                    super::proposal::esp_number(&s.proposals, &algs, true),
+                    spi_in,
+                    true,
+                )],
             }),
             Payload::Nonce(nonce_r),
         ];
@@ -568,6 +576,7 @@ fn ike_rekey_request(
         )
         .map_err(|e| Reason::Internal(e.to_string()))?;
         let new = Channel::new(peer_spi, our_spi, false, algs, keys)?;
+        new.log_keys(ep);
         let out = vec![
             Payload::Sa(SecurityAssociation {
                 proposals: vec![
@@ -587,7 +596,9 @@ fn ike_rekey_request(
             sa.respond(chan, exchange::CREATE_CHILD_SA, header.message_id, &out, ep);
             ep.by_spi.insert(new.spi_r, sa.id);
             info!(ike = %sa.id, algorithms = %algs, "IKE SA rekeyed (responder)");
-            let old = std::mem::replace(chan, new);
+            let mut old = std::mem::replace(chan, new);
+            // Our requests not sent yet go out on the new SPIs.
+            chan.queue = std::mem::take(&mut old.queue);
             // The old SPIs stay until the initiator deletes them.
             sa.old_chan = Some((old, now + ep.settings.linger * 6));
             super::auth::established(sa, now, true, &algs, ep);
@@ -625,6 +636,7 @@ pub(crate) fn handle_child_response(
         .get(req.config)
         .map(|c| c.name.clone())
         .unwrap_or_default();
+    let retry_delay = super::common::jittered(REKEY_RETRY * 2, REKEY_RETRY, ep);
     let back_to_installed = |sa: &mut IkeSa, retry: bool| {
         if let Some(c) = req
             .rekey
@@ -634,7 +646,7 @@ pub(crate) fn handle_child_response(
                 c.state = ChildSaState::Installed;
                 c.collision = None;
                 if retry {
-                    c.rekey_at = Some(now + REKEY_RETRY);
+                    c.rekey_at = Some(now + retry_delay);
                 }
             }
         }
@@ -861,7 +873,7 @@ pub(crate) fn handle_ike_rekey_response(
             }
         }
         info!(ike = %sa.id, notify = n.kind, "IKE rekey not done, retrying later");
-        sa.rekey_at = Some(now + REKEY_RETRY);
+        sa.rekey_at = Some(now + super::common::jittered(REKEY_RETRY * 2, REKEY_RETRY, ep));
         return;
     }
     let result = (|| -> Result<(Channel, super::proposal::IkeAlgorithms), Reason> {
@@ -896,7 +908,9 @@ pub(crate) fn handle_ike_rekey_response(
             Some((chan.algs.prf, &chan.keys.sk_d)),
         )
         .map_err(|e| Reason::Internal(e.to_string()))?;
-        Ok((Channel::new(req.spi, peer_spi, true, algs, keys)?, algs))
+        let new = Channel::new(req.spi, peer_spi, true, algs, keys)?;
+        new.log_keys(ep);
+        Ok((new, algs))
     })();
     match result {
         Ok((new, algs)) => {
@@ -927,7 +941,7 @@ pub(crate) fn handle_ike_rekey_response(
             if ep.by_spi.get(&req.spi) == Some(&sa.id) {
                 ep.by_spi.remove(&req.spi);
             }
-            sa.rekey_at = Some(now + REKEY_RETRY);
+            sa.rekey_at = Some(now + super::common::jittered(REKEY_RETRY * 2, REKEY_RETRY, ep));
         }
     }
 }

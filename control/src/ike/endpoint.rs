@@ -48,6 +48,10 @@ pub struct Settings {
     /// Time a deleted/rekeyed SA's cached state lingers (answers
     /// retransmitted requests, absorbs late packets).
     pub linger: Duration,
+    /// TEST ONLY: log each IKE SA's SK_e/SK_a keys at debug level, in
+    /// Wireshark's IKEv2 decryption table order, so captures can be
+    /// decrypted. Never on in production.
+    pub log_keys: bool,
 }
 
 impl Default for Settings {
@@ -63,8 +67,10 @@ impl Default for Settings {
             half_open_timeout: Duration::from_secs(30),
             cookie_secret_lifetime: Duration::from_secs(120),
             keepalive_interval: Some(Duration::from_secs(20)),
-            fragment_size: 1280 - 48,
+            // IPv6's minimum MTU less IPv6, UDP and the non-ESP marker.
+            fragment_size: 1280 - 40 - 8 - 4,
             linger: Duration::from_secs(10),
+            log_keys: false,
         }
     }
 }
@@ -82,6 +88,7 @@ impl Settings {
             cookie_threshold: usize::try_from(d.cookie_threshold).unwrap_or(usize::MAX),
             max_half_open: usize::try_from(d.half_open_limit).unwrap_or(usize::MAX),
             keepalive_interval: (!d.keep_alive.is_zero()).then_some(d.keep_alive),
+            log_keys: d.log_keys,
             ..defaults
         }
     }
@@ -167,8 +174,9 @@ pub struct Endpoint {
     pub(super) drops: Drops,
     /// Inbound ESP SPIs in use or reserved, so a new one never collides.
     pub(super) child_spis: HashSet<u32>,
-    /// Connections to initiate again (DPD action restart).
-    pub(super) restart: Vec<String>,
+    /// Connections to initiate again (keyingtries, DPD action restart,
+    /// close action start), with the number of the attempt.
+    pub(super) restart: Vec<(String, u32)>,
     /// A wall-clock reading and the instant it was taken: certificate
     /// validity needs calendar time, which the machine never reads itself.
     pub(super) wall_clock: Option<(Instant, SystemTime)>,
@@ -260,6 +268,7 @@ impl Endpoint {
             }
         };
         self.dispatch(now, local, remote, header, datagram);
+        self.run_restarts(now);
     }
 
     /// Does whatever is due at `now`: retransmissions, give-ups, DPD,
@@ -271,9 +280,16 @@ impl Endpoint {
         for id in ids {
             self.with_sa(id, |sa, ep| sa.handle_timeout(now, ep));
         }
-        for name in std::mem::take(&mut self.restart) {
-            if let Err(e) = self.initiate(now, &name) {
-                tracing::warn!(connection = %name, error = %e, "cannot restart the connection");
+        self.run_restarts(now);
+    }
+
+    fn run_restarts(&mut self, now: Instant) {
+        for (name, attempt) in std::mem::take(&mut self.restart) {
+            let conn = self.connections.iter().find(|c| c.name == name).cloned();
+            let Some(conn) = conn else { continue };
+            tracing::info!(connection = %name, attempt, "initiating again");
+            if let Err(e) = IkeSa::initiate(now, conn, attempt, self) {
+                tracing::warn!(connection = %name, error = %e, "cannot initiate the connection again");
             }
         }
     }
@@ -303,7 +319,7 @@ impl Endpoint {
             .find(|c| c.name == name)
             .cloned()
             .ok_or_else(|| CommandError::UnknownConnection(name.to_owned()))?;
-        IkeSa::initiate(now, conn, self)
+        IkeSa::initiate(now, conn, 1, self)
     }
 
     /// Deletes IKE SAs (with their Child SAs) or one Child SA, telling the

@@ -8,10 +8,11 @@ use std::time::Instant;
 
 use tracing::{debug, info};
 
-use super::auth::{detect_nat, nat_hash, notify_of, random_ike_spi, random_vec, NONCE_LEN};
+use super::common::{notify_of, random_ike_spi, random_vec, NONCE_LEN};
 use super::connection::Connection;
 use super::endpoint::{Endpoint, Transmit};
-use super::proposal::{select_ike, IkeProposal};
+use super::init::{detect_nat, nat_hash};
+use super::proposal::{select_ike, select_ike_with_ke, IkeProposal};
 use super::sa::{Channel, IkeSa, Phase};
 use crate::crypto::{DhPrivate, IkeKeys};
 use crate::wire::consts::{exchange, notify};
@@ -186,9 +187,14 @@ impl Endpoint {
             .filter(|c| c.matches_addrs(local.ip(), remote.ip()))
             .cloned()
             .collect();
-        let chosen = candidates
-            .iter()
-            .find_map(|c| select_ike(&offer.proposals, &c.proposals).map(|(a, _)| (c.clone(), a)));
+        let ke_group = p.iter().find_map(|x| match x {
+            Payload::Ke(k) => crate::crypto::DhGroup::from_id(k.group),
+            _ => None,
+        });
+        let chosen = candidates.iter().find_map(|c| {
+            select_ike_with_ke(&offer.proposals, &c.proposals, ke_group)
+                .map(|(a, _)| (c.clone(), a))
+        });
         let Some((conn, algs)) = chosen else {
             info!(%remote, connections = candidates.len(), "IKE_SA_INIT: no proposal chosen");
             self.stateless_reply(
@@ -263,6 +269,7 @@ impl Endpoint {
         )
         .map_err(internal)?;
         let mut chan = Channel::new(header.spi_i, spi_r, false, algs, keys)?;
+        chan.log_keys(self);
         chan.next_mid = 0;
         chan.peer_mid = 1;
         let id = self.alloc_ike_id();
@@ -297,6 +304,7 @@ impl Endpoint {
             down_reason: None,
             pending_rekey_group: None,
             vips: Default::default(),
+            attempt: 0,
         };
         detect_nat(&mut sa, &msg.payloads, header.spi_i, 0);
         let src = if conn.encap {
@@ -325,6 +333,14 @@ impl Endpoint {
             payloads.push(Payload::Notify(Notify::new(
                 notify::IKEV2_FRAGMENTATION_SUPPORTED,
                 Vec::new(),
+            )));
+        }
+        // RFC 7427: answered in kind, so that the initiator may sign with
+        // method 14.
+        if notify_of(&msg.payloads, notify::SIGNATURE_HASH_ALGORITHMS).is_some() {
+            payloads.push(Payload::Notify(Notify::new(
+                notify::SIGNATURE_HASH_ALGORITHMS,
+                crate::cert::signature_hash_algorithms_notify_data(),
             )));
         }
         // A responder that wants the peer's certificate asks for it here:

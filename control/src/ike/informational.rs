@@ -81,10 +81,18 @@ pub(crate) fn handle_request(
     if deletes_ike(&p) {
         info!(ike = %sa.id, "INFORMATIONAL: peer deletes the IKE SA");
         sa.respond(chan, exchange::INFORMATIONAL, header.message_id, &[], ep);
+        let restart = sa
+            .conn
+            .children
+            .iter()
+            .any(|c| c.close_action == crate::config::CloseAction::Start);
         sa.die(Reason::PeerDelete, ep);
+        if restart {
+            ep.restart.push((sa.conn.name.clone(), 1));
+        }
         return;
     }
-    if let Some(n) = super::auth::error_notify(&p) {
+    if let Some(n) = super::common::error_notify(&p) {
         if n.kind == notify::AUTHENTICATION_FAILED {
             warn!(ike = %sa.id, "peer rejected our authentication after IKE_AUTH");
             sa.respond(chan, exchange::INFORMATIONAL, header.message_id, &[], ep);
@@ -112,12 +120,22 @@ pub(crate) fn handle_request(
                 .find(|c| c.spi_out == spi)
                 .map(|c| (c.id, c.spi_in, c.state));
             if let Some((id, spi_in, state)) = found {
-                let reason = if state == ChildSaState::Rekeyed {
+                let rekeyed = state == ChildSaState::Rekeyed;
+                let reason = if rekeyed {
                     Reason::Rekeyed
                 } else {
                     Reason::PeerDelete
                 };
-                sa.remove_child(id, reason, ep);
+                if let Some(c) = sa.remove_child(id, reason, ep) {
+                    let config = sa.conn.children.iter().position(|k| {
+                        k.name == c.name && k.close_action == crate::config::CloseAction::Start
+                    });
+                    if let (Some(config), false) = (config, rekeyed) {
+                        if let Err(r) = super::create_child::queue_new_child(sa, config, chan, ep) {
+                            tracing::warn!(ike = %sa.id, reason = %r, "cannot start the child again");
+                        }
+                    }
+                }
                 ours.push(spi_in.to_be_bytes().to_vec());
             }
         }
@@ -136,16 +154,32 @@ pub(crate) fn handle_request(
 }
 
 /// A request on the SPIs an IKE rekey replaced: the Delete of that old IKE
-/// SA (or a late liveness check) is answered empty.
+/// SA is answered empty, other INFORMATIONALs as usual (Child SA deletes
+/// still apply), a CREATE_CHILD_SA with TEMPORARY_FAILURE.
 pub(crate) fn handle_old_request(
     sa: &mut IkeSa,
+    now: Instant,
     header: IkeHeader,
-    p: &[Payload],
+    p: Vec<Payload>,
     chan: &mut Channel,
     ep: &mut Endpoint,
 ) {
-    if deletes_ike(p) {
+    if deletes_ike(&p) {
         info!(ike = %sa.id, "old IKE SA deleted by the peer after rekey");
+    } else if header.exchange == exchange::INFORMATIONAL {
+        // Child SA deletes still apply: the Child SAs moved to the new SPIs.
+        handle_request(sa, now, header, p, chan, ep);
+        return;
     }
-    sa.respond(chan, header.exchange, header.message_id, &[], ep);
+    // Anything else was sent before the peer saw the rekey: it may try
+    // again on the new SPIs (section 2.25).
+    let answer = if header.exchange == exchange::CREATE_CHILD_SA {
+        vec![Payload::Notify(crate::wire::Notify::new(
+            notify::TEMPORARY_FAILURE,
+            Vec::new(),
+        ))]
+    } else {
+        Vec::new()
+    };
+    sa.respond(chan, header.exchange, header.message_id, &answer, ep);
 }

@@ -1,40 +1,60 @@
 //! The sans-IO IKEv2 state machine (RFC 7296), in the style of quinn-proto.
 //!
 //! One [`Endpoint`] holds every IKE SA of the process. It never touches a
-//! socket or the clock: the daemon feeds it
+//! socket or the clock. Setting one up:
+//!
+//! ```text
+//! let cfg = Arc::new(IkeConfig::load(path)?);
+//! let creds = cfg.load_credentials(path)?;
+//! let conns = Connection::all_from_config(&cfg, &creds)?;
+//! let mut ep = Endpoint::new(Settings::from_daemon(&cfg.daemon), conns, Box::new(SystemRandom));
+//! ep.set_wall_clock(Instant::now(), SystemTime::now()); // certificate validity
+//! ep.reserve_spis(spis_the_data_plane_holds);           // after a restart
+//! ```
+//!
+//! The daemon feeds it
 //!
 //! - datagrams: [`Endpoint::handle_datagram`]`(now, local, remote, bytes)`
 //!   where `bytes` is the IKE message *without* the 4-byte non-ESP marker
 //!   of port 4500 (the daemon strips it, and drops ESP-in-UDP, which the
-//!   data plane handles);
+//!   data plane handles); `local` is the address and port it arrived on;
 //! - the time: [`Endpoint::handle_timeout`]`(now)` once
-//!   [`Endpoint::poll_timeout`] is reached (it may be called early or
-//!   late; it does whatever is due);
-//! - commands: [`Endpoint::initiate`], [`Endpoint::terminate`],
-//!   [`Endpoint::rekey_child`], [`Endpoint::rekey_ike`],
-//!   [`Endpoint::handle_lifetime_event`] (soft/hard lifetimes the data plane
-//!   reports);
+//!   [`Endpoint::poll_timeout`] is reached (early or late calls are fine:
+//!   it does whatever is due);
+//! - commands: [`Endpoint::initiate`]`(now, name)`,
+//!   [`Endpoint::terminate`]`(now, `[`Target`]`)` (a connection, an IKE SA or
+//!   a Child SA), [`Endpoint::rekey_child`], [`Endpoint::rekey_ike`],
+//!   [`Endpoint::handle_lifetime_event`]`(now, spi, `[`LifetimeSeverity`]`)`
+//!   for the data plane's soft/hard lifetime events (soft rekeys, hard
+//!   deletes), [`Endpoint::set_connections`] on reload;
 //!
 //! and after each call drains
 //!
 //! - [`Endpoint::poll_transmit`] -> [`Transmit`]: send `payload` from
 //!   `local` to `remote`; when [`Transmit::non_esp_marker`] is set, prepend
-//!   four zero bytes (messages on port 4500); NAT keepalives (one 0xFF byte)
+//!   four zero bytes (IKE on port 4500); NAT keepalives (one 0xFF byte)
 //!   go out without it;
-//! - [`Endpoint::poll_event`] -> [`Event`]: what to do on the data plane
-//!   (install/delete SAs and policies, in the order given: a new inbound SA
-//!   comes before the new outbound one, and old SAs are deleted only after
-//!   their replacement is installed) and what to log or report (IKE and
-//!   Child SA up/down with a reason);
+//! - [`Endpoint::poll_event`] -> [`Event`]: the data-plane actions, in the
+//!   order to perform them (`InstallSa` inbound, `InstallSa` outbound,
+//!   `InstallPolicies`, later `DeleteSa` of what a rekey replaced;
+//!   `DeletePolicies` only when a Child SA goes without replacement;
+//!   `UpdateSa` when the peer's NAT mapping moved), and the lifecycle
+//!   reports (`IkeSaUp`/`IkeSaDown`, `ChildSaUp`/`ChildSaDown`, each down
+//!   with a [`Reason`] whose `Display` is the log line);
 //! - [`Endpoint::poll_timeout`]: the next instant to call `handle_timeout`.
 //!
-//! [`Endpoint::list_sas`] gives snapshots of every IKE and Child SA for
-//! `xdpsec sa list`. Connections come from the TOML config through
-//! [`Connection`] (resolved: proposals parsed, identities and secrets
-//! loaded). Randomness comes from an injected [`crate::crypto::Random`].
+//! [`Endpoint::list_sas`]`(now)` gives [`IkeSaSnapshot`]s (with their
+//! [`ChildSaSnapshot`]s) for `xdpsec sa list`; [`Endpoint::drops`] counts
+//! what was dropped and why. Connections come from the TOML config
+//! ([`crate::config`]) through [`Connection::all_from_config`]; a
+//! connection whose children have `start_action = "start"`
+//! ([`Connection::starts_on_load`]) is the daemon's to initiate on load.
+//! Randomness comes from an injected [`crate::crypto::Random`]; a
+//! [`crate::crypto::SeededRandom`] makes a whole run reproducible.
 
 mod auth;
 mod child;
+mod common;
 mod connection;
 mod cookie;
 mod create_child;
@@ -43,16 +63,17 @@ mod event;
 mod exchange;
 mod fragment;
 mod informational;
+mod init;
 mod proposal;
 mod sa;
-pub mod ts;
+mod ts;
 mod virtual_ip;
 
 pub use crate::config::{DpdAction, StartAction};
 pub use connection::{
     ChildConfig, Connection, Identity, LocalAuth, LocalMethod, RemoteAuth, RemoteMethod,
 };
-pub use endpoint::{CommandError, Endpoint, Settings, Transmit};
+pub use endpoint::{CommandError, Drops, Endpoint, Settings, Transmit};
 pub use event::{
     ChildSaSnapshot, ChildSaState, Event, IkeSaSnapshot, IkeSaState, LifetimeSeverity, Reason,
 };

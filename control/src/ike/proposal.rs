@@ -250,6 +250,16 @@ fn first_common<T: Copy + PartialEq>(theirs: &[T], ours: &[T]) -> Option<T> {
 /// of theirs that one of ours accepts, each transform type taken in their
 /// order. Returns the chosen algorithms and the proposal's number.
 pub(crate) fn select_ike(theirs: &[Proposal], ours: &[IkeProposal]) -> Option<(IkeAlgorithms, u8)> {
+    select_ike_with_ke(theirs, ours, None)
+}
+
+/// [`select_ike`], preferring the DH group of the initiator's KE payload
+/// when both sides accept it: no INVALID_KE_PAYLOAD round trip then.
+pub(crate) fn select_ike_with_ke(
+    theirs: &[Proposal],
+    ours: &[IkeProposal],
+    ke_group: Option<DhGroup>,
+) -> Option<(IkeAlgorithms, u8)> {
     for p in theirs.iter().filter(|p| p.protocol == protocol::IKE) {
         let o = offered(p);
         if o.unknown_type {
@@ -276,8 +286,12 @@ pub(crate) fn select_ike(theirs: &[Proposal], ours: &[IkeProposal]) -> Option<(I
                 }
             };
             let mine_dh: Vec<Option<DhGroup>> = mine.dh.iter().copied().map(Some).collect();
-            let Some(Some(dh)) = first_common(&o.dh, &mine_dh) else {
+            let Some(Some(first)) = first_common(&o.dh, &mine_dh) else {
                 continue;
+            };
+            let dh = match ke_group {
+                Some(g) if o.dh.contains(&Some(g)) && mine.dh.contains(&g) => g,
+                _ => first,
             };
             return Some((
                 IkeAlgorithms {
@@ -343,4 +357,10 @@ pub(crate) fn select_esp(
         }
     }
     None
+}
+
+/// The number of the peer's ESP proposal that `chosen` came from: the
+/// answer must repeat it (section 3.3.6).
+pub(crate) fn esp_number(theirs: &[Proposal], chosen: &ChildAlgorithms, with_dh: bool) -> u8 {
+    select_esp(theirs, &[EspProposal::from_chosen(chosen)], with_dh).map_or(1, |(_, n, _)| n)
 }

@@ -124,6 +124,25 @@ impl Channel {
         })
     }
 
+    /// With [`super::Settings::log_keys`] only: the keys as Wireshark's
+    /// IKEv2 decryption table wants them.
+    pub(crate) fn log_keys(&self, ep: &Endpoint) {
+        if !ep.settings.log_keys {
+            return;
+        }
+        let hex = |k: &[u8]| k.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        debug!(
+            spi_i = format_args!("{:016x}", self.spi_i),
+            spi_r = format_args!("{:016x}", self.spi_r),
+            sk_ei = %hex(&self.keys.sk_ei),
+            sk_er = %hex(&self.keys.sk_er),
+            sk_ai = %hex(&self.keys.sk_ai),
+            sk_ar = %hex(&self.keys.sk_ar),
+            algorithms = %self.algs,
+            "TEST ONLY log_keys: IKE SA keys"
+        );
+    }
+
     fn our_spi(&self) -> u64 {
         if self.initiator {
             self.spi_i
@@ -137,7 +156,7 @@ impl Channel {
 #[derive(Debug)]
 pub(crate) enum Phase {
     /// Initiator: IKE_SA_INIT sent, no keys yet.
-    InitSent(super::auth::InitState),
+    InitSent(super::init::InitState),
     /// Initiator: IKE_AUTH sent. Responder: IKE_SA_INIT answered (half-open).
     Authenticating,
     /// Authenticated.
@@ -185,6 +204,8 @@ pub(crate) struct IkeSa {
     pub pending_rekey_group: Option<crate::crypto::DhGroup>,
     /// Virtual IPs assigned to us or leased to the peer.
     pub vips: super::virtual_ip::SaVips,
+    /// Which initiation attempt this is (`keyingtries`); 0 for a responder.
+    pub attempt: u32,
 }
 
 fn retransmit_delay(ep: &Endpoint, tries: u32) -> Duration {
@@ -427,7 +448,7 @@ impl IkeSa {
     ) {
         if let Phase::InitSent(_) = self.phase {
             if header.exchange == exchange::IKE_SA_INIT && header.flags.response {
-                super::auth::handle_init_response(self, now, local, remote, header, datagram, ep);
+                super::init::handle_init_response(self, now, local, remote, header, datagram, ep);
             }
             return;
         }
@@ -439,9 +460,13 @@ impl IkeSa {
             }
             _ => false,
         };
+        let mut expires = now;
         let mut chan = if on_old {
             match self.old_chan.take() {
-                Some((c, _)) => c,
+                Some((c, t)) => {
+                    expires = t;
+                    c
+                }
                 None => return,
             }
         } else {
@@ -450,14 +475,17 @@ impl IkeSa {
                 None => return,
             }
         };
-        let expires = self.old_chan.as_ref().map(|(_, t)| *t);
         let keep =
             self.handle_on_channel(now, local, remote, header, datagram, &mut chan, on_old, ep);
         if on_old {
-            self.old_chan = Some((chan, expires.unwrap_or(now)));
-            if !keep {
-                self.drop_old_chan(ep);
-            }
+            // A finished old channel still answers retransmissions of its
+            // Delete for a while.
+            let until = if keep {
+                expires
+            } else {
+                expires.min(now + ep.settings.linger)
+            };
+            self.old_chan = Some((chan, until));
         } else if self.chan.is_none() {
             self.chan = Some(chan);
         }
@@ -509,7 +537,11 @@ impl IkeSa {
             true
         } else {
             if header.message_id.wrapping_add(1) == chan.peer_mid {
-                if let Some((mid, packets)) = &chan.cached_response {
+                // RFC 7383 section 2.6.1: only the first fragment of a
+                // retransmitted request triggers the answer again.
+                let later_fragment = header.next_payload == pt::SKF
+                    && crate::wire::be16(datagram, HEADER_LEN + 4).is_some_and(|n| n != 1);
+                if let (Some((mid, packets)), false) = (&chan.cached_response, later_fragment) {
                     if *mid == header.message_id {
                         debug!(ike = %self.id, mid, "retransmitting the cached response");
                         let packets = packets.clone();
@@ -549,10 +581,10 @@ impl IkeSa {
             }
             chan.peer_mid = chan.peer_mid.wrapping_add(1);
             if on_old {
-                // Only a Delete (or DPD) may come on the old SPIs.
-                super::informational::handle_old_request(self, header, &payloads, chan, ep);
-                return chan.cached_response.is_some()
-                    && !super::informational::deletes_ike(&payloads);
+                // Requests the peer sent before it saw the rekey.
+                let deleted = super::informational::deletes_ike(&payloads);
+                super::informational::handle_old_request(self, now, header, payloads, chan, ep);
+                return !deleted;
             }
             match header.exchange {
                 exchange::IKE_AUTH => {
@@ -724,21 +756,38 @@ impl IkeSa {
         }
     }
 
+    /// After a failed initiation: another attempt while `keyingtries`
+    /// allows (0: forever).
+    pub(crate) fn try_again(&self, ep: &mut Endpoint) {
+        let tries = self.conn.keyingtries;
+        if self.we_initiated && (tries == 0 || self.attempt < tries) {
+            ep.restart.push((self.conn.name.clone(), self.attempt + 1));
+        }
+    }
+
     /// Retransmissions, give-ups, rekeys, DPD, keepalives, expiries.
     pub(crate) fn handle_timeout(&mut self, now: Instant, ep: &mut Endpoint) {
         if let Phase::InitSent(_) = self.phase {
-            super::auth::init_timeout(self, now, ep);
+            super::init::init_timeout(self, now, ep);
             return;
         }
         if let Some(t) = self.expire_at {
             if now >= t {
-                let r = if self.is_half_open() {
-                    Reason::Timeout(0)
+                self.expire_at = None;
+                if matches!(self.phase, Phase::Established) {
+                    // The hard lifetime came before a rekey succeeded.
+                    info!(ike = %self.id, "IKE SA lifetime expired");
+                    self.down_reason = Some(Reason::Expired);
+                    super::informational::delete_ike(self, now, ep);
                 } else {
-                    Reason::Protocol("expired".into())
-                };
-                self.die(r, ep);
-                return;
+                    let r = if self.is_half_open() {
+                        Reason::Timeout(0)
+                    } else {
+                        Reason::Protocol("no answer while deleting".into())
+                    };
+                    self.die(r, ep);
+                    return;
+                }
             }
         }
         // Retransmission on the old channel (its Delete), then its end.
@@ -798,13 +847,14 @@ impl IkeSa {
                 Reason::Timeout(tries)
             };
             warn!(ike = %self.id, exchange = req.name(), %reason, "peer did not answer");
+            let connecting = self.established_at.is_none();
             self.die(reason.clone(), ep);
-            if reason == Reason::DeadPeer && self.conn.dpd_action == super::DpdAction::Restart
-                || matches!(reason, Reason::Timeout(_))
-                    && self.we_initiated
-                    && self.conn.dpd_action == super::DpdAction::Restart
+            if connecting {
+                self.try_again(ep);
+            } else if reason == Reason::DeadPeer
+                && self.conn.dpd_action == super::DpdAction::Restart
             {
-                ep.restart.push(self.conn.name.clone());
+                ep.restart.push((self.conn.name.clone(), 1));
             }
             return;
         }
@@ -888,7 +938,13 @@ impl IkeSa {
             t.extend(c.outstanding.as_ref().map(|o| o.next_at));
         }
         if matches!(self.phase, Phase::Established) {
-            if let Some(d) = self.conn.dpd_delay {
+            // DPD waits while a request is in flight: its retransmissions
+            // find a dead peer anyway.
+            let idle = self
+                .chan
+                .as_ref()
+                .is_some_and(|c| c.outstanding.is_none() && c.queue.is_empty());
+            if let (Some(d), true) = (self.conn.dpd_delay, idle) {
                 t.push(self.last_heard + d);
             }
             t.extend(self.keepalive_at);
@@ -927,7 +983,7 @@ impl IkeSa {
             remote: self.remote,
             spi_i,
             spi_r,
-            peer_id: self.peer_id.as_ref().map(super::auth::id_display),
+            peer_id: self.peer_id.as_ref().map(super::common::id_display),
             algorithms: self.chan.as_ref().map(|c| c.algs.to_string()),
             nat: self.nat_local || self.nat_remote,
             age: now.saturating_duration_since(self.established_at.unwrap_or(self.created)),

@@ -200,29 +200,66 @@ pub(crate) fn display(ts: &TrafficSelector) -> String {
     }
 }
 
-/// A selector covering one prefix, any protocol and port (for tests and
-/// config resolution).
-pub fn from_prefix(p: &Prefix) -> TrafficSelector {
-    let len = u32::from(p.prefix_len());
-    let r = match p.addr() {
-        IpAddr::V4(a) => {
-            let lo = u32::from(a);
-            let hi = if len == 0 {
-                u32::MAX
-            } else {
-                lo | (u32::MAX >> len)
-            };
-            AddressRange::V4(lo.into(), hi.into())
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn span(p: &Prefix) -> (u128, u128) {
+        let (lo, bits) = match p.addr() {
+            IpAddr::V4(a) => (u128::from(u32::from(a)), 32u32),
+            IpAddr::V6(a) => (u128::from(a), 128u32),
+        };
+        let host = bits - u32::from(p.prefix_len());
+        let size = if host >= 128 {
+            u128::MAX
+        } else {
+            (1u128 << host) - 1
+        };
+        (lo, lo + size)
+    }
+
+    proptest! {
+        #[test]
+        fn prefixes_cover_a_range_exactly(a in any::<u32>(), b in any::<u32>()) {
+            let (lo, hi) = (u128::from(a.min(b)), u128::from(a.max(b)));
+            let ps = prefixes(lo, hi, true);
+            prop_assert!(!ps.is_empty() && ps.len() <= 62);
+            let mut next = lo;
+            for p in &ps {
+                let (s, e) = span(p);
+                prop_assert_eq!(s, next, "gap or overlap at {}", p);
+                next = e + 1;
+            }
+            prop_assert_eq!(next, hi + 1);
         }
-        IpAddr::V6(a) => {
-            let lo = u128::from(a);
-            let hi = if len == 0 {
-                u128::MAX
-            } else {
-                lo | (u128::MAX >> len)
-            };
-            AddressRange::V6(lo.into(), hi.into())
-        }
-    };
-    TrafficSelector::any(r)
+    }
+
+    #[test]
+    fn narrowing_and_within() {
+        let r = |a: &str, b: &str| AddressRange::V4(a.parse().unwrap(), b.parse().unwrap());
+        let wide = TrafficSelector::any(r("10.0.0.0", "10.255.255.255"));
+        let mut narrow_tcp = TrafficSelector::any(r("10.1.0.0", "10.1.255.255"));
+        narrow_tcp.ip_protocol = 6;
+        narrow_tcp.start_port = 443;
+        narrow_tcp.end_port = 443;
+        assert_eq!(intersect(&wide, &narrow_tcp), Some(narrow_tcp));
+        assert!(within(&[narrow_tcp], &[wide]));
+        assert!(!within(&[wide], &[narrow_tcp]));
+        let other = TrafficSelector::any(r("192.168.0.0", "192.168.0.255"));
+        assert_eq!(narrow(&[other], &[wide]), vec![]);
+        let v6 = TrafficSelector::any(AddressRange::V6(
+            "fd00::".parse().unwrap(),
+            "fd00::ff".parse().unwrap(),
+        ));
+        assert_eq!(intersect(&wide, &v6), None);
+        let mut udp = wide;
+        udp.ip_protocol = 17;
+        assert_eq!(intersect(&udp, &narrow_tcp), None);
+        assert_eq!(display(&narrow_tcp), "10.1.0.0/16[6/443]");
+        assert_eq!(
+            display(&TrafficSelector::any(r("10.0.0.5", "10.0.0.20"))),
+            "10.0.0.5-10.0.0.20"
+        );
+    }
 }

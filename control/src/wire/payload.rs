@@ -347,7 +347,7 @@ impl Identification {
 /// The Authentication payload (section 3.8).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Auth {
-    /// The authentication method (see [`super::consts::auth`]).
+    /// The authentication method (see [`super::consts::auth_method`]).
     pub method: u8,
     /// The authentication data.
     pub data: Vec<u8>,

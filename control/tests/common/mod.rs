@@ -99,11 +99,11 @@ pub struct Sim {
 }
 
 pub fn node(toml: &str, ip: &str, seed: u64, settings: Settings) -> Node {
-    let mut ep = Endpoint::new(
-        settings,
-        connections(toml),
-        Box::new(SeededRandom::new(seed)),
-    );
+    node_with(connections(toml), ip, seed, settings)
+}
+
+pub fn node_with(conns: Vec<Connection>, ip: &str, seed: u64, settings: Settings) -> Node {
+    let mut ep = Endpoint::new(settings, conns, Box::new(SeededRandom::new(seed)));
     ep.set_wall_clock(Instant::now(), std::time::SystemTime::now());
     Node {
         ep,
@@ -212,7 +212,22 @@ impl Sim {
     /// from now; returns whether it went quiet before the limit.
     pub fn run_for(&mut self, limit: Duration) {
         let end = self.now + limit;
+        let mut spins = 0u32;
         loop {
+            spins += 1;
+            assert!(
+                spins < 1_000_000,
+                "the endpoints spin: timeouts {:?} at {:?}, SAs {:#?}",
+                self.nodes
+                    .iter()
+                    .map(|n| n.ep.poll_timeout())
+                    .collect::<Vec<_>>(),
+                self.now,
+                self.nodes
+                    .iter()
+                    .map(|n| n.ep.list_sas(self.now))
+                    .collect::<Vec<_>>()
+            );
             self.collect();
             let next_packet = self.flight.iter().map(|f| f.at).min();
             let next_timer = self.nodes.iter().filter_map(|n| n.ep.poll_timeout()).min();

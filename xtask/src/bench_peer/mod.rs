@@ -32,7 +32,7 @@ mod report;
 mod trial;
 
 use crate::machine::Machine;
-use crate::procfs::{busy_cpus_over, nominal_mhz};
+use crate::procfs::{nominal_mhz, wait_for_quiet_machine_up_to};
 use crate::shell::{is_root, output, step, target_dir, workspace_root};
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -52,6 +52,8 @@ usage: cargo xtask bench peer [options]
   --trial-ms N          length of each generator trial (default 500)
   --search-steps N      bisection probes for the loss-free rate (default 5)
   --iperf-seconds N     length of each iperf3 run (default 3)
+  --quiet-wait-s N      before each system, wait up to N s for other work on the machine to
+                        stop (default 30; the JSON records how busy it was)
   --no-save             print the results, write nothing
   --verbose             print every trial
   --profile             one extra trial per system under `perf record` (largest fixed size,
@@ -127,6 +129,7 @@ struct Options {
     save: bool,
     verbose: bool,
     profile: bool,
+    quiet_wait: Duration,
 }
 
 fn list<T>(value: Option<&&str>, flag: &str, parse: impl Fn(&str) -> Option<T>) -> Result<Vec<T>> {
@@ -150,6 +153,7 @@ impl Options {
             save: true,
             verbose: false,
             profile: false,
+            quiet_wait: Duration::from_secs(30),
         };
         let mut it = args.iter();
         while let Some(&arg) = it.next() {
@@ -187,6 +191,12 @@ impl Options {
                     o.iperf_seconds = list(it.next(), arg, |s| {
                         s.parse().ok().filter(|&n| (1..=60).contains(&n))
                     })?[0];
+                }
+                "--quiet-wait-s" => {
+                    let s = list(it.next(), arg, |s| {
+                        s.parse::<u64>().ok().filter(|&s| s <= 3600)
+                    })?;
+                    o.quiet_wait = Duration::from_secs(s[0]);
                 }
                 "--no-save" => o.save = false,
                 "--verbose" => o.verbose = true,
@@ -377,7 +387,10 @@ fn run_system(
         }
     }
     prepare(&bed)?;
-    let busy_cpus_before = busy_cpus_over(Duration::from_millis(500))?;
+    bar.set_message(format!(
+        "{name} workers={workers}: waiting for a quiet machine"
+    ));
+    let busy_cpus_before = wait_for_quiet_machine_up_to(opts.quiet_wait, |line| say(bar, line))?;
     let rig = Rig {
         bed: &bed,
         bench_bin,
@@ -388,9 +401,18 @@ fn run_system(
     let mut sizes = Vec::new();
     for size in &opts.sizes {
         let prefix = format!("{name} workers={workers} size={size}");
-        let search = trial::search(&rig, size, opts.search_steps, |what| {
+        let mut search = trial::search(&rig, size, opts.search_steps, |what| {
             bar.set_message(format!("{prefix}: {what}"));
         })?;
+        // The JSON keeps latency distributions of the 50 % and 90 % trials
+        // only.
+        for t in search
+            .trials
+            .iter_mut()
+            .chain([&mut search.flat_out, &mut search.at_loss_free])
+        {
+            t.latency_cdf.clear();
+        }
         for t in &search.trials {
             verbose(bar, opts, &prefix, t);
         }

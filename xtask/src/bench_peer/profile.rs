@@ -65,16 +65,68 @@ pub fn profile_trial(rig: &Rig<'_>, size: &str, rate: f64, title: &str, out: &Pa
         argv.extend(args);
         output(&argv).unwrap_or_else(|| format!("(perf report {args:?} failed)\n"))
     };
+    let by_comm = report(&["--sort", "comm", "-g", "none", "--percent-limit", "0.5"]);
+    let ours = our_threads(&by_comm).join(",");
+    let by_symbol = if ours.is_empty() {
+        "(no samples of the tunnel's threads)\n".to_string()
+    } else {
+        report(&[
+            "--comms",
+            &ours,
+            "--sort",
+            "comm,dso,sym",
+            "-g",
+            "none",
+            "--percent-limit",
+            "0.3",
+        ])
+    };
     let text = format!(
         "# {title}\n# perf record -e cpu-clock -a -g over one trial: {size}-byte packets offered at \
          {rate:.0}/s, {:.0}/s delivered, {} lost; machine busy {:.2} CPUs.\n# Not counted in the \
-         results. cpu-clock samples every CPU, idle included (swapper).\n\n\
-         ## CPU time by thread name\n{}\n## By thread and symbol (0.5 % and up)\n{}",
+         results. cpu-clock samples every CPU, idle included (swapper); softirq work is charged \
+         to whatever thread it interrupted.\n\n\
+         ## CPU time by thread name, whole machine\n{by_comm}\n\
+         ## The tunnel's threads ({ours}) by symbol, percent of all samples (0.3 % and up)\n{by_symbol}",
         t.delivered_pps,
         t.lost,
         t.machine_busy_cpus,
-        report(&["--sort", "comm", "--percent-limit", "1"]),
-        report(&["--sort", "comm,dso,sym", "-g", "none", "--percent-limit", "0.5"]),
     );
     std::fs::write(out, text).with_context(|| format!("writing {}", out.display()))
+}
+
+/// Thread names in a `perf report --sort comm` that belong to the tunnel:
+/// the data planes and their workers, charon, the generator and sink, and
+/// the kernel's softirq threads.
+fn our_threads(by_comm: &str) -> Vec<String> {
+    const OURS: [&str; 4] = ["xdpsec", "charon", "ksoftirqd", "kworker"];
+    let mut names: Vec<String> = by_comm
+        .lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            words.next().filter(|p| p.ends_with('%'))?;
+            let name = words.collect::<Vec<_>>().join(" ");
+            OURS.iter().any(|o| name.starts_with(o)).then_some(name)
+        })
+        .collect();
+    names.dedup();
+    names
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn picks_the_tunnels_threads() {
+        let report = "    39.88%  rustc          \n     9.80%  xdpsec-worker-0\n\
+                      3.43%  charon         \n     1.42%  kworker/u8:0-ev\n     1.00%  xdpsec-bench\n";
+        assert_eq!(
+            super::our_threads(report),
+            [
+                "xdpsec-worker-0",
+                "charon",
+                "kworker/u8:0-ev",
+                "xdpsec-bench"
+            ]
+        );
+    }
 }

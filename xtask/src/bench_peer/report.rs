@@ -56,8 +56,8 @@ pub struct SystemRun {
     /// Why it was not measured, if it was not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub skipped: Option<String>,
-    /// Busy CPUs of the machine over half a second before the load, with
-    /// the tunnel idle: other work sharing the machine.
+    /// Busy CPUs of the machine over the last second before the load,
+    /// with the tunnel idle: other work sharing the machine.
     pub busy_cpus_before: f64,
     pub sizes: Vec<SizeResult>,
     pub tcp: Vec<TcpResult>,

@@ -163,6 +163,8 @@ pub fn run(rig: &Rig<'_>, size: &str, rate: Option<f64>) -> Result<Trial> {
         &(rig.trial.as_millis() + 5000).to_string(),
         "--idle-ms",
         "300",
+        "--min-ms",
+        &rig.trial.as_millis().to_string(),
     ])?;
     wait_ready(&sink)?;
     let pids = [gateway_pid(bed, Side::A)?, gateway_pid(bed, Side::B)?];
