@@ -14,7 +14,7 @@
 use crate::afxdp;
 use crate::nexthop::netlink::RtSocket;
 use crate::nexthop::{Lookup, NextHopError, NextHopTable, Resolved};
-use anyhow::{Context as _, Result};
+use anyhow::{bail, Context as _, Result};
 use netlink_packet_route::link::{
     InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
@@ -89,11 +89,19 @@ impl TunnelInterface {
     pub fn create(name: &str, queues: u32, deliver: Deliver) -> Result<Self> {
         let peer_name = tunnel_peer_name(name);
         let mut sock = RtSocket::open(NETLINK_TIMEOUT)?;
-        if let Ok(stale) = afxdp::ifindex(name) {
+        if let Ok(existing) = afxdp::ifindex(name) {
+            // Only a pair with our naming is ours to replace; anything else
+            // by that name belongs to someone else.
+            if afxdp::ifindex(&peer_name).is_err() {
+                bail!(
+                    "interface {name} exists and is not a tunnel pair a data plane made \
+                     (no {peer_name}); choose another name for the tunnel interface"
+                );
+            }
             eprintln!(
                 "xdpsec dataplane: replacing the tunnel interface {name} a previous run left"
             );
-            delete_link(&mut sock, stale)
+            delete_link(&mut sock, existing)
                 .with_context(|| format!("deleting the stale tunnel interface {name}"))?;
         }
         let queues = queues.max(1);

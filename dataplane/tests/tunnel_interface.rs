@@ -144,3 +144,49 @@ fn gateway_processes_reach_the_far_lan_through_the_tunnel_interface() {
         "the data plane left {TUNNEL} behind"
     );
 }
+
+#[test]
+fn a_foreign_interface_by_the_tunnel_name_is_left_alone_and_a_stale_pair_replaced() {
+    let mut bed = TunnelBed::new(env!("CARGO_BIN_EXE_xdpsec"), TunnelOptions::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    bed.stop(Side::A).expect("stopping gateway A's data plane");
+    let path = bed.config_path(Side::A).to_path_buf();
+    let mut config = std::fs::read_to_string(&path).unwrap();
+    config.push_str(&format!(
+        "\n[[interface]]\nname = \"{TUNNEL}\"\nrole = \"tunnel\"\n"
+    ));
+    std::fs::write(&path, config).unwrap();
+    let gw_a = bed.gateway(Side::A).clone();
+
+    // Someone else's interface by that name: refused, not deleted.
+    gw_a.ns
+        .ip([
+            "link", "add", TUNNEL, "type", "veth", "peer", "name", "theirs0",
+        ])
+        .unwrap();
+    bed.start(Side::A).unwrap();
+    let e = bed
+        .wait_for_socket(Side::A)
+        .expect_err("started over a foreign interface");
+    assert!(
+        e.to_string().contains("is not a tunnel pair"),
+        "{e}\n{}",
+        bed.log(Side::A)
+    );
+    gw_a.ns
+        .link(TUNNEL)
+        .expect("the foreign interface is still there");
+    gw_a.ns.ip(["link", "del", TUNNEL]).unwrap();
+
+    // A pair a crashed data plane left: replaced.
+    let peer = format!("{TUNNEL}-dp");
+    gw_a.ns
+        .ip(["link", "add", TUNNEL, "type", "veth", "peer", "name", &peer])
+        .unwrap();
+    let stale = gw_a.ns.link(TUNNEL).unwrap().ifindex;
+    bed.start(Side::A).unwrap();
+    bed.wait_for_socket(Side::A)
+        .unwrap_or_else(|e| panic!("{e}\n{}", bed.log(Side::A)));
+    let fresh = gw_a.ns.link(TUNNEL).expect("the tunnel interface").ifindex;
+    assert_ne!(fresh, stale, "the stale pair was not replaced");
+}
