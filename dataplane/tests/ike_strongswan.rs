@@ -188,3 +188,33 @@ fn ike_ecdsa_certificates_with_strongswan_either_side_initiating() {
         );
     }
 }
+
+#[test]
+fn ike_strongswan_with_the_wrong_psk_is_refused_and_xdpsec_keeps_serving() {
+    let bed = bed(
+        Encapsulation::Udp,
+        MIXED,
+        IkeOptions {
+            psk: [Some("not the key strongSwan has".into()), None],
+            initiator: None,
+            ..options()
+        },
+        false,
+    );
+    let charon = bed.charon(Side::B).unwrap();
+    let err = charon
+        .initiate_child(STRONGSWAN_CHILD)
+        .expect_err("strongSwan cannot authenticate");
+    assert!(
+        err.to_string().contains("AUTHENTICATION_FAILED"),
+        "strongSwan got the notify: {err}"
+    );
+    let log = bed.ike_log(Side::A);
+    assert!(
+        log.contains("authentication failed"),
+        "xdpsec says why:\n{log}"
+    );
+    assert!(bed.ike_running(Side::A));
+    assert!(ike_sas(&bed, Side::A).is_empty());
+    assert!(dataplane_sas(&bed, Side::A).is_empty());
+}

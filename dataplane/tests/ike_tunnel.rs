@@ -119,7 +119,7 @@ fn ike_rekeys_from_either_side_keep_the_tunnel_and_lose_no_packet() {
     let first = child_spis(&bed, Side::A);
     let ike_first = ike_sas(&bed, Side::A)[0]["spi_i"].clone();
     let mut seen = vec![first.clone()];
-    let stats = while_pinging(&bed, 60, || {
+    let stats = while_pinging(&bed, 120, || {
         for side in [Side::A, Side::B] {
             let out = ike_command(&bed, side, &["rekey", "--child"]);
             assert!(out.contains("rekeyed"), "{out}");
@@ -137,7 +137,7 @@ fn ike_rekeys_from_either_side_keep_the_tunnel_and_lose_no_packet() {
             std::thread::sleep(Duration::from_millis(500));
         }
         for side in [Side::A, Side::B] {
-            let out = ike_command(&bed, side, &["rekey", "--ike"]);
+            let out = ike_command_when_ready(&bed, side, &["rekey", "--ike"]);
             assert!(out.contains("rekeyed"), "{out}");
             std::thread::sleep(Duration::from_millis(500));
         }
@@ -183,6 +183,19 @@ fn ike_terminate_from_either_side_removes_the_sas_on_both() {
             });
         }
     }
+}
+
+#[test]
+fn ike_sigterm_deletes_the_ike_sas_and_tells_the_peer() {
+    let mut bed = bed(Encapsulation::Esp, XDPSEC, options(), false);
+    let status = bed.ike_stop(Side::A).unwrap();
+    assert!(status.success(), "{status}\n{}", bed.ike_logs());
+    assert!(dataplane_sas(&bed, Side::A).is_empty(), "A removed its SAs");
+    assert!(dataplane_policies(&bed, Side::A).is_empty());
+    assert!(!bed.ike_state_path(Side::A).exists(), "nothing to resume");
+    wait_until(&bed, "B deleted what A deleted", || {
+        ike_sas(&bed, Side::B).is_empty() && dataplane_sas(&bed, Side::B).is_empty()
+    });
 }
 
 #[test]

@@ -19,8 +19,8 @@
 //! sets each connection that has orphans (and each with `start_action =
 //! start`) up again as initiator, and once the connection's new Child SA
 //! is installed (its policies then point at the new SAs) the orphans go
-//! after a grace period (5 s) that lets packets in
-//! flight under the old SPIs arrive. An orphan whose connection cannot come
+//! after a grace period (5 s) that lets packets in flight under the old
+//! SPIs arrive. An orphan whose connection cannot come
 //! back is removed when its configured `life_time` passes or the data plane
 //! reports its hard lifetime. The data plane's static SAs (from its own
 //! config) are never touched. The inbound SPIs it holds are reserved, so a

@@ -1,15 +1,12 @@
-//! The state file (default `/run/xdpsec/ike.state`, mode 0600, on tmpfs so
-//! it never outlives the boot): what the daemon must know after its own
-//! restart to go on without touching established tunnels.
-//!
-//! It holds the Child SAs this daemon installed in the data plane (SPIs and
-//! policy selectors, no keys), so that after a restart the daemon tells its
-//! own SAs from the data plane's static ones and can remove those whose
-//! IKE SA is gone once they expire, and the IKE SAs themselves as the
-//! state machine exports them ([`crate`]'s snapshot, keys included, which
-//! is why the file is 0600 in a 0700 directory), so that the restarted
-//! daemon resumes them: same SPIs, keys and message IDs, nothing
-//! renegotiated, nothing in the data plane changed.
+//! The state file (default `/run/xdpsec/ike.state`, mode 0600 in a 0700
+//! directory, on tmpfs so it never outlives the boot): what the daemon
+//! must know after its own restart to go on without touching established
+//! tunnels. It holds the ledger of the Child SAs this daemon installed in
+//! the data plane (SPIs and policy selectors, no keys), so that after a
+//! restart the daemon tells its own SAs from the data plane's static ones,
+//! keeps them until their connections are up again and then removes them
+//! (see [`super`]). The IKE SAs themselves are not saved: a restarted daemon
+//! negotiates new ones.
 //!
 //! Written to a temporary file and renamed, so a kill at any moment leaves
 //! either the old or the new state, never half of one.
@@ -69,7 +66,7 @@ impl StateFile {
             }
         }
         let bytes = zeroize::Zeroizing::new(serde_json::to_vec(state).map_err(io::Error::other)?);
-        let tmp = self.path.with_extension("state.tmp");
+        let tmp = self.path.with_extension("tmp");
         fs::remove_file(&tmp).ok();
         let mut f = fs::OpenOptions::new()
             .write(true)

@@ -121,6 +121,25 @@ pub fn ike_command(bed: &TunnelBed, side: Side, args: &[&str]) -> String {
         .unwrap_or_else(|e| panic!("xdpsec {argv:?} on {side}: {e}\n{}", bed.ike_logs()))
 }
 
+/// Like [`ike_command`], but while the daemon answers that the SA is
+/// busy (an IKE SA keeps its old keys for a while after a rekey, to answer
+/// retransmissions, and refuses another rekey meanwhile) it asks again,
+/// for at most [`SETTLE`].
+pub fn ike_command_when_ready(bed: &TunnelBed, side: Side, args: &[&str]) -> String {
+    let mut argv = args.to_vec();
+    argv.insert(1, IKE_CONNECTION);
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        match bed.ike_cli(side, &argv) {
+            Ok(out) => return out,
+            Err(e) if e.to_string().contains("still finishing") && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            Err(e) => panic!("xdpsec {argv:?} on {side}: {e}\n{}", bed.ike_logs()),
+        }
+    }
+}
+
 /// What the IKE options of a bed are unless a test says otherwise.
 pub fn options() -> IkeOptions {
     IkeOptions::default()
