@@ -194,6 +194,12 @@ pub struct IkeSaInfo {
     /// Seconds until it is rekeyed; `None` if it is not scheduled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rekey_in_s: Option<u64>,
+    /// Virtual IPs the peer assigned us (a remote-access client's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub virtual_ips: Vec<std::net::IpAddr>,
+    /// DNS servers the peer sent with them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<std::net::IpAddr>,
     /// Its Child SAs.
     pub children: Vec<ChildSaInfo>,
 }

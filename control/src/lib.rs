@@ -11,7 +11,11 @@
 //! - [`cert`]: X.509 certificate authentication for IKE_AUTH (RFC 7427
 //!   signatures, chain and identity checks, CERTREQ).
 //! - [`config`]: the daemon's TOML configuration in strongSwan's swanctl
-//!   vocabulary (connections, children, proposals, secrets).
+//!   vocabulary (connections, children, proposals, secrets, pools).
+//!
+//! - [`pool`]: virtual IP pools, leased per client identity; [`vip`]:
+//!   a remote-access client's CFG_REQUEST answered from them, and the
+//!   client's side of that exchange.
 //!
 //! This crate never depends on aya or AF_XDP: the SA API types come from
 //! `xdpsec-api`.
@@ -23,4 +27,6 @@ pub mod crypto;
 pub mod ctl;
 pub mod daemon;
 pub mod ike;
+pub mod pool;
+pub mod vip;
 pub mod wire;

@@ -10,6 +10,7 @@ use crate::nexthop::NextHopCache;
 use crate::stats::WorkerStatsCell;
 use crate::steer::{AttachMode, Steer};
 use crate::tables::Tables;
+use crate::tunnel::TunnelInterface;
 use crate::worker::{self, Port, PortRole, WorkerShared};
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeSet;
@@ -65,8 +66,25 @@ pub fn run(options: &DaemonOptions) -> Result<()> {
     }
 
     let workers = config.dataplane.worker_count().max(1);
+    // Created first, so its data plane end is there to attach to; dropped
+    // last (after XDP is detached), which deletes it.
+    let tunnel = match config.interfaces.iter().find(|i| i.role == Role::Tunnel) {
+        Some(iface) => Some(TunnelInterface::create(
+            &iface.name,
+            workers,
+            iface.deliver,
+        )?),
+        None => None,
+    };
     let mut interfaces = Vec::new();
     for (slot, iface) in config.interfaces.iter().enumerate() {
+        // The data plane serves the tunnel's own end; the host end is the
+        // host's.
+        let mut iface = iface.clone();
+        if let (Role::Tunnel, Some(tunnel)) = (iface.role, &tunnel) {
+            iface.name = tunnel.peer_name().to_string();
+            iface.queues = workers;
+        }
         let ifindex = afxdp::ifindex(&iface.name).with_context(|| {
             format!(
                 "config {}: interface[{slot}].name: no interface {:?} in this network namespace",
@@ -83,7 +101,7 @@ pub fn run(options: &DaemonOptions) -> Result<()> {
                 iface.queues
             );
         }
-        interfaces.push((slot as u32, ifindex, iface.clone()));
+        interfaces.push((slot as u32, ifindex, iface));
     }
 
     let mut steer = Steer::load()?;
@@ -117,6 +135,7 @@ pub fn run(options: &DaemonOptions) -> Result<()> {
         stats: stats.clone(),
         busy_poll: config.dataplane.busy_poll,
         mss_clamp: config.dataplane.mss_clamp,
+        tunnel: tunnel.as_ref().map(TunnelInterface::port),
     };
 
     let mut threads = Vec::new();
@@ -192,13 +211,15 @@ pub fn run(options: &DaemonOptions) -> Result<()> {
     drop(next_hops);
     // Dropping the loader detaches the program from every interface.
     drop(steer);
+    drop(tunnel);
     eprintln!("xdpsec dataplane: stopped, XDP detached");
     Ok(())
 }
 
 fn steer_role(role: Role) -> SteerRole {
     match role {
-        Role::Inside => SteerRole::Inside,
+        // What the host sends into the tunnel is steered like LAN traffic.
+        Role::Inside | Role::Tunnel => SteerRole::Inside,
         Role::Outside => SteerRole::Outside,
         Role::Both => SteerRole::Both,
     }
@@ -206,7 +227,7 @@ fn steer_role(role: Role) -> SteerRole {
 
 fn port_role(role: Role) -> PortRole {
     match role {
-        Role::Inside => PortRole::Inside,
+        Role::Inside | Role::Tunnel => PortRole::Inside,
         Role::Outside => PortRole::Outside,
         Role::Both => PortRole::Both,
     }

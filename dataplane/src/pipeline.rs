@@ -11,6 +11,7 @@ use crate::esp::{self, EspError};
 use crate::mss;
 use crate::nexthop::{Lookup, MissReason, NextHopTable, Resolver};
 use crate::tables::{PathDrop, SaStats, Snapshot, Verdict};
+use crate::tunnel::TunnelPort;
 use crate::wire::{checksum, ethernet, ip_proto, ipv4, ipv6, udp};
 use std::net::IpAddr;
 use std::ops::Range;
@@ -120,6 +121,9 @@ pub struct Context<'a> {
     /// Lower the MSS of outbound TCP SYNs to what fits the tunnel
     /// (`[dataplane] mss_clamp`).
     pub mss_clamp: bool,
+    /// The route-based tunnel interface, if the config has one: decrypted
+    /// traffic for the host goes back into it.
+    pub tunnel: Option<TunnelPort>,
 }
 
 /// A LAN frame that a policy may protect: encapsulate and send to the peer.
@@ -206,7 +210,7 @@ pub fn inbound(
     // path's MTU or overhead. A peer gateway that clamps its own outbound
     // SYNs (as this one does) covers the SYN-ACKs and SYNs arriving here; a
     // peer that does not leaves this LAN's full-size segments to PMTU.
-    let hop = resolve(ctx, dst);
+    let hop = resolve_inbound(ctx, dst);
     forward(ctx, buf, inner, hop, &entry.stats, inner_len, expiry)
 }
 
@@ -350,7 +354,24 @@ fn decrement_ttl(packet: &mut [u8]) -> Result<(), Dropped> {
 }
 
 fn resolve(ctx: &Context<'_>, dst: IpAddr) -> Result<crate::nexthop::Resolved, Dropped> {
-    match ctx.next_hops.lookup(None, dst) {
+    hop_or_drop(ctx, ctx.next_hops.lookup(None, dst))
+}
+
+/// [`resolve`] for decrypted packets: what is for the host itself goes into
+/// the tunnel interface, if there is one.
+fn resolve_inbound(ctx: &Context<'_>, dst: IpAddr) -> Result<crate::nexthop::Resolved, Dropped> {
+    let lookup = ctx.next_hops.lookup(None, dst);
+    if let Some(hop) = ctx
+        .tunnel
+        .and_then(|t| t.inbound_hop(ctx.next_hops, dst, &lookup))
+    {
+        return Ok(hop);
+    }
+    hop_or_drop(ctx, lookup)
+}
+
+fn hop_or_drop(ctx: &Context<'_>, lookup: Lookup) -> Result<crate::nexthop::Resolved, Dropped> {
+    match lookup {
         Lookup::Resolved(hop) => Ok(hop),
         Lookup::Miss(miss) => {
             // Off the hot path's clock: a bounded try_send the resolver

@@ -52,6 +52,8 @@ pub struct WorkerShared {
     pub busy_poll: bool,
     /// Clamp the MSS of outbound TCP SYNs to what fits the tunnel.
     pub mss_clamp: bool,
+    /// The route-based tunnel interface, if configured.
+    pub tunnel: Option<crate::tunnel::TunnelPort>,
 }
 
 /// Runs until `shared.stop` is set. `index` selects this worker's stats cell.
@@ -135,6 +137,7 @@ fn process_batch(
         resolver: &shared.resolver,
         now,
         mss_clamp: shared.mss_clamp,
+        tunnel: shared.tunnel,
     };
     for mut frame in rx.drain() {
         let len = frame.len();

@@ -34,6 +34,13 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("/usr/bin/pki", "strongswan-pki"),
     // An independent implementation the certificate tests check signatures with.
     ("/usr/bin/openssl", "openssl"),
+    // `xdpsec connect` blocks leaks outside the tunnel with nftables; the
+    // remote-access test's ISP drops the device's direct traffic with it.
+    ("/usr/sbin/nft", "nftables"),
+    // The remote-access test's DNS server (without the host-wide service).
+    ("/usr/sbin/dnsmasq", "dnsmasq-base"),
+    // The remote-access test fetches its page with curl.
+    ("/usr/bin/curl", "curl"),
 ];
 
 /// strongswan-charon pulls in strongswan-starter, whose service would start a

@@ -17,6 +17,7 @@
 //! file's directory.
 
 mod identity;
+mod pool;
 mod proposal;
 mod values;
 
@@ -32,6 +33,7 @@ use xdpsec_api::sa::ValidationError;
 pub use xdpsec_api::ConfigError;
 
 pub use identity::{DistinguishedName, DnAttribute, DnError, Identity, IdentityError};
+pub use pool::{PoolAddrs, PoolConfig};
 pub use proposal::{
     DhGroup, Encryption, Esn, EspProposal, IkeProposal, Integrity, Prf, ProposalError,
 };
@@ -67,6 +69,9 @@ pub struct IkeConfig {
     /// `[secrets.ike-NAME]`, by name.
     #[serde(default)]
     pub secrets: BTreeMap<String, IkeSecret>,
+    /// `[pools.NAME]`: virtual IP pools for remote-access clients, by name.
+    #[serde(default)]
+    pub pools: BTreeMap<String, PoolConfig>,
 }
 
 /// `[daemon]`: process-wide settings (charon's strongswan.conf options).
@@ -280,6 +285,14 @@ pub struct Connection {
     /// Initiation attempts; 0: forever.
     #[serde(default = "one")]
     pub keyingtries: u32,
+    /// Responder: the `[pools.NAME]` a client's virtual IPs come from, in
+    /// order (one IPv4 and one IPv6 pool, say).
+    #[serde(default)]
+    pub pools: Vec<String>,
+    /// Initiator: the virtual IPs to ask for (`0.0.0.0` and `::` for any
+    /// address of that family); empty: none.
+    #[serde(default)]
+    pub vips: Vec<IpAddr>,
     /// `[connections.NAME.local]`.
     pub local: AuthConfig,
     /// `[connections.NAME.remote]`.
@@ -770,6 +783,22 @@ impl IkeConfig {
         }
         if conn.remote_port == 0 {
             return Err(ValidationError::new("remote_port", "port 0 is not allowed"));
+        }
+        for (i, pool) in conn.pools.iter().enumerate() {
+            if !self.pools.contains_key(pool) {
+                return Err(ValidationError::new(
+                    format!("pools[{i}]"),
+                    format!("no [pools.{}] is configured", key(pool)),
+                ));
+            }
+        }
+        for (i, vip) in conn.vips.iter().enumerate() {
+            if conn.vips[..i].iter().any(|v| v == vip) {
+                return Err(ValidationError::new(
+                    format!("vips[{i}]"),
+                    format!("{vip} is listed twice"),
+                ));
+            }
         }
         if conn.proposals.is_empty() {
             return Err(ValidationError::new(

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
@@ -127,6 +127,9 @@ pub(super) struct Driver {
     deferred: Vec<DeferredSwitch>,
     saved: Option<Ledger>,
     ike_remote: HashMap<IkeSaId, SocketAddr>,
+    /// Virtual IPs and DNS servers assigned to our IKE SAs, for `sa list`
+    /// (where `xdpsec connect` reads them).
+    virtual_ips: HashMap<IkeSaId, (Vec<IpAddr>, Vec<IpAddr>)>,
     api_errors: u64,
 }
 
@@ -177,6 +180,7 @@ impl Driver {
             deferred: Vec::new(),
             saved: None,
             ike_remote: HashMap::new(),
+            virtual_ips: HashMap::new(),
             api_errors: 0,
         }
     }
@@ -604,6 +608,7 @@ impl Driver {
                 reason,
             } => {
                 self.ike_remote.remove(&ike);
+                self.virtual_ips.remove(&ike);
                 let why = reason.to_string();
                 self.resolve(|w| match w {
                     Awaiting::Initiate { ike: i, .. } if *i == ike => Some(CtlResponse::error(
@@ -655,6 +660,15 @@ impl Driver {
                     }
                     _ => None,
                 });
+            }
+            Event::VirtualIp {
+                ike,
+                connection,
+                addresses,
+                dns,
+            } => {
+                tracing::info!(%ike, %connection, ?addresses, ?dns, "virtual IPs assigned");
+                self.virtual_ips.insert(ike, (addresses, dns));
             }
             Event::ChildSaDown {
                 ike,
@@ -1020,6 +1034,16 @@ impl Driver {
             .list_sas(now)
             .into_iter()
             .map(|s| IkeSaInfo {
+                virtual_ips: self
+                    .virtual_ips
+                    .get(&s.id)
+                    .map(|v| v.0.clone())
+                    .unwrap_or_default(),
+                dns: self
+                    .virtual_ips
+                    .get(&s.id)
+                    .map(|v| v.1.clone())
+                    .unwrap_or_default(),
                 connection: s.connection,
                 role: if s.initiator {
                     "initiator"
@@ -1086,6 +1110,8 @@ impl Driver {
                 nat: false,
                 age_s: wall.saturating_sub(o.installed_at),
                 rekey_in_s: None,
+                virtual_ips: Vec::new(),
+                dns: Vec::new(),
                 children: vec![ChildSaInfo {
                     name: o.name.clone().unwrap_or_else(|| "?".into()),
                     state: "orphaned".into(),

@@ -239,15 +239,16 @@ pub(crate) fn send_auth_request(
             Vec::new(),
         )));
     }
+    payloads.extend(super::virtual_ip::cfg_request(&conn));
     let pending = match conn.children.first() {
         Some(child) => {
             let spi_in = random_child_spi(ep)?;
             payloads.push(child_proposals(&child.esp_proposals, spi_in, false));
             payloads.push(Payload::TsI(TrafficSelectors {
-                selectors: child.local_wire(sa.local.ip()),
+                selectors: sa.our_ts(child),
             }));
             payloads.push(Payload::TsR(TrafficSelectors {
-                selectors: child.remote_wire(sa.remote.ip()),
+                selectors: sa.peer_ts(child),
             }));
             Some(PendingChild { config: 0, spi_in })
         }
@@ -352,6 +353,7 @@ pub(crate) fn handle_auth_response(
     sa.peer_id = Some(idr.clone());
     info!(ike = %sa.id, connection = %conn.name, peer = %id_display(idr), "IKE_AUTH done: IKE SA established");
     established(sa, now, false, &chan.algs, ep);
+    let vip = super::virtual_ip::take_reply(sa, &p, ep);
     let Some(pc) = pending else {
         return;
     };
@@ -372,6 +374,7 @@ pub(crate) fn handle_auth_response(
                 k => Reason::PeerError(k),
             });
         }
+        vip.clone()?;
         let cfg = conn
             .children
             .get(pc.config)
@@ -392,8 +395,8 @@ pub(crate) fn handle_auth_response(
                 "no traffic selectors for the Child SA".into(),
             ));
         };
-        if !ts::within(&ti.selectors, &cfg.local_wire(sa.local.ip()))
-            || !ts::within(&tr.selectors, &cfg.remote_wire(sa.remote.ip()))
+        if !ts::within(&ti.selectors, &sa.our_ts(cfg))
+            || !ts::within(&tr.selectors, &sa.peer_ts(cfg))
         {
             return Err(Reason::TsUnacceptable(
                 "responder widened our traffic selectors".into(),
@@ -572,7 +575,18 @@ pub(crate) fn handle_auth_request(
     out.push(Payload::Auth(our_auth));
     info!(ike = %sa.id, connection = %conn.name, peer = %id_display(idi), "IKE_AUTH done: IKE SA established");
     established(sa, now, false, &chan.algs, ep);
-    if let Some(s) = sa_payload(&p) {
+    // Without the virtual IP it asked for, the client gets no Child SA.
+    let vip_ok = match super::virtual_ip::answer_request(sa, idi, &p, ep) {
+        Ok(cp) => {
+            out.extend(cp);
+            true
+        }
+        Err(failure) => {
+            out.push(failure);
+            false
+        }
+    };
+    if let Some(s) = sa_payload(&p).filter(|_| vip_ok) {
         let chosen = (|| -> Result<ChildChoice, (u16, Reason)> {
             let (Some(ti), Some(tr)) = (tsi(&p), tsr(&p)) else {
                 return Err((
@@ -580,15 +594,7 @@ pub(crate) fn handle_auth_request(
                     Reason::Protocol("SA without TSi/TSr".into()),
                 ));
             };
-            select_child(
-                &conn,
-                sa.local.ip(),
-                sa.remote.ip(),
-                &s.proposals,
-                &ti.selectors,
-                &tr.selectors,
-                false,
-            )
+            select_child(sa, &s.proposals, &ti.selectors, &tr.selectors, false)
         })();
         match chosen {
             Ok((config, algs, spi_out, local_ts, remote_ts)) => {

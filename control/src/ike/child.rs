@@ -10,7 +10,6 @@ use xdpsec_api::{Direction, GcmKey, Policy, PolicyAction, PolicyKey, SaSpec, Udp
 use tracing::info;
 
 use super::common::jittered;
-use super::connection::Connection;
 use super::endpoint::Endpoint;
 use super::event::{ChildSaSnapshot, ChildSaState, Event, Reason};
 use super::proposal::select_esp;
@@ -286,9 +285,7 @@ pub(crate) type ChildChoice = (
 /// index, algorithms, the peer's SPI, and our local and remote selectors.
 #[allow(clippy::type_complexity)]
 pub(crate) fn select_child(
-    conn: &Connection,
-    ike_local: std::net::IpAddr,
-    ike_remote: std::net::IpAddr,
+    sa: &IkeSa,
     proposals: &[crate::wire::Proposal],
     tsi: &[crate::wire::TrafficSelector],
     tsr: &[crate::wire::TrafficSelector],
@@ -303,14 +300,15 @@ pub(crate) fn select_child(
     ),
     (u16, Reason),
 > {
+    let conn = &sa.conn;
     let mut proposal_fit = false;
     for (i, cfg) in conn.children.iter().enumerate() {
         let Some((algs, _, spi_out)) = select_esp(proposals, &cfg.esp_proposals, with_dh) else {
             continue;
         };
         proposal_fit = true;
-        let remote_ts = ts::narrow(tsi, &cfg.remote_wire(ike_remote));
-        let local_ts = ts::narrow(tsr, &cfg.local_wire(ike_local));
+        let remote_ts = ts::narrow(tsi, &sa.peer_ts(cfg));
+        let local_ts = ts::narrow(tsr, &sa.our_ts(cfg));
         if remote_ts.is_empty() || local_ts.is_empty() {
             continue;
         }

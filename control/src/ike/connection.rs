@@ -137,6 +137,10 @@ pub struct Connection {
     pub keyingtries: u32,
     /// Where pre-shared keys come from.
     pub secrets: Arc<IkeConfig>,
+    /// Gateway: the pools a client's virtual IPs come from.
+    pub pools: Vec<String>,
+    /// Client: the virtual IPs to ask for.
+    pub vips: Vec<std::net::IpAddr>,
 }
 
 impl Connection {
@@ -215,6 +219,8 @@ impl Connection {
             encap: conn.encap,
             fragmentation: conn.fragmentation != Fragmentation::No,
             fragment_ours: conn.fragmentation == Fragmentation::Yes,
+            pools: conn.pools.clone(),
+            vips: conn.vips.clone(),
             keyingtries: conn.keyingtries,
             secrets: cfg.clone(),
         })

@@ -140,10 +140,7 @@ fn new_child_request(
     };
     let (local_ts, remote_ts) = match rekey.and_then(|id| sa.children.iter().find(|c| c.id == id)) {
         Some(old) => (old.local_ts.clone(), old.remote_ts.clone()),
-        None => (
-            cfg.local_wire(sa.local.ip()),
-            cfg.remote_wire(sa.remote.ip()),
-        ),
+        None => (sa.our_ts(cfg), sa.peer_ts(cfg)),
     };
     Ok(ChildRequest {
         config,
@@ -376,10 +373,8 @@ pub(crate) fn handle_request(
                 select_esp(&s.proposals, &conn.children[i].esp_proposals, true).map(|x| (i, x))
             }) {
                 Some((i, (algs, _, spi_out))) => {
-                    let remote_ts =
-                        ts::narrow(&ti.selectors, &conn.children[i].remote_wire(sa.remote.ip()));
-                    let local_ts =
-                        ts::narrow(&tr.selectors, &conn.children[i].local_wire(sa.local.ip()));
+                    let remote_ts = ts::narrow(&ti.selectors, &sa.peer_ts(&conn.children[i]));
+                    let local_ts = ts::narrow(&tr.selectors, &sa.our_ts(&conn.children[i]));
                     if remote_ts.is_empty() || local_ts.is_empty() {
                         Err((
                             notify::TS_UNACCEPTABLE,
@@ -395,15 +390,7 @@ pub(crate) fn handle_request(
                 )),
             }
         }
-        None => select_child(
-            &conn,
-            sa.local.ip(),
-            sa.remote.ip(),
-            &s.proposals,
-            &ti.selectors,
-            &tr.selectors,
-            true,
-        ),
+        None => select_child(sa, &s.proposals, &ti.selectors, &tr.selectors, true),
     };
     let (config, algs, spi_out, local_ts, remote_ts) = match chosen {
         Ok(c) => c,

@@ -180,6 +180,8 @@ pub struct Endpoint {
     /// A wall-clock reading and the instant it was taken: certificate
     /// validity needs calendar time, which the machine never reads itself.
     pub(super) wall_clock: Option<(Instant, SystemTime)>,
+    /// Virtual IP pools, made from the config when a client first asks.
+    pub(super) pools: Option<crate::pool::Pools>,
 }
 
 impl Endpoint {
@@ -203,6 +205,7 @@ impl Endpoint {
             child_spis: HashSet::new(),
             restart: Vec::new(),
             wall_clock: None,
+            pools: None,
         }
     }
 

@@ -98,6 +98,19 @@ pub enum Event {
         /// Why.
         reason: Reason,
     },
+    /// The gateway assigned us virtual IPs (and DNS servers) in IKE_AUTH's
+    /// CFG_REPLY: the host puts the addresses on its tunnel interface and
+    /// uses the DNS servers while connected.
+    VirtualIp {
+        /// The IKE SA.
+        ike: IkeSaId,
+        /// The connection name.
+        connection: String,
+        /// Our virtual IPs.
+        addresses: Vec<std::net::IpAddr>,
+        /// DNS servers, possibly none.
+        dns: Vec<std::net::IpAddr>,
+    },
     /// Install one ESP SA in the data plane (`AddSa`).
     InstallSa {
         /// The IKE SA it belongs to.

@@ -303,6 +303,7 @@ impl Endpoint {
             dead: false,
             down_reason: None,
             pending_rekey_group: None,
+            vips: Default::default(),
             attempt: 0,
         };
         detect_nat(&mut sa, &msg.payloads, header.spi_i, 0);

@@ -179,6 +179,7 @@ impl IkeSa {
             dead: false,
             down_reason: None,
             pending_rekey_group: None,
+            vips: Default::default(),
             attempt,
         };
         let mut st = InitState {

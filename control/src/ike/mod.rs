@@ -67,6 +67,7 @@ mod init;
 mod proposal;
 mod sa;
 mod ts;
+mod virtual_ip;
 
 pub use crate::config::{DpdAction, StartAction};
 pub use connection::{

@@ -202,6 +202,8 @@ pub(crate) struct IkeSa {
     pub down_reason: Option<Reason>,
     /// The DH group the peer asked for in an IKE rekey (INVALID_KE_PAYLOAD).
     pub pending_rekey_group: Option<crate::crypto::DhGroup>,
+    /// Virtual IPs assigned to us or leased to the peer.
+    pub vips: super::virtual_ip::SaVips,
     /// Which initiation attempt this is (`keyingtries`); 0 for a responder.
     pub attempt: u32,
 }
@@ -688,6 +690,7 @@ impl IkeSa {
             );
             ep.child_spis.remove(&c.spi_in);
         }
+        super::virtual_ip::release(self, ep);
         ep.events.push_back(Event::IkeSaDown {
             ike: self.id,
             connection: self.conn.name.clone(),

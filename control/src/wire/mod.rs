@@ -11,15 +11,19 @@
 //!   typed payloads ([`Payload`]) and a whole message ([`Message`]).
 //! - [`sa`]: the SA payload with its proposals, transforms and attributes.
 //! - [`ts`]: the Traffic Selector payload.
+//! - [`cp`]: the Configuration payload (virtual IPs and DNS for
+//!   remote-access clients).
 //! - [`consts`]: the numbers of RFC 7296 (exchange, payload, notify,
 //!   transform types and IDs).
 
 pub mod consts;
+pub mod cp;
 pub mod header;
 pub mod payload;
 pub mod sa;
 pub mod ts;
 
+pub use cp::{CfgAttribute, Configuration};
 pub use header::{Flags, IkeHeader, HEADER_LEN};
 pub use payload::{
     Auth, Delete, Identification, KeyExchange, Message, Notify, Payload, PayloadIter, RawPayload,

@@ -126,6 +126,24 @@ pub enum Role {
     Outside,
     /// Both, on a one-armed gateway.
     Both,
+    /// The route-based tunnel interface: the data plane creates a veth
+    /// pair, `name` for the host (routes point into it, addresses the host
+    /// reaches through the tunnel go on it) and [`tunnel_peer_name`] for
+    /// itself; what the host sends into it is protected like LAN traffic,
+    /// and decrypted traffic for the host comes back out of it.
+    Tunnel,
+}
+
+/// Longest name of a tunnel interface: its peer end's name adds
+/// [`TUNNEL_PEER_SUFFIX`] and must fit the kernel's 15 bytes.
+pub const MAX_TUNNEL_NAME: usize = 15 - TUNNEL_PEER_SUFFIX.len();
+
+/// What the data plane's end of a tunnel interface adds to its name.
+pub const TUNNEL_PEER_SUFFIX: &str = "-dp";
+
+/// The name of the data plane's end of the tunnel interface `name`.
+pub fn tunnel_peer_name(name: &str) -> String {
+    format!("{name}{TUNNEL_PEER_SUFFIX}")
 }
 
 /// `[[interface]]`.
@@ -139,6 +157,28 @@ pub struct InterfaceConfig {
     /// RX/TX queue pairs to open an AF_XDP socket on (queues 0..n).
     #[serde(default = "one")]
     pub queues: u32,
+    /// Tunnel interfaces only: which decrypted packets go back into it.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub deliver: Deliver,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+
+/// Which decrypted packets a tunnel interface hands to the host's stack.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Deliver {
+    /// Those for the host's own addresses, or routed into the tunnel; the
+    /// rest is forwarded by the data plane itself.
+    #[default]
+    Host,
+    /// All of them: the kernel routes, filters and source-NATs them (a
+    /// remote-access gateway whose clients reach the internet through its
+    /// masquerade). Routes for the clients' addresses point into the
+    /// tunnel so the replies come back to the data plane.
+    All,
 }
 
 fn one() -> u32 {
@@ -337,11 +377,41 @@ impl StaticConfig {
                     "must be at least 1",
                 ));
             }
+            if iface.role != Role::Tunnel && iface.deliver != Deliver::Host {
+                return Err(ValidationError::new(
+                    format!("interface[{i}].deliver"),
+                    "only a tunnel interface (role = \"tunnel\") delivers decrypted packets",
+                ));
+            }
+            if iface.role == Role::Tunnel && name.len() > MAX_TUNNEL_NAME {
+                return Err(ValidationError::new(
+                    format!("interface[{i}].name"),
+                    format!(
+                        "{name:?} is too long for a tunnel interface: at most {MAX_TUNNEL_NAME} \
+                         bytes, so that its peer end {:?} fits 15",
+                        tunnel_peer_name(name)
+                    ),
+                ));
+            }
+        }
+        let tunnels = self
+            .interfaces
+            .iter()
+            .filter(|i| i.role == Role::Tunnel)
+            .count();
+        if tunnels > 1 {
+            return Err(ValidationError::new(
+                "interface",
+                "more than one interface has role = \"tunnel\"; one is enough, routes choose \
+                 what goes into it",
+            ));
         }
         let has = |role| self.interfaces.iter().any(|i| i.role == role);
+        // A remote-access client has no LAN: the tunnel interface is its inside.
+        let has_inside = has(Role::Inside) || has(Role::Tunnel);
         if !has(Role::Both) {
-            for (role, name) in [(Role::Inside, "inside"), (Role::Outside, "outside")] {
-                if !has(role) {
+            for (present, name) in [(has_inside, "inside"), (has(Role::Outside), "outside")] {
+                if !present {
                     return Err(ValidationError::new(
                         "interface",
                         format!(

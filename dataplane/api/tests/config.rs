@@ -542,3 +542,46 @@ fn garbage_never_panics() {
         }
     }
 }
+
+#[test]
+fn tunnel_interfaces() {
+    let client = "[[interface]]\nname = \"wan0\"\nrole = \"outside\"\n\n\
+                  [[interface]]\nname = \"xtun0\"\nrole = \"tunnel\"\n";
+    let cfg = StaticConfig::parse(client, FILE).expect("a client needs no inside interface");
+    assert_eq!(cfg.interfaces[1].role, Role::Tunnel);
+    assert_eq!(cfg.interfaces[1].deliver, xdpsec_api::config::Deliver::Host);
+    assert_eq!(xdpsec_api::config::tunnel_peer_name("xtun0"), "xtun0-dp");
+    let all = StaticConfig::parse(&format!("{client}deliver = \"all\"\n"), FILE).unwrap();
+    assert_eq!(all.interfaces[1].deliver, xdpsec_api::config::Deliver::All);
+
+    let cases = [
+        (
+            client.replace("xtun0", "tunnel-too-long"),
+            "interface[1].name",
+            "too long for a tunnel interface",
+        ),
+        (
+            format!("{client}\n[[interface]]\nname = \"xtun1\"\nrole = \"tunnel\"\n"),
+            "interface",
+            "more than one interface has role = \"tunnel\"",
+        ),
+        (
+            client.replace(
+                "role = \"outside\"",
+                "role = \"outside\"\ndeliver = \"all\"",
+            ),
+            "interface[0].deliver",
+            "only a tunnel interface",
+        ),
+        (
+            "[[interface]]\nname = \"xtun0\"\nrole = \"tunnel\"\n".to_string(),
+            "interface",
+            "no interface has role = \"outside\"",
+        ),
+    ];
+    for (text, field, reason) in cases {
+        let e = StaticConfig::parse(&text, FILE).expect_err(reason);
+        assert_eq!(e.field.as_deref(), Some(field), "{e}");
+        assert!(e.reason.contains(reason), "{e}");
+    }
+}

@@ -48,11 +48,13 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 mod batch;
+mod ethtool;
 mod poll;
 mod socket;
 mod umem;
 
 pub use batch::FrameBatch;
+pub use ethtool::disable_tx_checksum_offload;
 pub use poll::PollSet;
 pub use socket::{ifindex, BindMode, KernelStats, SocketConfig, SocketStats, XskSocket};
 pub use umem::{Frame, NoRoom, Umem, UmemConfig};

@@ -32,7 +32,7 @@
 //! readers keep the last snapshot, resolvers answer `false`.
 
 mod monitor;
-mod netlink;
+pub(crate) mod netlink;
 mod resolver;
 mod state;
 mod table;

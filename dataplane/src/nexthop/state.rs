@@ -52,6 +52,9 @@ impl Change {
 pub(crate) struct Model {
     links: BTreeMap<u32, Interface>,
     routes: Vec<Route>,
+    /// This host's addresses, from the local table's RTN_LOCAL routes
+    /// (they come with every route dump and route notification).
+    local_addresses: Vec<IpAddr>,
     neighbours: BTreeMap<NeighbourKey, NeighbourState>,
 }
 
@@ -83,6 +86,13 @@ impl Model {
             .iter()
             .filter_map(|m| match m {
                 RouteNetlinkMessage::NewRoute(r) => parse_route(r),
+                _ => None,
+            })
+            .collect();
+        self.local_addresses = msgs
+            .iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewRoute(r) => parse_local_address(r),
                 _ => None,
             })
             .collect();
@@ -168,6 +178,7 @@ impl Model {
             &self.routes,
             self.neighbours.iter().map(|(k, s)| (*k, *s)),
         )
+        .with_local_addresses(self.local_addresses.clone())
     }
 }
 
@@ -281,6 +292,32 @@ fn gateway_of(attrs: &[RouteAttribute]) -> Option<IpAddr> {
     attrs.iter().find_map(|a| match a {
         RouteAttribute::Gateway(g) => route_ip(g),
         RouteAttribute::Via(v) => via_ip(v),
+        _ => None,
+    })
+}
+
+/// The kernel's local routing table (RT_TABLE_LOCAL), where each of the
+/// host's addresses has an RTN_LOCAL route.
+const RT_TABLE_LOCAL: u32 = 255;
+
+/// The address of a local-table RTN_LOCAL route: one of this host's own
+/// addresses. `None` for every other route.
+pub(crate) fn parse_local_address(r: &RouteMessage) -> Option<IpAddr> {
+    let h = &r.header;
+    route_family(h)?;
+    let table = r
+        .attributes
+        .iter()
+        .find_map(|a| match a {
+            RouteAttribute::Table(t) => Some(*t),
+            _ => None,
+        })
+        .unwrap_or(u32::from(h.table));
+    if table != RT_TABLE_LOCAL || h.kind != RouteType::Local {
+        return None;
+    }
+    r.attributes.iter().find_map(|a| match a {
+        RouteAttribute::Destination(d) => route_ip(d),
         _ => None,
     })
 }

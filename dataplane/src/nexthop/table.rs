@@ -334,6 +334,8 @@ pub struct NextHopTable {
     interfaces: Box<[Interface]>,
     /// Sorted by key.
     neighbours: Box<[(NeighbourKey, NeighbourState)]>,
+    /// This host's own addresses, sorted.
+    local_addresses: Box<[IpAddr]>,
 }
 
 impl NextHopTable {
@@ -386,7 +388,23 @@ impl NextHopTable {
             route_count: routes.len(),
             interfaces: interfaces.into_boxed_slice(),
             neighbours: dedup.into_boxed_slice(),
+            local_addresses: Box::default(),
         }
+    }
+
+    /// The same table, knowing `addresses` as this host's own.
+    pub fn with_local_addresses(mut self, mut addresses: Vec<IpAddr>) -> Self {
+        addresses.sort_unstable();
+        addresses.dedup();
+        self.local_addresses = addresses.into_boxed_slice();
+        self
+    }
+
+    /// Whether `addr` is one of this host's own addresses (the kernel's
+    /// local routing table), which no next hop reaches: packets for it
+    /// belong to the host's own stack.
+    pub fn is_local(&self, addr: IpAddr) -> bool {
+        self.local_addresses.binary_search(&addr).is_ok()
     }
 
     /// Increases by one with every snapshot the cache publishes.

@@ -147,6 +147,22 @@ pub struct StrongswanConfig {
     pub dpd_delay: Option<Duration>,
     /// The CHILD_SAs.
     pub children: Vec<ChildConfig>,
+    /// Remote-access client: virtual IPs to ask for (`0.0.0.0`, `::`).
+    pub vips: Vec<IpAddr>,
+    /// Remote-access gateway: the pools its clients' virtual IPs come
+    /// from (written to `pools { }` and the connection's `pools`).
+    pub pools: Vec<SwanPool>,
+}
+
+/// One `pools.NAME` of swanctl.conf.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SwanPool {
+    /// Its name (letters, digits, `-`, `_`).
+    pub name: String,
+    /// A subnet or range, e.g. `10.3.0.0/24`.
+    pub addrs: String,
+    /// DNS servers handed out with its addresses.
+    pub dns: Vec<IpAddr>,
 }
 
 impl StrongswanConfig {
@@ -180,6 +196,8 @@ impl StrongswanConfig {
                 start_action: StartAction::None,
                 rekey_time: None,
             }],
+            vips: Vec::new(),
+            pools: Vec::new(),
         }
     }
 
@@ -194,6 +212,14 @@ impl StrongswanConfig {
                 self.name.clone(),
                 "connection names use letters, digits, '-' and '_'",
             ));
+        }
+        for pool in &self.pools {
+            if !ident(&pool.name) || pool.addrs.contains(['"', '\n', '\\', '{', '}']) {
+                return Err(Error::InvalidName(
+                    format!("{} {}", pool.name, pool.addrs),
+                    "pool names use letters, digits, '-' and '_'; addrs is a subnet or range",
+                ));
+            }
         }
         for child in &self.children {
             if !ident(&child.name) {
@@ -291,6 +317,13 @@ impl StrongswanConfig {
         if let Some(t) = self.dpd_delay {
             let _ = writeln!(s, "        dpd_delay = {}", secs(t));
         }
+        if !self.vips.is_empty() {
+            let _ = writeln!(s, "        vips = {}", addrs(&self.vips));
+        }
+        if !self.pools.is_empty() {
+            let names: Vec<String> = self.pools.iter().map(|p| p.name.clone()).collect();
+            let _ = writeln!(s, "        pools = {}", list(&names));
+        }
         let auth = match self.auth {
             SwanAuth::Psk { .. } => "psk",
             SwanAuth::Pubkey { .. } => "pubkey",
@@ -331,6 +364,18 @@ impl StrongswanConfig {
             let _ = writeln!(s, "            }}");
         }
         let _ = writeln!(s, "        }}\n    }}\n}}");
+        if !self.pools.is_empty() {
+            let _ = writeln!(s, "pools {{");
+            for p in &self.pools {
+                let _ = writeln!(s, "    {} {{", p.name);
+                let _ = writeln!(s, "        addrs = {}", p.addrs);
+                if !p.dns.is_empty() {
+                    let _ = writeln!(s, "        dns = {}", addrs(&p.dns));
+                }
+                let _ = writeln!(s, "    }}");
+            }
+            let _ = writeln!(s, "}}");
+        }
         if let SwanAuth::Psk { secret } = &self.auth {
             let _ = writeln!(
                 s,

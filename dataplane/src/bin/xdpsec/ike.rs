@@ -47,6 +47,13 @@ pub struct CtlArgs {
     timeout: u64,
 }
 
+impl CtlArgs {
+    /// The control socket.
+    pub fn socket(&self) -> &Path {
+        &self.ike_socket
+    }
+}
+
 /// Runs the daemon until SIGTERM or SIGINT. Logs go to stderr through
 /// `tracing` (`RUST_LOG` filters them; default `info`).
 pub fn run_daemon(args: IkeArgs) -> ExitCode {
@@ -117,7 +124,7 @@ pub fn list_ike_sas(socket: Option<&Path>) -> Result<Option<Vec<IkeSaInfo>>, Str
     }
 }
 
-fn connect(path: &Path, timeout: Duration) -> Result<CtlClient, String> {
+pub(crate) fn connect(path: &Path, timeout: Duration) -> Result<CtlClient, String> {
     CtlClient::connect(path, timeout).map_err(|e| match e {
         CtlError::Connect { path, source } => format!(
             "cannot connect to the IKE daemon at {}: {source}; is `xdpsec ike` running \

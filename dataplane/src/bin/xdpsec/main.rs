@@ -5,12 +5,15 @@
 //! xdpsec ike --config FILE [--api-socket PATH] [--socket PATH] [--state-file PATH]
 //! xdpsec initiate|terminate CONNECTION [--ike-socket PATH]
 //! xdpsec rekey CONNECTION [--child | --ike] [--ike-socket PATH]
+//! xdpsec connect CONNECTION [--tunnel NAME] [--subnet PREFIX]... [--no-firewall]
+//! xdpsec disconnect [--state-file PATH]
 //! xdpsec status      [--socket PATH] [--json]
 //! xdpsec sa list     [--socket PATH] [--ike-socket PATH] [--json]
 //! xdpsec policy list [--socket PATH] [--json]
 //! ```
 #![deny(unsafe_code)]
 
+mod connect;
 mod ike;
 mod show;
 
@@ -79,6 +82,13 @@ enum Command {
         #[command(flatten)]
         ctl: ike::CtlArgs,
     },
+    /// Remote-access client: bring the connection up, put the virtual IP on
+    /// the tunnel interface, route everything (or --subnet) into it, point
+    /// the resolver at the tunnel's DNS and block leaks around it.
+    Connect(connect::ConnectArgs),
+    /// End the `xdpsec connect` session: connection down, routes, resolver
+    /// and firewall as they were.
+    Disconnect(connect::DisconnectArgs),
     /// Worker statistics of the running data plane.
     Status(ApiArgs),
     /// Security associations.
@@ -163,6 +173,8 @@ fn main() -> ExitCode {
                 },
             },
         ),
+        Command::Connect(args) => connect::connect(&args),
+        Command::Disconnect(args) => connect::disconnect(&args),
         Command::Sa(SaCommand::List(args)) => sa_list(&args),
         Command::Policy(PolicyCommand::List(args)) => {
             query(&args, Request::ListPolicies, |r| match r {

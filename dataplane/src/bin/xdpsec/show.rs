@@ -242,6 +242,25 @@ pub fn ike_sa_table(ike_sas: &[IkeSaInfo]) -> String {
     } else {
         out.push_str(&child.render());
     }
+    let list = |v: &[std::net::IpAddr]| {
+        v.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for sa in ike_sas.iter().filter(|sa| !sa.virtual_ips.is_empty()) {
+        out.push_str(&format!(
+            "\n{} ({}): virtual IP {}; DNS {}\n",
+            sa.connection,
+            sa.remote,
+            list(&sa.virtual_ips),
+            if sa.dns.is_empty() {
+                "none".to_owned()
+            } else {
+                list(&sa.dns)
+            }
+        ));
+    }
     out
 }
 
