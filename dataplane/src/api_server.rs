@@ -685,6 +685,7 @@ mod tests {
             counters: SaCounters::default(),
             age_ms,
             last_used_ms,
+            mtu: None,
         }
     }
 
