@@ -488,12 +488,21 @@ fn forward(
 }
 
 /// For one-armed gateways, where both directions arrive on one port:
-/// whether a frame is ESP (or ESP in UDP) rather than cleartext to protect.
-pub fn looks_like_esp(frame: &[u8]) -> bool {
-    ip_after_ethernet(frame, 0, frame.len())
-        .ok()
-        .and_then(|(l3, len)| esp_in_outer(frame.get(l3..l3 + len)?))
-        .is_some()
+/// whether a frame is ESP (or ESP in UDP) rather than cleartext to protect,
+/// or an outer fragment or ICMP message to one of the SAs' tunnel
+/// addresses (what the XDP program steers from the outside).
+pub fn looks_like_esp(tables: &Snapshot, frame: &[u8]) -> bool {
+    let Ok((l3, len)) = ip_after_ethernet(frame, 0, frame.len()) else {
+        return false;
+    };
+    let Some(packet) = frame.get(l3..l3 + len) else {
+        return false;
+    };
+    match outer_kind(packet) {
+        OuterKind::Packet => esp_in_outer(packet).is_some(),
+        OuterKind::Fragment | OuterKind::Icmp => ip_addresses(packet)
+            .is_some_and(|(_, dst)| tables.is_tunnel_local(dst)),
+    }
 }
 
 /// The IP packet of an Ethernet frame (one 802.1Q tag allowed): its offset

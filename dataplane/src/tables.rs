@@ -176,6 +176,12 @@ impl Snapshot {
         self.inbound.get(&spi)
     }
 
+    /// Whether `addr` is the local tunnel address of an SA.
+    pub fn is_tunnel_local(&self, addr: IpAddr) -> bool {
+        self.inbound.values().any(|e| e.sa.local() == addr)
+            || self.outbound.values().any(|e| e.sa.local() == addr)
+    }
+
     /// The outbound SA that sends with `spi` (the peer's SPI).
     #[inline]
     pub fn outbound_sa(&self, spi: u32) -> Option<&Arc<OutboundEntry>> {

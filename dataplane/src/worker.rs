@@ -323,7 +323,7 @@ fn transform(
     let inbound = match role {
         PortRole::Inside => false,
         PortRole::Outside => true,
-        PortRole::Both => pipeline::looks_like_esp(&buf[start..start + len]),
+        PortRole::Both => pipeline::looks_like_esp(ctx.tables, &buf[start..start + len]),
     };
     if inbound {
         pipeline::inbound(ctx, local, buf, start, len)
