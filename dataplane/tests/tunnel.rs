@@ -21,15 +21,15 @@
 //! tunnel runs at a time.
 
 use serde_json::Value;
-use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
-use std::os::fd::AsRawFd;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use xdpsec_api::{ApiClient, Direction, StaticConfig};
 use xdpsec_testbed::tunnel::{Encapsulation, KeySize, Side, TunnelBed, TunnelOptions};
-use xdpsec_testbed::{Netns, NsChild, Testbed};
+use xdpsec_testbed::capture::{self, read_pcap, Capture};
+use xdpsec_testbed::{Netns, Testbed};
 
 /// One tunnel at a time: two shared cores, and pings that wait one second
 /// for each reply.
@@ -130,113 +130,6 @@ fn worker_rx(bed: &TunnelBed, side: Side) -> (u64, Vec<u64>) {
         .map(|w| w["rx_packets"].as_u64().expect("rx_packets"))
         .collect();
     (rx.iter().sum(), rx)
-}
-
-/// A bounded tcpdump writing a pcap file, started and stopped by PID.
-struct Capture {
-    child: Option<NsChild>,
-    path: PathBuf,
-}
-
-impl Capture {
-    /// Starts `tcpdump -i IF -c max_packets -w PATH FILTER` in `ns` and waits
-    /// (up to 5 s) until it listens.
-    fn start(ns: &Netns, iface: &str, filter: &str, path: &Path, max_packets: u32) -> Capture {
-        let child = ns
-            .spawn([
-                "tcpdump",
-                "-i",
-                iface,
-                "-n",
-                "-U",
-                "--immediate-mode",
-                "-s",
-                "0",
-                "-Z",
-                "root",
-                "-c",
-                &max_packets.to_string(),
-                "-w",
-                path.to_str().expect("a UTF-8 path"),
-                filter,
-            ])
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !child.stderr_so_far().contains("listening on") {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("tcpdump exited ({status}): {}", child.stderr_so_far());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "tcpdump not listening after 5 s: {}",
-                child.stderr_so_far()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Capture {
-            child: Some(child),
-            path: path.to_path_buf(),
-        }
-    }
-
-    /// Waits up to 5 s until the file holds `frames` frames or tcpdump
-    /// exits by itself (it has its `-c` frames), then stops it with SIGTERM
-    /// (by PID). SIGTERM loses what tcpdump has not read yet, hence the
-    /// wait: the caller knows how many frames must have passed by now.
-    fn finish(mut self, frames: usize) -> PathBuf {
-        let child = self.child.take().expect("finished once");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while matches!(child.try_wait(), Ok(None))
-            && read_pcap_lenient(&self.path).len() < frames
-            && Instant::now() < deadline
-        {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        child.terminate().unwrap();
-        child.wait_timeout(Duration::from_secs(5)).unwrap();
-        self.path.clone()
-    }
-}
-
-/// Like [`read_pcap`], but an absent or still empty file has no frames.
-fn read_pcap_lenient(path: &Path) -> Vec<Vec<u8>> {
-    match std::fs::metadata(path) {
-        Ok(m) if m.len() >= 24 => read_pcap(path),
-        _ => Vec::new(),
-    }
-}
-
-/// Frames of a classic pcap file (as tcpdump -w writes it).
-fn read_pcap(path: &Path) -> Vec<Vec<u8>> {
-    let data = std::fs::read(path).unwrap();
-    assert!(data.len() >= 24, "pcap {} too short", path.display());
-    let magic = u32::from_le_bytes(data[0..4].try_into().unwrap());
-    let le = match magic {
-        0xa1b2_c3d4 | 0xa1b2_3c4d => true,
-        0xd4c3_b2a1 | 0x4d3c_b2a1 => false,
-        _ => panic!("{} is not a pcap file (magic {magic:#x})", path.display()),
-    };
-    let u32_at = |b: &[u8]| {
-        let a: [u8; 4] = b.try_into().unwrap();
-        if le {
-            u32::from_le_bytes(a)
-        } else {
-            u32::from_be_bytes(a)
-        }
-    };
-    assert_eq!(u32_at(&data[20..24]), 1, "link type must be Ethernet");
-    let mut frames = Vec::new();
-    let mut at = 24;
-    while at + 16 <= data.len() {
-        let caplen = u32_at(&data[at + 8..at + 12]) as usize;
-        let start = at + 16;
-        let Some(frame) = data.get(start..start + caplen) else {
-            break;
-        };
-        frames.push(frame.to_vec());
-        at = start + caplen;
-    }
-    frames
 }
 
 /// Runs tshark on a capture with `args`; its stdout lines.
@@ -396,15 +289,15 @@ fn underlay_holds_only_esp_and_tshark_decrypts_it() {
         let tap = bed.underlay();
         let pcap = bed.dir().join("underlay.pcap");
         const COUNT: u16 = 4;
-        let capture = Capture::start(&tap.ns, &tap.port_a, UNDERLAY_FILTER, &pcap, 1000);
+        let capture = Capture::start(&tap.ns, &tap.port_a, UNDERLAY_FILTER, &pcap, 1000).unwrap();
         for ipv6 in [false, true] {
             assert_ping(&bed, Side::A, Side::B, ipv6, COUNT);
         }
         let expected = usize::from(4 * COUNT);
-        let pcap = capture.finish(expected);
+        let pcap = capture.finish(expected).unwrap();
 
         // Every frame is ESP (or ESP in UDP 4500) between the gateways.
-        let frames = read_pcap(&pcap);
+        let frames = read_pcap(&pcap).unwrap();
         assert_eq!(
             frames.len(),
             expected,
@@ -549,29 +442,9 @@ fn underlay_holds_only_esp_and_tshark_decrypts_it() {
 
 // ---------------------------------------------------------------- (d) ----
 
-/// Sends a whole IPv4 packet (header included) from inside `ns` through a
-/// raw socket (IPPROTO_RAW: the kernel fills in the header checksum).
+/// Sends a whole IPv4 packet `copies` times from inside `ns`.
 fn send_raw_ipv4(ns: &Netns, packet: &[u8], copies: usize) {
-    let dst = Ipv4Addr::new(packet[16], packet[17], packet[18], packet[19]);
-    let packet = packet.to_vec();
-    ns.run_in(move || {
-        use nix::sys::socket::{
-            sendto, socket, AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, SockaddrIn,
-        };
-        let fd = socket(
-            AddressFamily::Inet,
-            SockType::Raw,
-            SockFlag::SOCK_CLOEXEC,
-            SockProtocol::Raw,
-        )
-        .expect("raw socket");
-        let to = SockaddrIn::from(SocketAddrV4::new(dst, 0));
-        for _ in 0..copies {
-            let n = sendto(fd.as_raw_fd(), &packet, &to, MsgFlags::empty()).expect("sendto");
-            assert_eq!(n, packet.len());
-        }
-    })
-    .unwrap();
+    capture::send_raw_ipv4(ns, &[packet.to_vec()], copies).unwrap();
 }
 
 /// The IPv4 packet in an Ethernet frame, and the offset of its ESP header.
@@ -603,9 +476,10 @@ fn replayed_and_tampered_esp_is_dropped_and_counted() {
         let tap = bed.underlay();
         // One ESP frame from gwA, taken off the wire.
         let filter = "src host 198.18.0.1 and (ip proto 50 or udp dst port 4500)";
-        let capture = Capture::start(&tap.ns, &tap.port_a, filter, &bed.dir().join("one.pcap"), 1);
+        let capture =
+            Capture::start(&tap.ns, &tap.port_a, filter, &bed.dir().join("one.pcap"), 1).unwrap();
         assert_ping(&bed, Side::A, Side::B, false, 2);
-        let frames = read_pcap(&capture.finish(1));
+        let frames = read_pcap(&capture.finish(1).unwrap()).unwrap();
         let frame = frames.first().expect("one ESP frame captured");
         let (packet, esp) = esp_of(frame, encap);
         let seq = u32::from_be_bytes(packet[esp + 4..esp + 8].try_into().unwrap());
@@ -903,7 +777,7 @@ fn two_workers_per_gateway_process_every_packet_once() {
     let before = Side::BOTH.map(|s| worker_rx(&bed, s).0);
     let tap = bed.underlay();
     let pcap = bed.dir().join("workers.pcap");
-    let capture = Capture::start(&tap.ns, &tap.port_a, UNDERLAY_FILTER, &pcap, 1000);
+    let capture = Capture::start(&tap.ns, &tap.port_a, UNDERLAY_FILTER, &pcap, 1000).unwrap();
     const COUNT: u16 = 5;
     for ipv6 in [false, true] {
         assert_ping(&bed, Side::A, Side::B, ipv6, COUNT);
@@ -911,7 +785,9 @@ fn two_workers_per_gateway_process_every_packet_once() {
     }
     // 2 families x 2 directions x (COUNT requests + COUNT replies).
     let sent = u64::from(8 * COUNT);
-    let frames = read_pcap(&capture.finish(sent as usize)).len() as u64;
+    let frames = read_pcap(&capture.finish(sent as usize).unwrap())
+        .unwrap()
+        .len() as u64;
     assert_eq!(frames, sent, "ESP frames on the underlay");
     for (i, side) in Side::BOTH.into_iter().enumerate() {
         let (after, per_worker) = worker_rx(&bed, side);

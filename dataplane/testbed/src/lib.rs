@@ -24,6 +24,7 @@
 //! # Ok::<(), xdpsec_testbed::Error>(())
 //! ```
 
+pub mod capture;
 mod ns;
 mod ping;
 mod topology;

@@ -147,6 +147,15 @@ pub struct TunnelOptions {
     /// MTU of the hosts' and gateways' LAN links ([`INNER_MTU`] by
     /// default; 1500 leaves full-size segments to MSS clamping).
     pub inner_mtu: u32,
+    /// `[dataplane] mss_clamp` of both gateways (on by default).
+    pub mss_clamp: bool,
+    /// `[dataplane] outer_fragmentation` of both gateways (on by default).
+    pub outer_fragmentation: bool,
+    /// Make the `wire` namespace a router instead of a bridge, whose link
+    /// towards gateway B has this MTU (gateway B's `wan0` too): packets
+    /// from A that are larger and have DF get an ICMP "fragmentation
+    /// needed" from the router. See [`TunnelBed::router_addr`].
+    pub narrow_underlay_mtu: Option<u32>,
 }
 
 impl Default for TunnelOptions {
@@ -162,6 +171,9 @@ impl Default for TunnelOptions {
             split_families: false,
             start_timeout: Duration::from_secs(10),
             inner_mtu: INNER_MTU,
+            mss_clamp: true,
+            outer_fragmentation: true,
+            narrow_underlay_mtu: None,
         }
     }
 }
@@ -312,6 +324,9 @@ impl TunnelBed {
             queues: options.workers,
             underlay_tap: true,
         })?;
+        if let Some(mtu) = options.narrow_underlay_mtu {
+            route_underlay(&topo, mtu)?;
+        }
         prepare_network(&topo, &options)?;
 
         let dir = std::env::temp_dir().join(format!("xdpsec-{}", testbed.prefix()));
@@ -779,6 +794,47 @@ fn sys(op: String) -> impl FnOnce(std::io::Error) -> Error {
     move |source| Error::Sys { op, source }
 }
 
+/// The router's address on its link towards gateway A (and the source of
+/// its ICMP errors to A), when [`TunnelOptions::narrow_underlay_mtu`] is set.
+pub const ROUTER_ADDR_A: std::net::Ipv4Addr = std::net::Ipv4Addr::new(198, 18, 0, 5);
+/// The router's address on its link towards gateway B.
+pub const ROUTER_ADDR_B: std::net::Ipv4Addr = std::net::Ipv4Addr::new(198, 18, 0, 6);
+
+/// Turns the `wire` bridge into an IPv4 router with proxy ARP, so the
+/// gateways keep their addresses on one /30 but every packet between them
+/// is routed (TTL, DF and MTU enforced, ICMP errors sent). The link towards
+/// gateway B gets MTU `mtu` on both ends.
+fn route_underlay(topo: &StandardTopology, mtu: u32) -> Result<()> {
+    let tap = topo
+        .underlay
+        .as_ref()
+        .expect("the tunnel bed always builds the underlay tap");
+    let wire = &tap.ns;
+    wire.ip(["link", "del", "br0"])?;
+    let mtu = mtu.to_string();
+    wire.ip(["link", "set", "dev", &tap.port_b, "mtu", &mtu])?;
+    topo.gw_b
+        .ns
+        .ip(["link", "set", "dev", &topo.gw_b.wan.name, "mtu", &mtu])?;
+    wire.sysctl(&[
+        ("net.ipv4.ip_forward", "1"),
+        ("net.ipv4.conf.all.rp_filter", "0"),
+        ("net.ipv4.conf.default.rp_filter", "0"),
+    ])?;
+    for (port, own, gw) in [
+        (&tap.port_a, ROUTER_ADDR_A, topo.gw_a.wan.ipv4),
+        (&tap.port_b, ROUTER_ADDR_B, topo.gw_b.wan.ipv4),
+    ] {
+        wire.sysctl(&[
+            (&format!("net.ipv4.conf.{port}.proxy_arp") as &str, "1"),
+            (&format!("net.ipv4.conf.{port}.rp_filter"), "0"),
+        ])?;
+        wire.add_addr(port, own.into(), 32)?;
+        wire.ip(["route", "add", &format!("{gw}/32"), "dev", port])?;
+    }
+    Ok(())
+}
+
 /// Host offloads and MTUs, gateway routes, warm neighbour tables.
 fn prepare_network(topo: &StandardTopology, options: &TunnelOptions) -> Result<()> {
     let mtu = options.inner_mtu.to_string();
@@ -916,7 +972,9 @@ fn gateway_config(side: Side, sas: &[TunnelSa], options: &TunnelOptions, socket:
          workers = {n}\n\
          cpus = []\n\
          busy_poll = false\n\
-         xdp_mode = \"{}\"\n\n\
+         xdp_mode = \"{}\"\n\
+         mss_clamp = {}\n\
+         outer_fragmentation = {}\n\n\
          [[interface]]\nname = \"lan0\"\nrole = \"inside\"\nqueues = {n}\n\n\
          [[interface]]\nname = \"wan0\"\nrole = \"outside\"\nqueues = {n}\n",
         socket.display(),
@@ -924,7 +982,9 @@ fn gateway_config(side: Side, sas: &[TunnelSa], options: &TunnelOptions, socket:
             "generic"
         } else {
             "native"
-        }
+        },
+        options.mss_clamp,
+        options.outer_fragmentation,
     );
     for sa in sas {
         let selector_list = selectors(side, sa)

@@ -1,0 +1,184 @@
+//! Watching and feeding the wire: a bounded `tcpdump` writing a pcap file,
+//! a reader for classic pcap files, and raw IPv4 packets sent from inside a
+//! namespace.
+
+use crate::{Error, Netns, NsChild, Result};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// A bounded tcpdump writing a pcap file, started and stopped by PID.
+#[derive(Debug)]
+pub struct Capture {
+    child: Option<NsChild>,
+    path: PathBuf,
+}
+
+impl Capture {
+    /// Starts `tcpdump -i IF -c max_packets -w PATH FILTER` in `ns` and waits
+    /// (up to 5 s) until it listens.
+    pub fn start(
+        ns: &Netns,
+        iface: &str,
+        filter: &str,
+        path: &Path,
+        max_packets: u32,
+    ) -> Result<Capture> {
+        let path_str = path.to_str().ok_or_else(|| Error::Parse {
+            cmd: "tcpdump -w".into(),
+            what: format!("{} is not UTF-8", path.display()),
+        })?;
+        let child = ns.spawn([
+            "tcpdump",
+            "-i",
+            iface,
+            "-n",
+            "-U",
+            "--immediate-mode",
+            "-s",
+            "0",
+            "-Z",
+            "root",
+            "-c",
+            &max_packets.to_string(),
+            "-w",
+            path_str,
+            filter,
+        ])?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !child.stderr_so_far().contains("listening on") {
+            if let Some(status) = child.try_wait()? {
+                return Err(Error::Command {
+                    cmd: child.command().to_string(),
+                    status,
+                    stderr: child.stderr_so_far(),
+                });
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Timeout(format!(
+                    "tcpdump not listening after 5 s: {}",
+                    child.stderr_so_far()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(Capture {
+            child: Some(child),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Waits up to 5 s until the file holds `frames` frames or tcpdump
+    /// exits by itself (it has its `-c` frames), then stops it with SIGTERM
+    /// (by PID). SIGTERM loses what tcpdump has not read yet, hence the
+    /// wait: the caller knows how many frames must have passed by now.
+    pub fn finish(mut self, frames: usize) -> Result<PathBuf> {
+        let Some(child) = self.child.take() else {
+            return Ok(self.path.clone());
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while matches!(child.try_wait(), Ok(None))
+            && read_pcap_lenient(&self.path).len() < frames
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child.terminate()?;
+        child.wait_timeout(Duration::from_secs(5))?;
+        Ok(self.path.clone())
+    }
+}
+
+/// Like [`read_pcap`], but an absent, still empty or unreadable file has
+/// no frames.
+pub fn read_pcap_lenient(path: &Path) -> Vec<Vec<u8>> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.len() >= 24 => read_pcap(path).unwrap_or_default(),
+        _ => Vec::new(),
+    }
+}
+
+/// Frames of a classic pcap file (as tcpdump -w writes it) with Ethernet
+/// link type; a frame cut short by the end of the file is left out.
+pub fn read_pcap(path: &Path) -> Result<Vec<Vec<u8>>> {
+    let bad = |what: String| Error::Parse {
+        cmd: format!("read pcap {}", path.display()),
+        what,
+    };
+    let data = std::fs::read(path).map_err(|source| Error::Sys {
+        op: format!("read {}", path.display()),
+        source,
+    })?;
+    if data.len() < 24 {
+        return Err(bad("shorter than the pcap header".into()));
+    }
+    let magic = u32::from_le_bytes([data[0], data[1], data[2], data[3]]);
+    let le = match magic {
+        0xa1b2_c3d4 | 0xa1b2_3c4d => true,
+        0xd4c3_b2a1 | 0x4d3c_b2a1 => false,
+        _ => return Err(bad(format!("not a pcap file (magic {magic:#x})"))),
+    };
+    let u32_at = |b: &[u8]| {
+        let a = [b[0], b[1], b[2], b[3]];
+        if le {
+            u32::from_le_bytes(a)
+        } else {
+            u32::from_be_bytes(a)
+        }
+    };
+    if u32_at(&data[20..24]) != 1 {
+        return Err(bad("link type is not Ethernet".into()));
+    }
+    let mut frames = Vec::new();
+    let mut at = 24;
+    while at + 16 <= data.len() {
+        let caplen = u32_at(&data[at + 8..at + 12]) as usize;
+        let start = at + 16;
+        let Some(frame) = data.get(start..start + caplen) else {
+            break;
+        };
+        frames.push(frame.to_vec());
+        at = start + caplen;
+    }
+    Ok(frames)
+}
+
+/// Sends whole IPv4 packets (header included) from inside `ns` through a
+/// raw socket (IPPROTO_RAW: the kernel fills in the header checksum, and
+/// the ID if it is zero), each `copies` times, to the destination in its
+/// header.
+pub fn send_raw_ipv4(ns: &Netns, packets: &[Vec<u8>], copies: usize) -> Result<()> {
+    let packets = packets.to_vec();
+    ns.run_in(move || -> Result<()> {
+        use nix::sys::socket::{
+            sendto, socket, AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, SockaddrIn,
+        };
+        let sys = |op: &str| {
+            let op = op.to_string();
+            move |e: nix::Error| Error::Sys {
+                op,
+                source: e.into(),
+            }
+        };
+        let fd = socket(
+            AddressFamily::Inet,
+            SockType::Raw,
+            SockFlag::SOCK_CLOEXEC,
+            SockProtocol::Raw,
+        )
+        .map_err(sys("raw socket"))?;
+        for packet in &packets {
+            let header = packet.get(..20).ok_or_else(|| Error::Parse {
+                cmd: "send_raw_ipv4".into(),
+                what: format!("a {}-byte packet has no IPv4 header", packet.len()),
+            })?;
+            let dst = Ipv4Addr::new(header[16], header[17], header[18], header[19]);
+            let to = SockaddrIn::from(SocketAddrV4::new(dst, 0));
+            for _ in 0..copies {
+                sendto(fd.as_raw_fd(), packet, &to, MsgFlags::empty()).map_err(sys("sendto"))?;
+            }
+        }
+        Ok(())
+    })?
+}
