@@ -23,7 +23,6 @@
 use serde_json::Value;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use xdpsec_api::{ApiClient, Direction, StaticConfig};
@@ -134,22 +133,7 @@ fn worker_rx(bed: &TunnelBed, side: Side) -> (u64, Vec<u64>) {
 
 /// Runs tshark on a capture with `args`; its stdout lines.
 fn tshark(pcap: &Path, args: &[String]) -> Vec<String> {
-    let out = Command::new("tshark")
-        .arg("-n")
-        .arg("-r")
-        .arg(pcap)
-        .args(args)
-        .output()
-        .expect("tshark runs (cargo xtask setup installs it)");
-    assert!(
-        out.status.success(),
-        "tshark {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect()
+    capture::tshark(pcap, args).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn strings(args: &[&str]) -> Vec<String> {

@@ -182,3 +182,57 @@ pub fn send_raw_ipv4(ns: &Netns, packets: &[Vec<u8>], copies: usize) -> Result<(
         Ok(())
     })?
 }
+
+/// Writes `frames` (Ethernet) as a classic pcap file (microsecond
+/// timestamps, one microsecond apart).
+pub fn write_pcap(path: &Path, frames: &[Vec<u8>]) -> Result<()> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&4u16.to_le_bytes());
+    out.extend_from_slice(&0i32.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&65535u32.to_le_bytes());
+    out.extend_from_slice(&1u32.to_le_bytes());
+    for (i, frame) in frames.iter().enumerate() {
+        let len = u32::try_from(frame.len()).map_err(|_| Error::Parse {
+            cmd: "write_pcap".into(),
+            what: format!("a frame of {} bytes", frame.len()),
+        })?;
+        out.extend_from_slice(&1_700_000_000u32.to_le_bytes());
+        out.extend_from_slice(&(i as u32).to_le_bytes());
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(frame);
+    }
+    std::fs::write(path, out).map_err(|source| Error::Sys {
+        op: format!("write {}", path.display()),
+        source,
+    })
+}
+
+/// Runs `tshark -n -r PCAP ARGS...`; its stdout lines.
+pub fn tshark(pcap: &Path, args: &[String]) -> Result<Vec<String>> {
+    let cmd = format!("tshark -n -r {} {}", pcap.display(), args.join(" "));
+    let out = std::process::Command::new("tshark")
+        .arg("-n")
+        .arg("-r")
+        .arg(pcap)
+        .args(args)
+        .output()
+        .map_err(|source| Error::Spawn {
+            cmd: cmd.clone(),
+            source,
+        })?;
+    if !out.status.success() {
+        return Err(Error::Command {
+            cmd,
+            status: out.status,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect())
+}
