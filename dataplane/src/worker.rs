@@ -224,13 +224,19 @@ fn process_batch(
         });
         match target {
             Ok(Some((port, Transmit { range, fragments, .. }))) => {
+                // The later fragments are written from the frame before it
+                // is narrowed (their payload lies behind the first's end),
+                // and queued after it: a receiver steering UDP fragments by
+                // what the first one showed needs it first.
+                let mut rest = Fragments::default();
                 if let Some(plan) = &fragments {
-                    // Written from the frame before it is narrowed: the later
-                    // fragments' payload lies behind the first's end.
-                    if let Err(reason) = queue_fragments(umem, &frame, &range, plan, &mut tx[port]) {
-                        umem.free(frame);
-                        recorder.dropped(reason);
-                        continue;
+                    match write_fragments(umem, &frame, &range, plan, tx[port].remaining()) {
+                        Ok(written) => rest = written,
+                        Err(reason) => {
+                            umem.free(frame);
+                            recorder.dropped(reason);
+                            continue;
+                        }
                     }
                 }
                 let narrowed = umem
@@ -241,8 +247,16 @@ fn process_batch(
                         umem.free(frame);
                         recorder.dropped(Dropped::TxRingFull);
                     }
+                    for f in rest.iter_mut().filter_map(Option::take) {
+                        if let Err(f) = tx[port].push(f) {
+                            umem.free(f);
+                        }
+                    }
                 } else {
                     umem.free(frame);
+                    for f in rest.iter_mut().filter_map(Option::take) {
+                        umem.free(f);
+                    }
                     recorder.dropped(Dropped::Esp(crate::esp::EspError::NoHeadroom));
                 }
             }
@@ -256,29 +270,52 @@ fn process_batch(
     }
 }
 
+/// The second and later fragments of one outer packet, in order.
+type Fragments = [Option<Frame>; MAX_EXTRA_FRAGMENTS];
+
+/// Fragments of one outer packet beyond the first: a 1500-byte packet on a
+/// 576-byte path needs two more.
+const MAX_EXTRA_FRAGMENTS: usize = 8;
+
 /// Writes the second and later outer fragments of the packet in `frame`
 /// (its first fragment at `first`, with its Ethernet header) into fresh
-/// frames, queued on `batch`. All or nothing: a missing frame or a full
-/// batch frees what was written.
-fn queue_fragments(
+/// frames. All or nothing: without a frame for each, or room for all in
+/// the TX batch (`room`), none is kept.
+fn write_fragments(
     umem: &mut Umem,
     frame: &Frame,
     first: &std::ops::Range<usize>,
     plan: &fragment::Plan,
-    batch: &mut FrameBatch,
-) -> Result<(), Dropped> {
-    let extra = plan.count() - 1;
-    if batch.remaining() < extra + 1 {
+    room: usize,
+) -> Result<Fragments, Dropped> {
+    let extra = plan.count().saturating_sub(1);
+    if room < extra + 1 {
         return Err(Dropped::TxRingFull);
     }
-    let mut fresh: [Option<Frame>; 8] = Default::default();
+    let mut fresh = Fragments::default();
     if extra > fresh.len() {
         return Err(Dropped::NoFrameForFragment);
     }
-    for slot in fresh.iter_mut().take(extra) {
-        match umem.alloc() {
-            Some(f) => *slot = Some(f),
-            None => {
+    let frame_size = umem.config().frame_size as usize;
+    for i in 0..extra {
+        let Some(mut out) = umem.alloc() else {
+            for f in fresh.iter_mut().filter_map(Option::take) {
+                umem.free(f);
+            }
+            return Err(Dropped::NoFrameForFragment);
+        };
+        let room = frame_size - umem.headroom(&out);
+        let written = umem.set_len(&mut out, room).ok().and_then(|()| {
+            let src = umem.data(frame);
+            let dst = umem.data_mut(&mut out);
+            dst[..ethernet::HEADER_LEN]
+                .copy_from_slice(&src[first.start..first.start + ethernet::HEADER_LEN]);
+            plan.write(i + 1, src, &mut dst[ethernet::HEADER_LEN..])
+        });
+        match written.map(|n| umem.set_len(&mut out, ethernet::HEADER_LEN + n)) {
+            Some(Ok(())) => fresh[i] = Some(out),
+            _ => {
+                umem.free(out);
                 for f in fresh.iter_mut().filter_map(Option::take) {
                     umem.free(f);
                 }
@@ -286,30 +323,7 @@ fn queue_fragments(
             }
         }
     }
-    let frame_size = umem.config().frame_size as usize;
-    for (i, slot) in fresh.iter_mut().take(extra).enumerate() {
-        let Some(mut out) = slot.take() else { continue };
-        let room = frame_size - umem.headroom(&out);
-        let written = umem
-            .set_len(&mut out, room)
-            .ok()
-            .and_then(|()| {
-                let src = umem.data(frame);
-                let dst = umem.data_mut(&mut out);
-                dst[..ethernet::HEADER_LEN]
-                    .copy_from_slice(&src[first.start..first.start + ethernet::HEADER_LEN]);
-                plan.write(i + 1, src, &mut dst[ethernet::HEADER_LEN..])
-            });
-        match written.map(|n| umem.set_len(&mut out, ethernet::HEADER_LEN + n)) {
-            Some(Ok(())) => {
-                if let Err(out) = batch.push(out) {
-                    umem.free(out);
-                }
-            }
-            _ => umem.free(out),
-        }
-    }
-    Ok(())
+    Ok(fresh)
 }
 
 fn transform(

@@ -590,6 +590,46 @@ impl TunnelBed {
         self.cli_json(side, &["status", "--json"])
     }
 
+    /// The sum over the workers of `side` of one named counter in `xdpsec
+    /// status --json`: `group` is `"drops"` or `"events"` (0 if absent).
+    pub fn worker_total(&self, side: Side, group: &str, name: &str) -> Result<u64> {
+        let status = self.status(side)?;
+        let workers = status
+            .get("workers")
+            .and_then(Value::as_array)
+            .or_else(|| status.as_array())
+            .ok_or_else(|| Error::Parse {
+            cmd: "xdpsec status --json".into(),
+            what: format!("no workers in {status}"),
+        })?;
+        Ok(workers
+            .iter()
+            .filter_map(|w| w[group][name].as_u64())
+            .sum())
+    }
+
+    /// The SA that `side` encrypts with (for inner IPv6 if `ipv6`), as its
+    /// `xdpsec sa list --json` shows it.
+    pub fn outbound_sa_info(&self, side: Side, ipv6: bool) -> Result<Value> {
+        let spi = self
+            .sa_for(side, ipv6)
+            .ok_or_else(|| Error::Timeout(format!("{side} carries no such family")))?
+            .spi;
+        let list = self.sa_list(side)?;
+        list.get("sas")
+            .and_then(Value::as_array)
+            .or_else(|| list.as_array())
+            .and_then(|sas| {
+                sas.iter()
+                    .find(|sa| sa["spi"].as_u64() == Some(u64::from(spi)) && sa["direction"] == "out")
+            })
+            .cloned()
+            .ok_or_else(|| Error::Parse {
+                cmd: "xdpsec sa list --json".into(),
+                what: format!("no outbound SA {spi:#x} in {list}"),
+            })
+    }
+
     /// Sends SIGTERM (by PID) to the data plane of `side` and waits up to
     /// 10 s for it to exit: its exit status. It is killed if it does not
     /// exit in time (and this fails).
