@@ -151,10 +151,12 @@ pub struct TunnelOptions {
     pub mss_clamp: bool,
     /// `[dataplane] outer_fragmentation` of both gateways (on by default).
     pub outer_fragmentation: bool,
-    /// Make the `wire` namespace a router instead of a bridge, whose link
-    /// towards gateway B has this MTU (gateway B's `wan0` too): packets
-    /// from A that are larger and have DF get an ICMP "fragmentation
-    /// needed" from the router. See [`TunnelBed::router_addr`].
+    /// Make the `wire` namespace a router instead of a bridge, whose port
+    /// towards gateway B has this MTU: packets from A that are larger and
+    /// have DF get an ICMP "fragmentation needed" from the router (source
+    /// [`ROUTER_ADDR_A`]). Gateway B's `wan0` keeps 1500, so only gateway A
+    /// can learn of the narrow hop, from that ICMP; B's own packets larger
+    /// than this MTU are lost on the way (the router's port drops them).
     pub narrow_underlay_mtu: Option<u32>,
 }
 
@@ -835,15 +837,16 @@ fn sys(op: String) -> impl FnOnce(std::io::Error) -> Error {
 }
 
 /// The router's address on its link towards gateway A (and the source of
-/// its ICMP errors to A), when [`TunnelOptions::narrow_underlay_mtu`] is set.
+/// its ICMP errors to A), when [`TunnelOptions::narrow_underlay_mtu`] is
+/// set.
 pub const ROUTER_ADDR_A: std::net::Ipv4Addr = std::net::Ipv4Addr::new(198, 18, 0, 5);
 /// The router's address on its link towards gateway B.
 pub const ROUTER_ADDR_B: std::net::Ipv4Addr = std::net::Ipv4Addr::new(198, 18, 0, 6);
 
 /// Turns the `wire` bridge into an IPv4 router with proxy ARP, so the
 /// gateways keep their addresses on one /30 but every packet between them
-/// is routed (TTL, DF and MTU enforced, ICMP errors sent). The link towards
-/// gateway B gets MTU `mtu` on both ends.
+/// is routed (TTL, DF and MTU enforced, ICMP errors sent). The router's
+/// port towards gateway B gets MTU `mtu`.
 fn route_underlay(topo: &StandardTopology, mtu: u32) -> Result<()> {
     let tap = topo
         .underlay
@@ -853,9 +856,6 @@ fn route_underlay(topo: &StandardTopology, mtu: u32) -> Result<()> {
     wire.ip(["link", "del", "br0"])?;
     let mtu = mtu.to_string();
     wire.ip(["link", "set", "dev", &tap.port_b, "mtu", &mtu])?;
-    topo.gw_b
-        .ns
-        .ip(["link", "set", "dev", &topo.gw_b.wan.name, "mtu", &mtu])?;
     wire.sysctl(&[
         ("net.ipv4.ip_forward", "1"),
         ("net.ipv4.conf.all.rp_filter", "0"),
@@ -865,9 +865,12 @@ fn route_underlay(topo: &StandardTopology, mtu: u32) -> Result<()> {
         (&tap.port_a, ROUTER_ADDR_A, topo.gw_a.wan.ipv4),
         (&tap.port_b, ROUTER_ADDR_B, topo.gw_b.wan.ipv4),
     ] {
+        // Proxy ARP answers after a random delay of up to 0.8 s by
+        // default, longer than the first pings wait.
         wire.sysctl(&[
             (&format!("net.ipv4.conf.{port}.proxy_arp") as &str, "1"),
             (&format!("net.ipv4.conf.{port}.rp_filter"), "0"),
+            (&format!("net.ipv4.neigh.{port}.proxy_delay"), "0"),
         ])?;
         wire.add_addr(port, own.into(), 32)?;
         wire.ip(["route", "add", &format!("{gw}/32"), "dev", port])?;
