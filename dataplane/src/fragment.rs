@@ -248,13 +248,25 @@ mod tests {
     #[test]
     fn what_is_not_cut() {
         let (mut buf, ip) = outer(false, 1400);
-        assert!(first_in_place(&mut buf, ip.clone(), 1500, 0).is_none(), "fits");
-        assert!(first_in_place(&mut buf, ip.clone(), 27, 0).is_none(), "no room");
+        assert!(
+            first_in_place(&mut buf, ip.clone(), 1500, 0).is_none(),
+            "fits"
+        );
+        assert!(
+            first_in_place(&mut buf, ip.clone(), 27, 0).is_none(),
+            "no room"
+        );
         let (mut buf, ip) = outer(false, 1600);
         buf[ip.start + 6] = 0x20;
-        assert!(first_in_place(&mut buf, ip, 1500, 0).is_none(), "a fragment");
+        assert!(
+            first_in_place(&mut buf, ip, 1500, 0).is_none(),
+            "a fragment"
+        );
         let (buf, ip) = outer(true, 1600);
         let mut tight = buf[ip.start - 4..].to_vec();
-        assert!(first_in_place(&mut tight, 4..4 + 1600, 1500, 0).is_none(), "no headroom");
+        assert!(
+            first_in_place(&mut tight, 4..4 + 1600, 1500, 0).is_none(),
+            "no headroom"
+        );
     }
 }

@@ -46,7 +46,9 @@ pub fn frag_needed_v4(
         return None;
     }
     let start = l3.checked_sub(V4_OVERHEAD)?;
-    let quote = len.min(usize::from(original.total_len())).min(V4_MAX - V4_OVERHEAD);
+    let quote = len
+        .min(usize::from(original.total_len()))
+        .min(V4_MAX - V4_OVERHEAD);
     let end = l3 + quote;
     let icmp_len = HEADER_LEN + quote;
     ipv4::Repr {
@@ -315,7 +317,10 @@ mod tests {
         assert_eq!(ip.total_len(), 1280);
         let icmp = ip.payload();
         assert_eq!(icmp[0], 2);
-        assert_eq!(u32::from_be_bytes([icmp[4], icmp[5], icmp[6], icmp[7]]), 1443);
+        assert_eq!(
+            u32::from_be_bytes([icmp[4], icmp[5], icmp[6], icmp[7]]),
+            1443
+        );
         let pseudo = checksum::pseudo_header_v6(&gw, &host, ip_proto::ICMPV6, icmp.len() as u32);
         assert_eq!(checksum::fold(checksum::add(pseudo, icmp)), 0xffff);
 

@@ -247,15 +247,8 @@ pub fn outbound(
             ctx.events.event(Event::OuterFragmented);
         }
     }
-    let (mut transmit, expiry) = forward(
-        ctx,
-        buf,
-        outer,
-        hop,
-        &entry.stats,
-        inner_len as u64,
-        expiry,
-    )?;
+    let (mut transmit, expiry) =
+        forward(ctx, buf, outer, hop, &entry.stats, inner_len as u64, expiry)?;
     transmit.fragments = plan;
     Ok((transmit, expiry))
 }
@@ -500,8 +493,9 @@ pub fn looks_like_esp(tables: &Snapshot, frame: &[u8]) -> bool {
     };
     match outer_kind(packet) {
         OuterKind::Packet => esp_in_outer(packet).is_some(),
-        OuterKind::Fragment | OuterKind::Icmp => ip_addresses(packet)
-            .is_some_and(|(_, dst)| tables.is_tunnel_local(dst)),
+        OuterKind::Fragment | OuterKind::Icmp => {
+            ip_addresses(packet).is_some_and(|(_, dst)| tables.is_tunnel_local(dst))
+        }
     }
 }
 

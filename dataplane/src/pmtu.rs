@@ -69,7 +69,9 @@ impl PathMtu {
             self.link_mtu.store(link_mtu, Ordering::Relaxed);
         }
         let learned = self.learned.load(Ordering::Relaxed);
-        if learned != 0 && learned < link_mtu && self.ns(now) < self.expires_ns.load(Ordering::Relaxed)
+        if learned != 0
+            && learned < link_mtu
+            && self.ns(now) < self.expires_ns.load(Ordering::Relaxed)
         {
             learned
         } else {
@@ -303,7 +305,11 @@ mod tests {
         ipv4::Repr {
             src: Ipv4Addr::new(198, 18, 0, 1),
             dst: Ipv4Addr::new(198, 18, 0, 2),
-            protocol: if udp_encap { ip_proto::UDP } else { ip_proto::ESP },
+            protocol: if udp_encap {
+                ip_proto::UDP
+            } else {
+                ip_proto::ESP
+            },
             payload_len: len - 20,
             ttl: 64,
             dscp_ecn: 0,
@@ -331,9 +337,14 @@ mod tests {
             // towards LAN hosts (its checksum is verified by the parser).
             let mut buf = vec![0u8; 64];
             buf.extend_from_slice(&quoted);
-            let range =
-                icmp::frag_needed_v4(&mut buf, 64, quoted.len(), 1280, Ipv4Addr::new(198, 19, 0, 9))
-                    .unwrap();
+            let range = icmp::frag_needed_v4(
+                &mut buf,
+                64,
+                quoted.len(),
+                1280,
+                Ipv4Addr::new(198, 19, 0, 9),
+            )
+            .unwrap();
             let tb = parse_too_big(&buf[range.clone()]).unwrap();
             assert_eq!(
                 tb,
@@ -394,8 +405,14 @@ mod tests {
         quoted[40..44].copy_from_slice(&0xabcdu32.to_be_bytes());
         let mut buf = vec![0u8; 64];
         buf.extend_from_slice(&quoted);
-        let r = icmp::packet_too_big_v6(&mut buf, 64, quoted.len(), 1280, "fd00:19::9".parse().unwrap())
-            .unwrap();
+        let r = icmp::packet_too_big_v6(
+            &mut buf,
+            64,
+            quoted.len(),
+            1280,
+            "fd00:19::9".parse().unwrap(),
+        )
+        .unwrap();
         let tb = parse_too_big(&buf[r]).unwrap();
         assert_eq!((tb.mtu, tb.spi, tb.udp), (1280, 0xabcd, false));
         assert_eq!((tb.local, tb.remote), (src.into(), dst.into()));

@@ -229,7 +229,10 @@ impl Reassembly {
             self.in_use -= 1;
             return Err(reason);
         }
-        let Some(total) = slot.total.filter(|&t| slot.header_len > 0 && slot.received == t) else {
+        let Some(total) = slot
+            .total
+            .filter(|&t| slot.header_len > 0 && slot.received == t)
+        else {
             return Ok(None);
         };
         slot.key = None;
@@ -242,7 +245,10 @@ impl Reassembly {
 
     /// The live slot of `key`; an expired one is freed (and counted) instead.
     fn find(&mut self, key: &Key, now: Instant) -> Option<usize> {
-        let i = self.slots.iter().position(|s| s.key.as_ref() == Some(key))?;
+        let i = self
+            .slots
+            .iter()
+            .position(|s| s.key.as_ref() == Some(key))?;
         if now >= self.slots[i].deadline {
             self.slots[i].key = None;
             self.in_use -= 1;
@@ -280,7 +286,11 @@ fn add_piece(slot: &mut Slot, piece: &Piece<'_>, end: usize) -> Result<(), FragD
     }
     if !piece.more {
         // Two different ends, or data past the end.
-        if slot.total.is_some() || slot.ranges[..slot.pieces].iter().any(|&(_, e)| usize::from(e) > end) {
+        if slot.total.is_some()
+            || slot.ranges[..slot.pieces]
+                .iter()
+                .any(|&(_, e)| usize::from(e) > end)
+        {
             return Err(FragDrop::Malformed);
         }
         slot.total = Some(end);
@@ -326,7 +336,7 @@ fn parse(packet: &[u8]) -> Option<Piece<'_>> {
             let header_len = ip.header_len();
             let data = &packet[header_len..usize::from(ip.total_len())];
             let more = ip.more_frags();
-            if data.is_empty() || (more && data.len() % 8 != 0) {
+            if data.is_empty() || (more && !data.len().is_multiple_of(8)) {
                 return None;
             }
             let mut src = [0u8; 16];
@@ -358,7 +368,7 @@ fn parse(packet: &[u8]) -> Option<Piece<'_>> {
             let data = &payload[8..];
             let word = u16::from_be_bytes([frag[2], frag[3]]);
             let more = word & 1 != 0;
-            if data.is_empty() || (more && data.len() % 8 != 0) {
+            if data.is_empty() || (more && !data.len().is_multiple_of(8)) {
                 return None;
             }
             Some(Piece {
@@ -426,7 +436,11 @@ mod tests {
         let ip = ipv4::Packet::new_checked(d).unwrap();
         assert_eq!(ip.total_len(), 20 + 1557);
         assert!(ip.verify_checksum() && !ip.is_fragment());
-        assert!(ip.payload().iter().enumerate().all(|(i, &b)| b == (i % 256) as u8));
+        assert!(ip
+            .payload()
+            .iter()
+            .enumerate()
+            .all(|(i, &b)| b == (i % 256) as u8));
         assert_eq!(t.in_use(), 0);
 
         // Last piece first, three pieces.
@@ -442,12 +456,21 @@ mod tests {
         let mut t = Reassembly::new(limits(2));
         // Overlap and duplicate drop the datagram.
         t.insert(now, &frag4(1, 0, 800, true)).unwrap();
-        assert_eq!(t.insert(now, &frag4(1, 792, 16, true)), Err(FragDrop::Overlap));
+        assert_eq!(
+            t.insert(now, &frag4(1, 792, 16, true)),
+            Err(FragDrop::Overlap)
+        );
         assert_eq!(t.in_use(), 0);
         t.insert(now, &frag4(2, 0, 800, true)).unwrap();
-        assert_eq!(t.insert(now, &frag4(2, 0, 800, true)), Err(FragDrop::Overlap));
+        assert_eq!(
+            t.insert(now, &frag4(2, 0, 800, true)),
+            Err(FragDrop::Overlap)
+        );
         // Too large.
-        assert_eq!(t.insert(now, &frag4(3, 1896, 8, true)), Err(FragDrop::TooLarge));
+        assert_eq!(
+            t.insert(now, &frag4(3, 1896, 8, true)),
+            Err(FragDrop::TooLarge)
+        );
         // Too many.
         for i in 0..MAX_FRAGMENTS {
             t.insert(now, &frag4(4, i * 8, 8, true)).unwrap();
@@ -459,11 +482,17 @@ mod tests {
         // Table full: two live datagrams, a third is refused, the two are kept.
         t.insert(now, &frag4(5, 0, 8, true)).unwrap();
         t.insert(now, &frag4(6, 0, 8, true)).unwrap();
-        assert_eq!(t.insert(now, &frag4(7, 0, 8, true)), Err(FragDrop::TableFull));
+        assert_eq!(
+            t.insert(now, &frag4(7, 0, 8, true)),
+            Err(FragDrop::TableFull)
+        );
         assert_eq!(t.in_use(), 2);
         assert!(t.insert(now, &frag4(5, 8, 8, false)).unwrap().is_some());
         // Malformed: a middle piece not a multiple of 8, a bad checksum.
-        assert_eq!(t.insert(now, &frag4(8, 0, 13, true)), Err(FragDrop::Malformed));
+        assert_eq!(
+            t.insert(now, &frag4(8, 0, 13, true)),
+            Err(FragDrop::Malformed)
+        );
         let mut bad = frag4(8, 0, 16, true);
         bad[10] ^= 1;
         assert_eq!(t.insert(now, &bad), Err(FragDrop::Malformed));

@@ -223,7 +223,12 @@ fn process_batch(
             Ok(Some((port, out)))
         });
         match target {
-            Ok(Some((port, Transmit { range, fragments, .. }))) => {
+            Ok(Some((
+                port,
+                Transmit {
+                    range, fragments, ..
+                },
+            ))) => {
                 // The later fragments are written from the frame before it
                 // is narrowed (their payload lies behind the first's end),
                 // and queued after it: a receiver steering UDP fragments by

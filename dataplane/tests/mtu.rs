@@ -162,9 +162,22 @@ fn ipv4_with_df_gets_frag_needed_and_without_df_goes_out_in_fragments() {
         const COUNT: u32 = 3;
         let out = ping(
             host_a,
-            &["-c", &COUNT.to_string(), "-M", "dont", "-s", "1472", &dst.to_string()],
+            &[
+                "-c",
+                &COUNT.to_string(),
+                "-M",
+                "dont",
+                "-s",
+                "1472",
+                &dst.to_string(),
+            ],
         );
-        assert_eq!(received(&out), COUNT, "{encap:?}: {out}\n{}", diagnostics(&bed));
+        assert_eq!(
+            received(&out),
+            COUNT,
+            "{encap:?}: {out}\n{}",
+            diagnostics(&bed)
+        );
         // Each request and each reply: two fragments.
         let frames = read_pcap(&capture.finish(4 * COUNT as usize).unwrap()).unwrap();
         assert!(
@@ -186,12 +199,13 @@ fn ipv4_with_df_gets_frag_needed_and_without_df_goes_out_in_fragments() {
             args.push("-o".into());
             args.push(sa.tshark_uat());
         }
-        args.extend(
-            ["-Y", "icmp.type == 8", "-T", "fields", "-e", "ip.len"].map(String::from),
-        );
+        args.extend(["-Y", "icmp.type == 8", "-T", "fields", "-e", "ip.len"].map(String::from));
         let lengths = tshark(&pcap, &args).unwrap();
         assert!(
-            lengths.iter().filter(|l| l.split(',').any(|v| v == "1500")).count()
+            lengths
+                .iter()
+                .filter(|l| l.split(',').any(|v| v == "1500"))
+                .count()
                 >= COUNT as usize,
             "{encap:?}: tshark found no 1500-byte echo request in the reassembled ESP: {lengths:?}"
         );
@@ -202,7 +216,10 @@ fn ipv4_with_df_gets_frag_needed_and_without_df_goes_out_in_fragments() {
             ["inner_mtu_exceeded"]
             .as_u64()
             .unwrap_or(0);
-        let out = ping(host_a, &["-c", "2", "-M", "do", "-s", "1472", &dst.to_string()]);
+        let out = ping(
+            host_a,
+            &["-c", "2", "-M", "do", "-s", "1472", &dst.to_string()],
+        );
         assert_eq!(received(&out), 0, "{encap:?}: {out}");
         assert!(
             reported_mtus(&out).contains(&inner_mtu),
@@ -214,13 +231,19 @@ fn ipv4_with_df_gets_frag_needed_and_without_df_goes_out_in_fragments() {
         assert_eq!(sa_mtu(&sa)["inner_mtu"], inner_mtu, "{sa}");
         assert_eq!(sa_mtu(&sa)["link_mtu"], 1500, "{sa}");
         assert!(
-            sa["counters"]["drops"]["inner_mtu_exceeded"].as_u64().unwrap_or(0) > dropped_before,
+            sa["counters"]["drops"]["inner_mtu_exceeded"]
+                .as_u64()
+                .unwrap_or(0)
+                > dropped_before,
             "{sa}"
         );
         assert!(total(&bed, Side::A, "events", "icmp_too_big_sent") >= 1);
         // The cached MTU is what fits: DF pings of that size go through.
         let fits = (inner_mtu - 28).to_string();
-        let out = ping(host_a, &["-c", "2", "-M", "do", "-s", &fits, &dst.to_string()]);
+        let out = ping(
+            host_a,
+            &["-c", "2", "-M", "do", "-s", &fits, &dst.to_string()],
+        );
         assert_eq!(received(&out), 2, "{encap:?}: {out}\n{}", diagnostics(&bed));
     }
 }
@@ -232,7 +255,10 @@ fn ipv6_gets_packet_too_big_and_then_fits() {
     let inner_mtu = 1500 - overhead(Encapsulation::Esp);
     let host_a = &bed.host(Side::A).ns;
     let dst = bed.host_addr(Side::B, true);
-    let out = ping(host_a, &["-6", "-c", "2", "-M", "do", "-s", "1452", &dst.to_string()]);
+    let out = ping(
+        host_a,
+        &["-6", "-c", "2", "-M", "do", "-s", "1452", &dst.to_string()],
+    );
     assert_eq!(received(&out), 0, "{out}");
     assert!(
         reported_mtus(&out).contains(&inner_mtu),
@@ -243,18 +269,27 @@ fn ipv6_gets_packet_too_big_and_then_fits() {
     // Now host A fragments its 1500-byte packets itself; host B's first
     // 1500-byte reply gets it its own "packet too big" from gateway B.
     const COUNT: u32 = 5;
-    let out = ping(host_a, &["-6", "-c", &COUNT.to_string(), "-s", "1452", &dst.to_string()]);
-    assert!(
-        received(&out) >= COUNT - 1,
-        "{out}\n{}",
-        diagnostics(&bed)
+    let out = ping(
+        host_a,
+        &[
+            "-6",
+            "-c",
+            &COUNT.to_string(),
+            "-s",
+            "1452",
+            &dst.to_string(),
+        ],
     );
+    assert!(received(&out) >= COUNT - 1, "{out}\n{}", diagnostics(&bed));
     assert_eq!(
         cached_mtu(&bed.host(Side::B).ns, bed.host_addr(Side::A, true)),
         Some(inner_mtu)
     );
     for side in Side::BOTH {
-        assert!(total(&bed, side, "events", "icmp_too_big_sent") >= 1, "{side}");
+        assert!(
+            total(&bed, side, "events", "icmp_too_big_sent") >= 1,
+            "{side}"
+        );
     }
 }
 
@@ -316,7 +351,10 @@ fn router_with_a_1280_byte_link_teaches_the_gateway_its_path_mtu() {
         Some(path_inner)
     );
     let text = bed.cli(Side::A, &["sa", "list"]).unwrap();
-    assert!(text.contains(&format!("inner {path_inner}/pmtu 1280")), "{text}");
+    assert!(
+        text.contains(&format!("inner {path_inner}/pmtu 1280")),
+        "{text}"
+    );
     eprintln!(
         "iperf3 over a 1280-byte path: {:.1} Mbit/s, {} retransmits",
         report.received_bits_per_second / 1e6,
@@ -372,7 +410,8 @@ fn a_fragment_flood_keeps_the_reassembly_table_bounded() {
         .collect();
     send_raw_ipv4(gw_b, &junk, 1).unwrap();
     assert!(
-        wait_until(Duration::from_secs(5), || drops("reassembly_table_full") > 0),
+        wait_until(Duration::from_secs(5), || drops("reassembly_table_full")
+            > 0),
         "no table-full drops\n{}",
         diagnostics(&bed)
     );
@@ -392,13 +431,19 @@ fn a_fragment_flood_keeps_the_reassembly_table_bounded() {
     );
     let full = drops("reassembly_table_full");
     let timeouts = drops("reassembly_timeout");
-    assert!(timeouts <= 64, "more datagrams than slots timed out: {timeouts}");
+    assert!(
+        timeouts <= 64,
+        "more datagrams than slots timed out: {timeouts}"
+    );
     assert!(full >= (FLOOD - 64) as u64, "{full} table-full drops");
     let received_fragments = total(&bed, Side::A, "events", "outer_fragments_received");
     assert!(received_fragments >= FLOOD as u64, "{received_fragments}");
 
     // Every other reason, once each.
-    let overlap = [esp_fragment(1, 0, 800, true), esp_fragment(1, 792, 16, true)];
+    let overlap = [
+        esp_fragment(1, 0, 800, true),
+        esp_fragment(1, 792, 16, true),
+    ];
     let too_many: Vec<Vec<u8>> = (0..17).map(|i| esp_fragment(2, i * 8, 8, true)).collect();
     let too_large = [esp_fragment(3, 1600, 400, true)];
     for batch in [&overlap[..], &too_many[..], &too_large[..]] {
@@ -417,7 +462,15 @@ fn a_fragment_flood_keeps_the_reassembly_table_bounded() {
     // And real fragmented traffic reassembles again.
     let out = ping(
         &bed.host(Side::B).ns,
-        &["-c", "3", "-M", "dont", "-s", "1472", &bed.host_addr(Side::A, false).to_string()],
+        &[
+            "-c",
+            "3",
+            "-M",
+            "dont",
+            "-s",
+            "1472",
+            &bed.host_addr(Side::A, false).to_string(),
+        ],
     );
     assert_eq!(received(&out), 3, "{out}\n{}", diagnostics(&bed));
 }
@@ -460,8 +513,8 @@ fn icmp_errors_the_gateway_builds_pass_tshark_checksum_checks() {
     .emit(&mut v6[room..])
     .unwrap();
     v6[room + 40] = 128;
-    let r = icmp::packet_too_big_v6(&mut v6, room, 1500, 1443, "fd00:1::1".parse().unwrap())
-        .unwrap();
+    let r =
+        icmp::packet_too_big_v6(&mut v6, room, 1500, 1443, "fd00:1::1".parse().unwrap()).unwrap();
     frames.push([&ethernet_header(0x86dd)[..], &v6[r]].concat());
 
     let dir = std::env::temp_dir().join(format!("xdpsec-mtu-{}", std::process::id()));

@@ -26,8 +26,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use xdpsec_api::{ApiClient, Direction, StaticConfig};
-use xdpsec_testbed::tunnel::{Encapsulation, KeySize, Side, TunnelBed, TunnelOptions};
 use xdpsec_testbed::capture::{self, read_pcap, Capture};
+use xdpsec_testbed::tunnel::{Encapsulation, KeySize, Side, TunnelBed, TunnelOptions};
 use xdpsec_testbed::{Netns, Testbed};
 
 /// One tunnel at a time: two shared cores, and pings that wait one second

@@ -351,7 +351,12 @@ impl StaticConfig {
             ));
         }
         let ranges: [(&str, u64, u64, u64); 3] = [
-            ("dataplane.pmtu_timeout_secs", dp.pmtu_timeout_secs, 1, 86_400),
+            (
+                "dataplane.pmtu_timeout_secs",
+                dp.pmtu_timeout_secs,
+                1,
+                86_400,
+            ),
             (
                 "dataplane.reassembly_slots",
                 u64::from(dp.reassembly_slots),

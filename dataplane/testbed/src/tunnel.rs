@@ -601,13 +601,10 @@ impl TunnelBed {
             .and_then(Value::as_array)
             .or_else(|| status.as_array())
             .ok_or_else(|| Error::Parse {
-            cmd: "xdpsec status --json".into(),
-            what: format!("no workers in {status}"),
-        })?;
-        Ok(workers
-            .iter()
-            .filter_map(|w| w[group][name].as_u64())
-            .sum())
+                cmd: "xdpsec status --json".into(),
+                what: format!("no workers in {status}"),
+            })?;
+        Ok(workers.iter().filter_map(|w| w[group][name].as_u64()).sum())
     }
 
     /// The SA that `side` encrypts with (for inner IPv6 if `ipv6`), as its
@@ -622,8 +619,9 @@ impl TunnelBed {
             .and_then(Value::as_array)
             .or_else(|| list.as_array())
             .and_then(|sas| {
-                sas.iter()
-                    .find(|sa| sa["spi"].as_u64() == Some(u64::from(spi)) && sa["direction"] == "out")
+                sas.iter().find(|sa| {
+                    sa["spi"].as_u64() == Some(u64::from(spi)) && sa["direction"] == "out"
+                })
             })
             .cloned()
             .ok_or_else(|| Error::Parse {

@@ -615,7 +615,13 @@ mod tests {
             ),
             (
                 "v6 packet too big quoting esp",
-                cat(&[&eth(ETH_P_IPV6), &ipv6(58), &[2, 0, 0, 0, 0, 0, 5, 0], &ipv6(50), ESP]),
+                cat(&[
+                    &eth(ETH_P_IPV6),
+                    &ipv6(58),
+                    &[2, 0, 0, 0, 0, 0, 5, 0],
+                    &ipv6(50),
+                    ESP,
+                ]),
                 v6(L4::IcmpTooBig),
             ),
             (
@@ -639,7 +645,12 @@ mod tests {
             ),
             (
                 "v6 later fragment of udp",
-                cat(&[&eth(ETH_P_IPV6), &ipv6(44), &[17, 0, 0, 0x81, 0, 0, 0, 9], ESP]),
+                cat(&[
+                    &eth(ETH_P_IPV6),
+                    &ipv6(44),
+                    &[17, 0, 0, 0x81, 0, 0, 0, 9],
+                    ESP,
+                ]),
                 v6(L4::UdpLaterFragment {
                     key: FragKey {
                         src: [0xfd; 16],

@@ -14,8 +14,8 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use xdpsec_ebpf_common::{
-    v4_key, FragKey, IfaceConfig, COUNTERS_LEN, IFACES_LEN, LOCAL_LEN, PROTECT_LEN,
-    UDP_FRAGS_LEN, XSKS_LEN,
+    v4_key, FragKey, IfaceConfig, COUNTERS_LEN, IFACES_LEN, LOCAL_LEN, PROTECT_LEN, UDP_FRAGS_LEN,
+    XSKS_LEN,
 };
 
 use crate::classify::{Addr, Frame};
