@@ -355,6 +355,32 @@ fn router_with_a_1280_byte_link_teaches_the_gateway_its_path_mtu() {
         text.contains(&format!("inner {path_inner}/pmtu 1280")),
         "{text}"
     );
+
+    // MSS clamping follows the learned path MTU: with host A's cached MTU
+    // flushed, its SYN announces 1460 again, and arrives at host B with
+    // what fits 1280 after ESP.
+    let host_a = &bed.host(Side::A).ns;
+    host_a.ip(["route", "flush", "cache"]).unwrap();
+    assert_eq!(cached_mtu(host_a, bed.host_addr(Side::B, false)), None);
+    let host_b = bed.host(Side::B);
+    let pcap = bed.dir().join("syn.pcap");
+    let filter = "tcp[tcpflags] & tcp-syn != 0 and dst port 9";
+    let capture = Capture::start(&host_b.ns, &host_b.eth.name, filter, &pcap, 1).unwrap();
+    let dst = bed.host_addr(Side::B, false);
+    // A SYN to the closed discard port: host B answers with a reset.
+    let connect = format!("exec 3<>/dev/tcp/{dst}/9");
+    if let Ok(child) = host_a.spawn(["timeout", "2", "bash", "-c", &connect]) {
+        child.wait_timeout(Duration::from_secs(5)).ok();
+    }
+    let pcap = capture.finish(1).unwrap();
+    let args = ["-T", "fields", "-e", "tcp.options.mss_val"].map(String::from);
+    let mss = tshark(&pcap, &args).unwrap();
+    assert_eq!(
+        mss,
+        [(path_inner - 40).to_string()],
+        "the SYN's MSS at host B\n{}",
+        diagnostics(&bed)
+    );
     eprintln!(
         "iperf3 over a 1280-byte path: {:.1} Mbit/s, {} retransmits",
         report.received_bits_per_second / 1e6,
