@@ -157,7 +157,9 @@ pub fn run(index: usize, mut umem: Umem, mut ports: Vec<Port>, shared: WorkerSha
 
 /// Counts the datagrams whose fragments waited too long.
 fn expire_fragments(local: &mut Local, cell: &WorkerStatsCell) {
-    local.reassembly.expire(Instant::now());
+    if local.reassembly.in_use() > 0 {
+        local.reassembly.expire(Instant::now());
+    }
     cell.dropped_n(
         Dropped::Fragment(FragDrop::Timeout),
         local.reassembly.take_timeouts(),

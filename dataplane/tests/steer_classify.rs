@@ -716,6 +716,16 @@ fn cases() -> Vec<(&'static str, Ingress, u32, Vec<u8>, Verdict)> {
             OtherPass,
         ),
         (
+            "IPv4 ICMP frag needed quoting IKE on 4500: the kernel's",
+            Out,
+            0,
+            too_big4(
+                LOCAL4,
+                &v4_frame(eth(ETH_P_IP), 17, 0, &udp(4500, 4500, &ike_on_4500), OTHER4)[14..],
+            ),
+            OtherPass,
+        ),
+        (
             "IPv4 ICMP frag needed quoting TCP",
             Out,
             0,

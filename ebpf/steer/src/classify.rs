@@ -264,20 +264,23 @@ fn fragment<F: Frame + ?Sized>(frame: &F, proto: u8, first: bool, l4: usize, key
     }
 }
 
-/// ICMP (or ICMPv6) at `l4`: a "too big" whose quoted packet is ESP, UDP
-/// or (IPv6) fragmented is [`L4::IcmpTooBig`]; the rest is other.
+/// ICMP (or ICMPv6) at `l4`: a "too big" whose quoted packet is ESP, or
+/// ESP in UDP (a non-zero SPI after the UDP header, neither port 500), is
+/// [`L4::IcmpTooBig`]; IPv6 quoting a Fragment header is too (the worker
+/// looks further). Anything else, IKE's own "too big" included, is other:
+/// the kernel's sockets need those.
 #[inline(always)]
 fn icmp_too_big<F: Frame + ?Sized>(frame: &F, l4: usize, v6: bool) -> L4 {
     let Some(icmp) = frame.load::<ICMP_HLEN>(l4) else {
         return L4::Truncated;
     };
     let quoted = l4 + ICMP_HLEN;
-    let proto = if v6 {
+    let (proto, quoted_l4) = if v6 {
         if icmp[0] != ICMPV6_PACKET_TOO_BIG {
             return L4::Other;
         }
         match frame.load::<IPV6_HLEN>(quoted) {
-            Some(q) => q[IPV6_NEXT_HEADER_OFF],
+            Some(q) => (q[IPV6_NEXT_HEADER_OFF], quoted + IPV6_HLEN),
             None => return L4::Truncated,
         }
     } else {
@@ -285,13 +288,25 @@ fn icmp_too_big<F: Frame + ?Sized>(frame: &F, l4: usize, v6: bool) -> L4 {
             return L4::Other;
         }
         match frame.load::<IPV4_MIN_HLEN>(quoted) {
-            Some(q) => q[IPV4_PROTO_OFF],
+            Some(q) => (q[IPV4_PROTO_OFF], quoted + usize::from(q[0] & 0x0f) * 4),
             None => return L4::Truncated,
         }
     };
     match proto {
-        IPPROTO_ESP | IPPROTO_UDP => L4::IcmpTooBig,
+        IPPROTO_ESP => L4::IcmpTooBig,
         IPPROTO_FRAGMENT if v6 => L4::IcmpTooBig,
+        IPPROTO_UDP => match frame.load::<{ UDP_HLEN + NON_ESP_MARKER_LEN }>(quoted_l4) {
+            Some(u) => {
+                let spi = u32::from_ne_bytes([u[8], u[9], u[10], u[11]]);
+                if spi == 0 || be16(&u, 0) == IKE_PORT || be16(&u, UDP_DST_PORT_OFF) == IKE_PORT {
+                    L4::Other
+                } else {
+                    L4::IcmpTooBig
+                }
+            }
+            // Too little quoted to tell: the kernel's.
+            None => L4::Other,
+        },
         _ => L4::Other,
     }
 }
@@ -612,6 +627,39 @@ mod tests {
                     &ipv4(50, 0)[..12],
                 ]),
                 v4(L4::Truncated),
+            ),
+            (
+                "v4 icmp frag needed quoting esp in udp",
+                cat(&[
+                    &eth(ETH_P_IP),
+                    &ipv4(1, 0),
+                    &[3, 4, 0, 0, 0, 0, 5, 0],
+                    &ipv4(17, 0),
+                    &udp(4500, ESP),
+                ]),
+                v4(L4::IcmpTooBig),
+            ),
+            (
+                "v4 icmp frag needed quoting ike on 4500",
+                cat(&[
+                    &eth(ETH_P_IP),
+                    &ipv4(1, 0),
+                    &[3, 4, 0, 0, 0, 0, 5, 0],
+                    &ipv4(17, 0),
+                    &udp(4500, &[0, 0, 0, 0, 1, 2, 3, 4]),
+                ]),
+                v4(L4::Other),
+            ),
+            (
+                "v4 icmp frag needed quoting ike on 500",
+                cat(&[
+                    &eth(ETH_P_IP),
+                    &ipv4(1, 0),
+                    &[3, 4, 0, 0, 0, 0, 5, 0],
+                    &ipv4(17, 0),
+                    &udp(500, &[1; 8]),
+                ]),
+                v4(L4::Other),
             ),
             (
                 "v6 packet too big quoting esp",
