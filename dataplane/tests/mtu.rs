@@ -25,9 +25,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use xdpsec_dataplane::icmp;
 use xdpsec_dataplane::wire::{ip_proto, ipv4, ipv6};
-use xdpsec_testbed::capture::{self, read_pcap, send_raw_ipv4, tshark, write_pcap, Capture};
 use xdpsec_testbed::tunnel::{Encapsulation, Side, TunnelBed, TunnelOptions};
-use xdpsec_testbed::Netns;
+use xdpsec_testbed::{send_raw_ipv4, tshark, write_pcap, Capture, Netns};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -179,7 +178,7 @@ fn ipv4_with_df_gets_frag_needed_and_without_df_goes_out_in_fragments() {
             diagnostics(&bed)
         );
         // Each request and each reply: two fragments.
-        let frames = read_pcap(&capture.finish(4 * COUNT as usize).unwrap()).unwrap();
+        let frames = capture.finish(4 * COUNT as usize).unwrap();
         assert!(
             frames.len() >= 4 * COUNT as usize,
             "{encap:?}: {} outer fragments on the wire",
@@ -372,7 +371,7 @@ fn router_with_a_1280_byte_link_teaches_the_gateway_its_path_mtu() {
     if let Ok(child) = host_a.spawn(["timeout", "2", "bash", "-c", &connect]) {
         child.wait_timeout(Duration::from_secs(5)).ok();
     }
-    let pcap = capture.finish(1).unwrap();
+    capture.finish(1).unwrap();
     let args = ["-T", "fields", "-e", "tcp.options.mss_val"].map(String::from);
     let mss = tshark(&pcap, &args).unwrap();
     assert_eq!(
@@ -592,5 +591,5 @@ fn check_with_tshark(pcap: &Path) -> Vec<String> {
     ]
     .map(String::from)
     .to_vec();
-    capture::tshark(pcap, &args).unwrap_or_else(|e| panic!("{e}"))
+    tshark(pcap, &args).unwrap_or_else(|e| panic!("{e}"))
 }

@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::process::Command;
 use xdpsec_dataplane::sa::{Cipher, OutboundSa};
-use xdpsec_testbed::capture::write_pcap;
+use xdpsec_testbed::write_pcap;
 
 const PACKETS_PER_CASE: usize = 3;
 /// Ports no Wireshark dissector claims, so the inner payload stays raw data.

@@ -26,7 +26,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use xdpsec_api::{ApiClient, Direction, StaticConfig};
-use xdpsec_testbed::capture::{self, read_pcap, Capture};
 use xdpsec_testbed::tunnel::{Encapsulation, KeySize, Side, TunnelBed, TunnelOptions};
 use xdpsec_testbed::{Netns, Testbed};
 
@@ -131,9 +130,29 @@ fn worker_rx(bed: &TunnelBed, side: Side) -> (u64, Vec<u64>) {
     (rx.iter().sum(), rx)
 }
 
+/// The test bed's bounded tcpdump, failing the test on errors.
+struct Capture(xdpsec_testbed::Capture);
+
+impl Capture {
+    fn start(ns: &Netns, iface: &str, filter: &str, path: &Path, max_packets: u32) -> Capture {
+        Capture(xdpsec_testbed::Capture::start(ns, iface, filter, path, max_packets).unwrap())
+    }
+
+    /// See [`xdpsec_testbed::Capture::finish`]; the pcap file.
+    fn finish(self, frames: usize) -> PathBuf {
+        let path = self.0.path().to_path_buf();
+        self.0.finish(frames).unwrap();
+        path
+    }
+}
+
+fn read_pcap(path: &Path) -> Vec<Vec<u8>> {
+    xdpsec_testbed::read_pcap(path).unwrap()
+}
+
 /// Runs tshark on a capture with `args`; its stdout lines.
 fn tshark(pcap: &Path, args: &[String]) -> Vec<String> {
-    capture::tshark(pcap, args).unwrap_or_else(|e| panic!("{e}"))
+    xdpsec_testbed::tshark(pcap, args).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn strings(args: &[&str]) -> Vec<String> {
@@ -273,15 +292,15 @@ fn underlay_holds_only_esp_and_tshark_decrypts_it() {
         let tap = bed.underlay();
         let pcap = bed.dir().join("underlay.pcap");
         const COUNT: u16 = 4;
-        let capture = Capture::start(&tap.ns, &tap.port_a, UNDERLAY_FILTER, &pcap, 1000).unwrap();
+        let capture = Capture::start(&tap.ns, &tap.port_a, UNDERLAY_FILTER, &pcap, 1000);
         for ipv6 in [false, true] {
             assert_ping(&bed, Side::A, Side::B, ipv6, COUNT);
         }
         let expected = usize::from(4 * COUNT);
-        let pcap = capture.finish(expected).unwrap();
+        let pcap = capture.finish(expected);
 
         // Every frame is ESP (or ESP in UDP 4500) between the gateways.
-        let frames = read_pcap(&pcap).unwrap();
+        let frames = read_pcap(&pcap);
         assert_eq!(
             frames.len(),
             expected,
@@ -428,7 +447,7 @@ fn underlay_holds_only_esp_and_tshark_decrypts_it() {
 
 /// Sends a whole IPv4 packet `copies` times from inside `ns`.
 fn send_raw_ipv4(ns: &Netns, packet: &[u8], copies: usize) {
-    capture::send_raw_ipv4(ns, &[packet.to_vec()], copies).unwrap();
+    xdpsec_testbed::send_raw_ipv4(ns, &[packet.to_vec()], copies).unwrap();
 }
 
 /// The IPv4 packet in an Ethernet frame, and the offset of its ESP header.
@@ -460,10 +479,9 @@ fn replayed_and_tampered_esp_is_dropped_and_counted() {
         let tap = bed.underlay();
         // One ESP frame from gwA, taken off the wire.
         let filter = "src host 198.18.0.1 and (ip proto 50 or udp dst port 4500)";
-        let capture =
-            Capture::start(&tap.ns, &tap.port_a, filter, &bed.dir().join("one.pcap"), 1).unwrap();
+        let capture = Capture::start(&tap.ns, &tap.port_a, filter, &bed.dir().join("one.pcap"), 1);
         assert_ping(&bed, Side::A, Side::B, false, 2);
-        let frames = read_pcap(&capture.finish(1).unwrap()).unwrap();
+        let frames = read_pcap(&capture.finish(1));
         let frame = frames.first().expect("one ESP frame captured");
         let (packet, esp) = esp_of(frame, encap);
         let seq = u32::from_be_bytes(packet[esp + 4..esp + 8].try_into().unwrap());
@@ -761,7 +779,7 @@ fn two_workers_per_gateway_process_every_packet_once() {
     let before = Side::BOTH.map(|s| worker_rx(&bed, s).0);
     let tap = bed.underlay();
     let pcap = bed.dir().join("workers.pcap");
-    let capture = Capture::start(&tap.ns, &tap.port_a, UNDERLAY_FILTER, &pcap, 1000).unwrap();
+    let capture = Capture::start(&tap.ns, &tap.port_a, UNDERLAY_FILTER, &pcap, 1000);
     const COUNT: u16 = 5;
     for ipv6 in [false, true] {
         assert_ping(&bed, Side::A, Side::B, ipv6, COUNT);
@@ -769,9 +787,7 @@ fn two_workers_per_gateway_process_every_packet_once() {
     }
     // 2 families x 2 directions x (COUNT requests + COUNT replies).
     let sent = u64::from(8 * COUNT);
-    let frames = read_pcap(&capture.finish(sent as usize).unwrap())
-        .unwrap()
-        .len() as u64;
+    let frames = read_pcap(&capture.finish(sent as usize)).len() as u64;
     assert_eq!(frames, sent, "ESP frames on the underlay");
     for (i, side) in Side::BOTH.into_iter().enumerate() {
         let (after, per_worker) = worker_rx(&bed, side);

@@ -5,8 +5,10 @@
 
 mod bench;
 mod bench_dataplane;
+mod bench_peer;
 mod demo;
 mod machine;
+mod procfs;
 mod setup;
 mod shell;
 
@@ -21,6 +23,8 @@ commands:
   demo          two xdpsec gateways in namespaces: ping, capture, tshark and iperf3 through the tunnel
   bench esp     criterion benchmarks of the ESP core, summary and perf-results/esp-core.json
   bench dataplane  64 and 1400-byte UDP through the tunnel (null cipher ceiling vs AES-GCM), perf-results/dataplane.json
+  bench peer    xdpsec (null, AES-GCM-128/256) against strongSwan on one topology: loss-free rate,
+                latency, CPU, iperf3; --workers 1,2 sweeps; perf-results/peer.json (see --help)
 ";
 
 fn main() {
@@ -39,6 +43,7 @@ fn run() -> Result<()> {
         ["demo"] => demo::run(),
         ["bench", "esp"] => bench::esp(),
         ["bench", "dataplane"] => bench_dataplane::run(),
+        ["bench", "peer", rest @ ..] => bench_peer::run(rest),
         [] | ["help"] | ["-h"] | ["--help"] => {
             print!("{USAGE}");
             Ok(())

@@ -17,7 +17,26 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     // iputils' ping reports duplicate replies (DUP!); the tunnel tests and
     // the demo use it.
     ("/usr/bin/ping", "iputils-ping"),
+    // strongSwan 5.9 with ESP in user space (kernel-libipsec): the interop
+    // peer and the benchmark baseline (xdpsec-testbed's strongswan.rs).
+    ("/usr/lib/ipsec/charon", "strongswan-charon"),
+    ("/usr/sbin/swanctl", "strongswan-swanctl"),
+    (
+        "/usr/lib/ipsec/plugins/libstrongswan-kernel-libipsec.so",
+        "libcharon-extra-plugins",
+    ),
+    (
+        "/usr/lib/ipsec/plugins/libstrongswan-openssl.so",
+        "libstrongswan-standard-plugins",
+    ),
 ];
+
+/// strongswan-charon pulls in strongswan-starter, whose service would start a
+/// host-wide charon; the tests run their own per namespace only.
+const STRONGSWAN_SERVICES: &[&str] = &["strongswan-starter.service", "strongswan.service"];
+
+/// Debian's hook that lets package scripts start services; exit 101 = "no".
+const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
 
 pub fn ensure_all() -> Result<()> {
     ensure_debian_packages()?;
@@ -63,7 +82,57 @@ fn ensure_debian_packages() -> Result<()> {
         "--no-install-recommends",
     ];
     argv.extend(&missing);
-    step("install Debian packages", &argv)
+    let _no_service_starts = ServiceStartsDenied::new()?;
+    step("install Debian packages", &argv)?;
+    mask_strongswan_services()
+}
+
+/// Denies service starts from package scripts while it lives, unless the
+/// machine already denies them (container images ship such a policy-rc.d).
+struct ServiceStartsDenied {
+    created: bool,
+}
+
+impl ServiceStartsDenied {
+    fn new() -> Result<Self> {
+        if Path::new(POLICY_RC_D).exists() {
+            return Ok(ServiceStartsDenied { created: false });
+        }
+        std::fs::write(
+            POLICY_RC_D,
+            "#!/bin/sh\n# written by cargo xtask setup for one apt-get run\nexit 101\n",
+        )
+        .with_context(|| format!("cannot write {POLICY_RC_D}"))?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(POLICY_RC_D, std::fs::Permissions::from_mode(0o755))?;
+        Ok(ServiceStartsDenied { created: true })
+    }
+}
+
+impl Drop for ServiceStartsDenied {
+    fn drop(&mut self) {
+        if self.created {
+            let _ = std::fs::remove_file(POLICY_RC_D);
+        }
+    }
+}
+
+/// Where systemd runs, policy-rc.d does not stop a later boot from starting
+/// strongSwan's service: mask it (and stop one that runs already).
+fn mask_strongswan_services() -> Result<()> {
+    if !Path::new("/run/systemd/system").exists() {
+        return Ok(());
+    }
+    for unit in STRONGSWAN_SERVICES {
+        let known = output(&["systemctl", "cat", unit]).is_some();
+        if known {
+            step(
+                "keep strongSwan's host-wide service off",
+                &["systemctl", "mask", "--now", unit],
+            )?;
+        }
+    }
+    Ok(())
 }
 
 fn nightly_sysroot() -> Result<PathBuf> {

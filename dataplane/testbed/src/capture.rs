@@ -1,6 +1,7 @@
-//! Watching and feeding the wire: a bounded `tcpdump` writing a pcap file,
-//! a reader for classic pcap files, and raw IPv4 packets sent from inside a
-//! namespace.
+//! A bounded tcpdump in a namespace writing a classic pcap file, and a
+//! reader for that file, for tests that check what crossed a link; a pcap
+//! writer and tshark for packets a test builds, and raw IPv4 packets sent
+//! from inside a namespace.
 
 use crate::{Error, Netns, NsChild, Result};
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -8,7 +9,7 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// A bounded tcpdump writing a pcap file, started and stopped by PID.
+/// A running `tcpdump -w`, started and stopped by PID.
 #[derive(Debug)]
 pub struct Capture {
     child: Option<NsChild>,
@@ -25,10 +26,6 @@ impl Capture {
         path: &Path,
         max_packets: u32,
     ) -> Result<Capture> {
-        let path_str = path.to_str().ok_or_else(|| Error::Parse {
-            cmd: "tcpdump -w".into(),
-            what: format!("{} is not UTF-8", path.display()),
-        })?;
         let child = ns.spawn([
             "tcpdump",
             "-i",
@@ -43,7 +40,7 @@ impl Capture {
             "-c",
             &max_packets.to_string(),
             "-w",
-            path_str,
+            &path.to_string_lossy(),
             filter,
         ])?;
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -71,60 +68,64 @@ impl Capture {
 
     /// Waits up to 5 s until the file holds `frames` frames or tcpdump
     /// exits by itself (it has its `-c` frames), then stops it with SIGTERM
-    /// (by PID). SIGTERM loses what tcpdump has not read yet, hence the
-    /// wait: the caller knows how many frames must have passed by now.
-    pub fn finish(mut self, frames: usize) -> Result<PathBuf> {
+    /// (by PID): the frames captured. SIGTERM loses what tcpdump has not
+    /// read yet, hence the wait: the caller knows how many frames must have
+    /// passed by now.
+    pub fn finish(mut self, frames: usize) -> Result<Vec<Vec<u8>>> {
         let Some(child) = self.child.take() else {
-            return Ok(self.path.clone());
+            return read_pcap(&self.path);
         };
         let deadline = Instant::now() + Duration::from_secs(5);
         while matches!(child.try_wait(), Ok(None))
-            && read_pcap_lenient(&self.path).len() < frames
+            && read_pcap(&self.path).map_or(0, |f| f.len()) < frames
             && Instant::now() < deadline
         {
             std::thread::sleep(Duration::from_millis(20));
         }
         child.terminate()?;
         child.wait_timeout(Duration::from_secs(5))?;
-        Ok(self.path.clone())
+        read_pcap(&self.path)
+    }
+
+    /// The pcap file.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 }
 
-/// Like [`read_pcap`], but an absent, still empty or unreadable file has
-/// no frames.
-pub fn read_pcap_lenient(path: &Path) -> Vec<Vec<u8>> {
-    match std::fs::metadata(path) {
-        Ok(m) if m.len() >= 24 => read_pcap(path).unwrap_or_default(),
-        _ => Vec::new(),
-    }
-}
-
-/// Frames of a classic pcap file (as tcpdump -w writes it) with Ethernet
-/// link type; a frame cut short by the end of the file is left out.
+/// The frames of a classic pcap file with Ethernet link type (as tcpdump
+/// -w writes it); an absent or still empty file has none, a truncated last
+/// record is left out.
 pub fn read_pcap(path: &Path) -> Result<Vec<Vec<u8>>> {
+    let data = match std::fs::read(path) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(Error::Sys {
+                op: format!("read {}", path.display()),
+                source,
+            })
+        }
+    };
+    if data.len() < 24 {
+        return Ok(Vec::new());
+    }
     let bad = |what: String| Error::Parse {
         cmd: format!("read pcap {}", path.display()),
         what,
     };
-    let data = std::fs::read(path).map_err(|source| Error::Sys {
-        op: format!("read {}", path.display()),
-        source,
-    })?;
-    if data.len() < 24 {
-        return Err(bad("shorter than the pcap header".into()));
-    }
-    let magic = u32::from_le_bytes([data[0], data[1], data[2], data[3]]);
+    let word = |b: &[u8]| [b[0], b[1], b[2], b[3]];
+    let magic = u32::from_le_bytes(word(&data[0..4]));
     let le = match magic {
         0xa1b2_c3d4 | 0xa1b2_3c4d => true,
         0xd4c3_b2a1 | 0x4d3c_b2a1 => false,
         _ => return Err(bad(format!("not a pcap file (magic {magic:#x})"))),
     };
     let u32_at = |b: &[u8]| {
-        let a = [b[0], b[1], b[2], b[3]];
         if le {
-            u32::from_le_bytes(a)
+            u32::from_le_bytes(word(b))
         } else {
-            u32::from_be_bytes(a)
+            u32::from_be_bytes(word(b))
         }
     };
     if u32_at(&data[20..24]) != 1 {
@@ -133,9 +134,12 @@ pub fn read_pcap(path: &Path) -> Result<Vec<Vec<u8>>> {
     let mut frames = Vec::new();
     let mut at = 24;
     while at + 16 <= data.len() {
-        let caplen = u32_at(&data[at + 8..at + 12]) as usize;
+        let caplen = usize::try_from(u32_at(&data[at + 8..at + 12])).unwrap_or(usize::MAX);
         let start = at + 16;
-        let Some(frame) = data.get(start..start + caplen) else {
+        let Some(frame) = start
+            .checked_add(caplen)
+            .and_then(|end| data.get(start..end))
+        else {
             break;
         };
         frames.push(frame.to_vec());

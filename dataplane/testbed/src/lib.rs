@@ -24,12 +24,14 @@
 //! # Ok::<(), xdpsec_testbed::Error>(())
 //! ```
 
-pub mod capture;
+mod capture;
 mod ns;
 mod ping;
+pub mod strongswan;
 mod topology;
 pub mod tunnel;
 
+pub use capture::{read_pcap, send_raw_ipv4, tshark, write_pcap, Capture};
 pub use ns::{format_mac, ChildOutput, LinkInfo, LinkStats, Netns, NsChild, NsGuard};
 pub use ping::PingReport;
 pub use topology::{Gateway, Host, Iface, StandardTopology, TopologyOptions, UnderlayTap};

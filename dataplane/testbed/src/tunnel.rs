@@ -28,10 +28,22 @@
 //!   `xdpsec dataplane` processes, each logging to a file there; it waits
 //!   (bounded) until both API sockets exist.
 //!
+//! [`TunnelOptions::gateways`] puts strongSwan (charon with kernel-libipsec,
+//! [`crate::strongswan::Charon`]) on either gateway instead: each charon gets
+//! a config generated from the options (PSK shared by both, the inner
+//! prefixes as traffic selectors, `aes128gcm16` or `aes256gcm16`), and
+//! libipsec routes the far prefix into its TUN device itself, so that
+//! gateway gets no plain route to it. With strongSwan on both sides, A
+//! initiates and `new` returns once both hold the CHILD_SA; on one side
+//! only, nothing is initiated and the xdpsec side starts without SAs: an
+//! IKE daemon must negotiate them. strongSwan always carries ESP in UDP
+//! 4500, whatever [`TunnelOptions::encap`] says.
+//!
 //! Drop stops both data planes with SIGTERM (by PID, bounded; SIGKILL
 //! after), then the test bed deletes the namespaces and the temp directory
 //! is removed, also when a test panics.
 
+use crate::strongswan::{Charon, StrongswanConfig};
 use crate::{Error, Gateway, Host, Netns, NsChild, Result, StandardTopology, Testbed};
 use crate::{TopologyOptions, UnderlayTap};
 use serde_json::Value;
@@ -120,6 +132,15 @@ impl KeySize {
     }
 }
 
+/// What runs on a gateway of a [`TunnelBed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GatewayKind {
+    /// `xdpsec dataplane`.
+    Xdpsec,
+    /// strongSwan's charon with ESP in user space (kernel-libipsec).
+    Strongswan,
+}
+
 /// What [`TunnelBed::new`] builds.
 #[derive(Debug, Clone)]
 pub struct TunnelOptions {
@@ -158,6 +179,8 @@ pub struct TunnelOptions {
     /// can learn of the narrow hop, from that ICMP; B's own packets larger
     /// than this MTU are lost on the way (the router's port drops them).
     pub narrow_underlay_mtu: Option<u32>,
+    /// What runs on gateway A and on gateway B.
+    pub gateways: [GatewayKind; 2],
 }
 
 impl Default for TunnelOptions {
@@ -176,6 +199,7 @@ impl Default for TunnelOptions {
             mss_clamp: true,
             outer_fragmentation: true,
             narrow_underlay_mtu: None,
+            gateways: [GatewayKind::Xdpsec; 2],
         }
     }
 }
@@ -284,8 +308,9 @@ struct Daemon {
 /// documentation.
 #[derive(Debug)]
 pub struct TunnelBed {
-    // Fields drop in order: the daemons (stopped in `drop`) before the
-    // test bed, which deletes the namespaces.
+    // Fields drop in order: the charons and daemons (stopped in `drop`)
+    // before the test bed, which deletes the namespaces.
+    charons: [Option<Charon>; 2],
     daemons: [Daemon; 2],
     /// A -> B then B -> A; with split families the IPv4 pair, then the
     /// IPv6 pair.
@@ -344,14 +369,24 @@ impl TunnelBed {
                 .map_err(sys(format!("create {}", dir.display())))?;
         }
 
-        let sas = random_sas(&topo, &options)?;
+        // Static SAs only between two xdpsec gateways; strongSwan negotiates.
+        let all_xdpsec = options.gateways == [GatewayKind::Xdpsec; 2];
+        let sas = if all_xdpsec {
+            random_sas(&topo, &options)?
+        } else {
+            Vec::new()
+        };
         let mut daemons: Vec<Daemon> = Vec::new();
         for side in Side::BOTH {
             let name = side.gateway_name();
+            let log = match options.gateways[side.index()] {
+                GatewayKind::Xdpsec => dir.join(format!("{name}.log")),
+                GatewayKind::Strongswan => charon_dir(&dir, side).join("charon.log"),
+            };
             let daemon = Daemon {
                 config: dir.join(format!("{name}.toml")),
                 socket: dir.join(format!("{name}.sock")),
-                log: dir.join(format!("{name}.log")),
+                log,
                 child: None,
             };
             let text = gateway_config(side, &sas, &options, &daemon.socket);
@@ -360,7 +395,9 @@ impl TunnelBed {
             daemons.push(daemon);
         }
         let daemons: [Daemon; 2] = daemons.try_into().expect("one daemon per side");
+        let psk = format!("0x{}", hex(&random_bytes(32)?));
         let mut bed = TunnelBed {
+            charons: [None, None],
             daemons,
             sas,
             options,
@@ -370,17 +407,89 @@ impl TunnelBed {
             testbed,
         };
         for side in Side::BOTH {
-            bed.start(side)?;
+            if bed.kind(side) == GatewayKind::Strongswan {
+                let config = strongswan_config(&bed.topo, &bed.options, side, &psk);
+                let ns = bed.topo_gateway(side).ns.clone();
+                let charon = Charon::start(&ns, charon_dir(&bed.dir, side), &config)?;
+                bed.charons[side.index()] = Some(charon);
+            } else {
+                bed.start(side)?;
+            }
         }
         for side in Side::BOTH {
             bed.wait_for_socket(side)?;
         }
+        if let [Some(a), Some(b)] = &bed.charons {
+            a.initiate_child(STRONGSWAN_CHILD)?;
+            for charon in [a, b] {
+                charon.wait_child_installed(STRONGSWAN_CHILD, Duration::from_secs(10))?;
+            }
+        }
         Ok(bed)
+    }
+
+    /// What runs on the gateway of `side`.
+    pub fn kind(&self, side: Side) -> GatewayKind {
+        self.options.gateways[side.index()]
+    }
+
+    /// The charon of `side`, if strongSwan runs there.
+    pub fn charon(&self, side: Side) -> Option<&Charon> {
+        self.charons[side.index()].as_ref()
+    }
+
+    /// The charon of `side`, to stop or restart it.
+    pub fn charon_mut(&mut self, side: Side) -> Option<&mut Charon> {
+        self.charons[side.index()].as_mut()
+    }
+
+    /// The PID of what runs on the gateway of `side` (data plane or
+    /// charon), while it runs: for CPU accounting.
+    pub fn gateway_pid(&self, side: Side) -> Option<u32> {
+        match self.charon(side) {
+            Some(charon) => charon.pid(),
+            None => self.child(side).map(NsChild::pid),
+        }
+    }
+
+    /// The SAs charon holds on `side`, newest CHILD_SA, as [`TunnelSa`]s
+    /// (outbound first), with the keys read from its log: what tshark
+    /// needs to decrypt a capture. Fails if strongSwan does not run there
+    /// or holds no CHILD_SA.
+    pub fn strongswan_sas(&self, side: Side) -> Result<Vec<TunnelSa>> {
+        let charon = self.charon(side).ok_or_else(|| {
+            Error::InvalidName(side.to_string(), "strongSwan does not run on this gateway")
+        })?;
+        let keys = charon.esp_keys();
+        let newest = keys.last().ok_or_else(|| Error::Parse {
+            cmd: format!("{}", charon.log_path().display()),
+            what: "no CHILD_SA keys logged yet".into(),
+        })?;
+        let own: IpAddr = self.topo_gateway(side).wan.ipv4.into();
+        let peer: IpAddr = self.topo_gateway(side.other()).wan.ipv4.into();
+        let sa = |spi, from, src, dst, key_hex: &str| TunnelSa {
+            spi,
+            from,
+            src,
+            dst,
+            key_hex: key_hex.to_string(),
+            key_bits: u16::try_from((key_hex.len() / 2).saturating_sub(4) * 8).unwrap_or(0),
+            udp_encap: true,
+            ipv4: self.options.ipv4,
+            ipv6: self.options.ipv6,
+        };
+        Ok(vec![
+            sa(newest.spi_out, side, own, peer, &newest.key_out_hex),
+            sa(newest.spi_in, side.other(), peer, own, &newest.key_in_hex),
+        ])
     }
 
     /// Starts the data plane of `side` (again, after [`TunnelBed::stop`]);
     /// does not wait for its API socket.
     pub fn start(&mut self, side: Side) -> Result<()> {
+        if let Some(charon) = self.charons[side.index()].as_mut() {
+            return charon.restart();
+        }
         if self.is_running(side) {
             return Ok(());
         }
@@ -417,6 +526,10 @@ impl TunnelBed {
     /// Waits (up to `start_timeout`) until the API socket of `side` exists;
     /// fails with the log if the process exits first.
     pub fn wait_for_socket(&mut self, side: Side) -> Result<()> {
+        if self.kind(side) == GatewayKind::Strongswan {
+            // Charon::start has waited for its vici socket.
+            return Ok(());
+        }
         let deadline = Instant::now() + self.options.start_timeout;
         loop {
             let daemon = &self.daemons[side.index()];
@@ -496,8 +609,14 @@ impl TunnelBed {
 
     /// The SA that `from` encrypts with (and the other gateway decrypts).
     /// With [`TunnelOptions::split_families`] and both families carried,
-    /// the IPv4 one; see [`TunnelBed::sa_for`].
+    /// the IPv4 one; see [`TunnelBed::sa_for`]. Panics when a gateway
+    /// runs strongSwan: its SAs are negotiated, see
+    /// [`TunnelBed::strongswan_sas`].
     pub fn sa(&self, from: Side) -> &TunnelSa {
+        assert!(
+            !self.sas.is_empty(),
+            "no static SAs: strongSwan runs on a gateway (use strongswan_sas)"
+        );
         &self.sas[from.index()]
     }
 
@@ -547,7 +666,11 @@ impl TunnelBed {
     pub fn logs(&self) -> String {
         let mut out = String::new();
         for side in Side::BOTH {
-            let _ = writeln!(out, "----- xdpsec dataplane log of {side} -----");
+            let what = match self.kind(side) {
+                GatewayKind::Xdpsec => "xdpsec dataplane",
+                GatewayKind::Strongswan => "charon",
+            };
+            let _ = writeln!(out, "----- {what} log of {side} -----");
             out.push_str(&self.log(side));
         }
         out
@@ -560,6 +683,9 @@ impl TunnelBed {
 
     /// Whether the data plane of `side` is running.
     pub fn is_running(&self, side: Side) -> bool {
+        if let Some(charon) = self.charon(side) {
+            return charon.is_running();
+        }
         self.child(side)
             .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
@@ -634,6 +760,9 @@ impl TunnelBed {
     /// 10 s for it to exit: its exit status. It is killed if it does not
     /// exit in time (and this fails).
     pub fn stop(&mut self, side: Side) -> Result<ExitStatus> {
+        if let Some(charon) = self.charons[side.index()].as_mut() {
+            return charon.stop();
+        }
         let child = self.daemons[side.index()]
             .child
             .take()
@@ -810,6 +939,10 @@ impl TunnelBed {
 
 impl Drop for TunnelBed {
     fn drop(&mut self) {
+        for charon in &mut self.charons {
+            // Its drop stops it by PID (TERM, bounded wait, KILL).
+            charon.take();
+        }
         // SIGTERM first so the data planes detach XDP themselves; bounded,
         // and NsChild's drop kills what does not exit.
         for daemon in &mut self.daemons {
@@ -897,10 +1030,15 @@ fn prepare_network(topo: &StandardTopology, options: &TunnelOptions) -> Result<(
             .ip(["link", "set", "dev", &gw.lan.name, "mtu", &mtu])?;
     }
     let (a, b) = (&topo.gw_a, &topo.gw_b);
-    for (gw, far_v4, far_v6, peer) in [
-        (a, "10.2.0.0/24", "fd00:2::/64", b),
-        (b, "10.1.0.0/24", "fd00:1::/64", a),
+    for (gw, far_v4, far_v6, peer, kind) in [
+        (a, "10.2.0.0/24", "fd00:2::/64", b, options.gateways[0]),
+        (b, "10.1.0.0/24", "fd00:1::/64", a, options.gateways[1]),
     ] {
+        // libipsec routes the far prefix into its TUN device once the
+        // CHILD_SA is up; a plain route would carry cleartext before that.
+        if kind == GatewayKind::Strongswan {
+            continue;
+        }
         if options.ipv4 {
             gw.ns.add_route(far_v4, peer.wan.ipv4.into())?;
         }
@@ -919,6 +1057,51 @@ fn prepare_network(topo: &StandardTopology, options: &TunnelOptions) -> Result<(
         host.ns.ping(gw.lan.ipv6.into(), 1)?;
     }
     Ok(())
+}
+
+/// The name of the child the test bed configures on a strongSwan gateway.
+pub const STRONGSWAN_CHILD: &str = "net";
+
+fn charon_dir(dir: &Path, side: Side) -> PathBuf {
+    dir.join(format!("{}-charon", side.gateway_name()))
+}
+
+/// The charon config of `side`: its underlay address to the other
+/// gateway's, the inner prefixes the options carry, AES-GCM of the
+/// options' key size for ESP.
+pub fn strongswan_config(
+    topo: &StandardTopology,
+    options: &TunnelOptions,
+    side: Side,
+    psk: &str,
+) -> StrongswanConfig {
+    let (own, peer) = match side {
+        Side::A => (&topo.gw_a, &topo.gw_b),
+        Side::B => (&topo.gw_b, &topo.gw_a),
+    };
+    let probe = TunnelSa {
+        spi: 0,
+        from: side,
+        src: own.wan.ipv4.into(),
+        dst: peer.wan.ipv4.into(),
+        key_hex: String::new(),
+        key_bits: 0,
+        udp_encap: true,
+        ipv4: options.ipv4,
+        ipv6: options.ipv6,
+    };
+    let selectors = selectors(side, &probe);
+    let mut config =
+        StrongswanConfig::site_to_site(own.wan.ipv4.into(), peer.wan.ipv4.into(), "", "", psk);
+    let child = &mut config.children[0];
+    child.name = STRONGSWAN_CHILD.to_string();
+    child.local_ts = selectors.iter().map(|(l, _)| l.to_string()).collect();
+    child.remote_ts = selectors.iter().map(|(_, r)| r.to_string()).collect();
+    child.esp_proposals = vec![match options.key_size {
+        KeySize::Aes128 => "aes128gcm16".into(),
+        KeySize::Aes256 => "aes256gcm16".into(),
+    }];
+    config
 }
 
 fn random_bytes(n: usize) -> Result<Vec<u8>> {
