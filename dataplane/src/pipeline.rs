@@ -683,3 +683,7 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "pipeline_mtu_tests.rs"]
+mod mtu_tests;
