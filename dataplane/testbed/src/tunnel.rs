@@ -28,6 +28,11 @@
 //!   `xdpsec dataplane` processes, each logging to a file there; it waits
 //!   (bounded) until both API sockets exist.
 //!
+//! With [`TunnelOptions::narrow_underlay_mtu`] the `wire` namespace routes
+//! instead of bridging (proxy ARP keeps the gateways' addresses on one /30;
+//! the router is [`ROUTER_ADDR_A`] / [`ROUTER_ADDR_B`]), and its port towards
+//! gateway B has the narrower MTU, so only ICMP tells gateway A about it.
+//!
 //! [`TunnelOptions::gateways`] puts strongSwan (charon with kernel-libipsec,
 //! [`crate::strongswan::Charon`]) on either gateway instead: each charon gets
 //! a config generated from the options (PSK shared by both, the inner
