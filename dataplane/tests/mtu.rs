@@ -772,3 +772,72 @@ fn a_strongswan_peer_that_fragments_its_esp_talks_to_xdpsec() {
         "{child_b:?}"
     );
 }
+
+/// The same over an IPv6 underlay: outer IPv6 fragments (Fragment header)
+/// leave one gateway, the other's XDP program steers them and its worker
+/// reassembles them; the inner MTU is 40 - 20 bytes smaller.
+#[test]
+fn over_an_ipv6_underlay_outer_fragments_and_frag_needed_work_too() {
+    let _serial = serial();
+    let bed = bed(TunnelOptions {
+        underlay_ipv6: true,
+        ..full_size(Encapsulation::Esp)
+    });
+    let inner_mtu = 1500 - (overhead(Encapsulation::Esp) + 20);
+    let host_a = &bed.host(Side::A).ns;
+    let dst = bed.host_addr(Side::B, false);
+    let tap = bed.underlay();
+    let pcap = bed.dir().join("fragments-v6.pcap");
+    let capture = Capture::start(&tap.ns, &tap.port_a, "ip6[6] == 44", &pcap, 100).unwrap();
+    const COUNT: u32 = 3;
+    let out = ping(
+        host_a,
+        &[
+            "-c",
+            &COUNT.to_string(),
+            "-M",
+            "dont",
+            "-s",
+            "1472",
+            &dst.to_string(),
+        ],
+    );
+    assert_eq!(received(&out), COUNT, "{out}\n{}", diagnostics(&bed));
+    let frames = capture.finish(4 * COUNT as usize).unwrap();
+    assert!(
+        frames.len() >= 4 * COUNT as usize,
+        "{} fragments",
+        frames.len()
+    );
+    for side in Side::BOTH {
+        assert!(total(&bed, side, "events", "datagrams_reassembled") >= u64::from(COUNT));
+    }
+    // tshark reassembles the IPv6 fragments and decrypts the ESP.
+    let mut args = vec!["-o".to_string(), "esp.enable_encryption_decode:TRUE".into()];
+    for sa in bed.sas() {
+        args.push("-o".into());
+        args.push(sa.tshark_uat());
+    }
+    args.extend(["-Y", "icmp.type == 8", "-T", "fields", "-e", "ip.len"].map(String::from));
+    let lengths = tshark(&pcap, &args).unwrap();
+    assert!(
+        lengths
+            .iter()
+            .filter(|l| l.split(',').any(|v| v == "1500"))
+            .count()
+            >= COUNT as usize,
+        "{lengths:?}"
+    );
+
+    let out = ping(
+        host_a,
+        &["-c", "2", "-M", "do", "-s", "1472", &dst.to_string()],
+    );
+    assert!(
+        reported_mtus(&out).contains(&inner_mtu),
+        "no frag needed with mtu {inner_mtu}: {out}\n{}",
+        diagnostics(&bed)
+    );
+    let sa = bed.outbound_sa_info(Side::A, false).unwrap();
+    assert_eq!(sa_mtu(&sa)["inner_mtu"], inner_mtu, "{sa}");
+}

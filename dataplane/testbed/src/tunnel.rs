@@ -184,6 +184,9 @@ pub struct TunnelOptions {
     /// can learn of the narrow hop, from that ICMP; B's own packets larger
     /// than this MTU are lost on the way (the router's port drops them).
     pub narrow_underlay_mtu: Option<u32>,
+    /// Outer IPv6: the SAs run between the gateways' underlay IPv6
+    /// addresses (fd00:18::1 and ::2) instead of their IPv4 ones.
+    pub underlay_ipv6: bool,
     /// What runs on gateway A and on gateway B.
     pub gateways: [GatewayKind; 2],
 }
@@ -204,6 +207,7 @@ impl Default for TunnelOptions {
             mss_clamp: true,
             outer_fragmentation: true,
             narrow_underlay_mtu: None,
+            underlay_ipv6: false,
             gateways: [GatewayKind::Xdpsec; 2],
         }
     }
@@ -1058,6 +1062,9 @@ fn prepare_network(topo: &StandardTopology, options: &TunnelOptions) -> Result<(
         gw.ns.ping(host.eth.ipv4.into(), 1)?;
         gw.ns.ping(host.eth.ipv6.into(), 1)?;
         gw.ns.ping(peer.wan.ipv4.into(), 1)?;
+        if options.underlay_ipv6 {
+            gw.ns.ping(peer.wan.ipv6.into(), 1)?;
+        }
         host.ns.ping(gw.lan.ipv4.into(), 1)?;
         host.ns.ping(gw.lan.ipv6.into(), 1)?;
     }
@@ -1142,7 +1149,11 @@ fn random_sas(topo: &StandardTopology, options: &TunnelOptions) -> Result<Vec<Tu
     };
     let key_len = options.key_size.key_bytes();
     let bits = u16::try_from(key_len * 8).unwrap_or(128);
-    let (a, b): (IpAddr, IpAddr) = (topo.gw_a.wan.ipv4.into(), topo.gw_b.wan.ipv4.into());
+    let (a, b): (IpAddr, IpAddr) = if options.underlay_ipv6 {
+        (topo.gw_a.wan.ipv6.into(), topo.gw_b.wan.ipv6.into())
+    } else {
+        (topo.gw_a.wan.ipv4.into(), topo.gw_b.wan.ipv4.into())
+    };
     let mut sas: Vec<TunnelSa> = Vec::new();
     for (ipv4, ipv6) in sa_families(options) {
         for (from, src, dst) in [(Side::A, a, b), (Side::B, b, a)] {
