@@ -384,3 +384,49 @@ fn underlay_icmp_sets_the_path_mtu_only_for_a_matching_sa() {
         Err(Dropped::IcmpNotForAnSa)
     );
 }
+
+#[test]
+fn one_armed_ports_take_fragments_and_icmp_to_tunnel_addresses_inbound() {
+    let bed = bed(10);
+    let snapshot = bed.tables.load();
+    let frame_to = |dst: Ipv4Addr, protocol: u8, frag: u16| {
+        let mut f = vec![0u8; 14 + 60];
+        f[12..14].copy_from_slice(&ethernet::ethertype::IPV4.to_be_bytes());
+        ipv4::Repr {
+            src: Ipv4Addr::new(198, 18, 0, 2),
+            dst,
+            protocol,
+            payload_len: 40,
+            ttl: 64,
+            dscp_ecn: 0,
+            ident: 5,
+            dont_frag: false,
+        }
+        .emit(&mut f[14..])
+        .unwrap();
+        f[14 + 6..14 + 8].copy_from_slice(&frag.to_be_bytes());
+        f
+    };
+    let ours = Ipv4Addr::new(198, 18, 0, 1);
+    let elsewhere = Ipv4Addr::new(10, 2, 0, 2);
+    assert!(looks_like_esp(
+        &snapshot,
+        &frame_to(ours, ip_proto::ESP, 0x2000)
+    ));
+    assert!(looks_like_esp(
+        &snapshot,
+        &frame_to(ours, ip_proto::ICMP, 0)
+    ));
+    assert!(!looks_like_esp(
+        &snapshot,
+        &frame_to(elsewhere, ip_proto::ESP, 0x2000)
+    ));
+    assert!(!looks_like_esp(
+        &snapshot,
+        &frame_to(elsewhere, ip_proto::ICMP, 0)
+    ));
+    assert!(!looks_like_esp(
+        &snapshot,
+        &frame_to(ours, ip_proto::TCP, 0)
+    ));
+}
