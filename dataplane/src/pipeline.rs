@@ -39,7 +39,7 @@ pub struct Transmit {
 pub enum Dropped {
     /// Not IPv4 or IPv6, or its IP header is broken.
     NotIp,
-    /// Outer headers of an ESP packet are broken, or it is a fragment.
+    /// Outer headers of an ESP packet are broken, or it is not ESP.
     MalformedOuter,
     /// An outbound packet no policy covers (the XDP program and the tables
     /// disagree for a moment after an update).
