@@ -7,7 +7,7 @@
 //! without options, or an IPv6 header with no extension header, so the
 //! whole header is the unfragmentable part.
 
-use crate::wire::{checksum, ip_proto, ipv4, ipv6};
+use crate::wire::{ip_proto, ipv4, ipv6};
 use std::ops::Range;
 
 /// The IPv6 Fragment header (RFC 8200 section 4.5).
@@ -151,19 +151,16 @@ pub fn first_in_place(
     Some((first_start..first_end, plan))
 }
 
-/// Whether a checksum-carrying IPv4 header is intact (for tests and
-/// debugging of fragments).
-pub fn ipv4_header_ok(packet: &[u8]) -> bool {
-    packet.len() >= ipv4::MIN_HEADER_LEN
-        && checksum::data(&packet[..usize::from(packet[0] & 0x0f) * 4]) == 0xffff
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::reassembly::{Reassembly, ReassemblyLimits};
     use std::net::Ipv4Addr;
     use std::time::{Duration, Instant};
+
+    fn ipv4_header_ok(packet: &[u8]) -> bool {
+        ipv4::Packet::new_checked(packet).is_ok_and(|p| p.verify_checksum())
+    }
 
     /// An outer ESP packet of `len` bytes at offset 64 of a buffer, its
     /// payload a counting pattern.
