@@ -686,6 +686,7 @@ mod tests {
             counters: SaCounters::default(),
             age_ms,
             last_used_ms,
+            mtu: None,
         }
     }
 

@@ -6,12 +6,13 @@
 use crate::afxdp::{self, SocketConfig, Umem, UmemConfig, XskSocket};
 use crate::api_server::{self, ApiShared};
 use crate::crypto::Backend;
-use crate::nexthop::NextHopCache;
+use crate::icmp::SourceAddrs;
+use crate::nexthop::{self, NextHopCache};
 use crate::stats::WorkerStatsCell;
 use crate::steer::{AttachMode, Steer};
 use crate::tables::Tables;
 use crate::tunnel::TunnelInterface;
-use crate::worker::{self, Port, PortRole, WorkerShared};
+use crate::worker::{self, MtuSettings, Port, PortRole, WorkerShared};
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -136,6 +137,20 @@ pub fn run(options: &DaemonOptions) -> Result<()> {
         busy_poll: config.dataplane.busy_poll,
         mss_clamp: config.dataplane.mss_clamp,
         tunnel: tunnel.as_ref().map(TunnelInterface::port),
+        mtu: MtuSettings {
+            outer_fragmentation: config.dataplane.outer_fragmentation,
+            pmtu_hold: Duration::from_secs(config.dataplane.pmtu_timeout_secs),
+            icmp_rate: config.dataplane.icmp_rate,
+            reassembly_slots: config.dataplane.reassembly_slots as usize,
+            reassembly_timeout: Duration::from_millis(u64::from(
+                config.dataplane.reassembly_timeout_ms,
+            )),
+        },
+        // Read once: the ICMP errors' source addresses are those the
+        // interfaces have when the data plane starts.
+        sources: Arc::new(SourceAddrs::new(
+            nexthop::interface_addresses().context("reading the interfaces' addresses")?,
+        )),
     };
 
     let mut threads = Vec::new();

@@ -8,20 +8,30 @@
 //! the interface to send them on.
 
 use crate::esp::{self, EspError};
+use crate::fragment;
+use crate::icmp::{self, RateLimit, SourceAddrs};
 use crate::mss;
 use crate::nexthop::{Lookup, MissReason, NextHopTable, Resolver};
+use crate::pmtu::{self, MIN_PMTU_V6};
+use crate::reassembly::{FragDrop, Reassembly};
+use crate::sa::{DfPolicy, OutboundSa};
+use crate::stats::{Event, WorkerStatsCell};
 use crate::tables::{PathDrop, SaStats, Snapshot, Verdict};
 use crate::tunnel::TunnelPort;
 use crate::wire::{checksum, ethernet, ip_proto, ipv4, ipv6, udp};
 use std::net::IpAddr;
 use std::ops::Range;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Transmit `buf[range]` on interface `ifindex`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transmit {
     pub range: Range<usize>,
     pub ifindex: u32,
+    /// `range` is the first fragment of an outer packet; the others are
+    /// to be written into frames of their own from this plan (each behind
+    /// a copy of the first's Ethernet header).
+    pub fragments: Option<fragment::Plan>,
 }
 
 /// Why a frame was dropped. Counted per worker; drops that belong to an SA
@@ -30,7 +40,7 @@ pub struct Transmit {
 pub enum Dropped {
     /// Not IPv4 or IPv6, or its IP header is broken.
     NotIp,
-    /// Outer headers of an ESP packet are broken, or it is a fragment.
+    /// Outer headers of an ESP packet are broken, or it is not ESP.
     MalformedOuter,
     /// An outbound packet no policy covers (the XDP program and the tables
     /// disagree for a moment after an update).
@@ -48,11 +58,23 @@ pub enum Dropped {
     NotOurInterface,
     Esp(EspError),
     NextHop(MissReason),
+    /// An inner packet did not fit the tunnel and its sender could not be
+    /// told: the ICMP rate limit was reached, no error may be sent about
+    /// it (RFC 1812 / RFC 4443 rules), or the gateway has no address on
+    /// the interface towards the sender.
+    TooBigNoIcmp,
+    /// An ICMP message from the underlay that is not a well-formed "too
+    /// big" about one of our SAs' outer packets.
+    IcmpNotForAnSa,
+    /// No free frame for the second or a later outer fragment.
+    NoFrameForFragment,
+    /// An outer fragment (or the datagram it belongs to) was refused.
+    Fragment(FragDrop),
 }
 
 impl Dropped {
     /// Every reason's counter slot: [`Dropped::index`] is below this.
-    pub const COUNT: usize = 8 + EspError::COUNT + MissReason::COUNT;
+    pub const COUNT: usize = 8 + EspError::COUNT + MissReason::COUNT + 3 + FragDrop::ALL.len();
 
     pub fn index(self) -> usize {
         match self {
@@ -66,6 +88,10 @@ impl Dropped {
             Dropped::NotOurInterface => 7,
             Dropped::Esp(e) => 8 + e.index(),
             Dropped::NextHop(m) => 8 + EspError::COUNT + m.index(),
+            Dropped::TooBigNoIcmp => 8 + EspError::COUNT + MissReason::COUNT,
+            Dropped::IcmpNotForAnSa => 9 + EspError::COUNT + MissReason::COUNT,
+            Dropped::NoFrameForFragment => 10 + EspError::COUNT + MissReason::COUNT,
+            Dropped::Fragment(f) => 11 + EspError::COUNT + MissReason::COUNT + f.index(),
         }
     }
 
@@ -84,6 +110,12 @@ impl Dropped {
         .into_iter()
         .chain(EspError::ALL.into_iter().map(Dropped::Esp))
         .chain(MissReason::ALL.into_iter().map(Dropped::NextHop))
+        .chain([
+            Dropped::TooBigNoIcmp,
+            Dropped::IcmpNotForAnSa,
+            Dropped::NoFrameForFragment,
+        ])
+        .chain(FragDrop::ALL.into_iter().map(Dropped::Fragment))
     }
 
     pub fn as_str(self) -> &'static str {
@@ -98,6 +130,10 @@ impl Dropped {
             Dropped::NotOurInterface => "next_hop_not_on_a_data_plane_interface",
             Dropped::Esp(e) => e.as_str(),
             Dropped::NextHop(m) => m.as_str(),
+            Dropped::TooBigNoIcmp => "too_big_no_icmp_sent",
+            Dropped::IcmpNotForAnSa => "icmp_not_for_an_sa",
+            Dropped::NoFrameForFragment => "no_frame_for_fragment",
+            Dropped::Fragment(f) => f.as_str(),
         }
     }
 }
@@ -124,12 +160,41 @@ pub struct Context<'a> {
     /// The route-based tunnel interface, if the config has one: decrypted
     /// traffic for the host goes back into it.
     pub tunnel: Option<TunnelPort>,
+    /// Fragment the outer packet of an inner IPv4 packet without DF that
+    /// does not fit (`[dataplane] outer_fragmentation`).
+    pub outer_fragmentation: bool,
+    /// How long a learned path MTU holds (`[dataplane] pmtu_timeout_secs`).
+    pub pmtu_hold: Duration,
+    /// The gateway's addresses, the sources of its ICMP errors.
+    pub sources: &'a SourceAddrs,
+    /// The worker's own counters, for what is neither a forward nor a drop.
+    pub events: &'a WorkerStatsCell,
 }
+
+/// A worker's own mutable state that the pipeline uses.
+#[derive(Debug)]
+pub struct Local {
+    /// Limits the ICMP errors this worker sends.
+    pub icmp_limit: RateLimit,
+    /// Outer fragments waiting for the rest of their datagram.
+    pub reassembly: Reassembly,
+}
+
+/// Where [`inbound`] writes a reassembled datagram in the frame: its
+/// Ethernet header after this much room, so the ESP transform's view of the
+/// buffer is the same as for a packet that came whole.
+const REASSEMBLED_AT: usize = 64;
 
 /// A LAN frame that a policy may protect: encapsulate and send to the peer.
 /// On success also returns a soft expiry to report, if this packet reached one.
+///
+/// An inner packet larger than the SA's inner MTU (the path MTU less ESP's
+/// worst-case overhead) is either carried in outer fragments (IPv4 without
+/// DF, when `outer_fragmentation` is on) or answered with an ICMP "too big"
+/// to its sender, which is what the returned frame then holds.
 pub fn outbound(
     ctx: &Context<'_>,
+    local: &mut Local,
     buf: &mut [u8],
     start: usize,
     len: usize,
@@ -142,18 +207,29 @@ pub fn outbound(
         Verdict::Drop => return Err(Dropped::PolicyDrop),
         Verdict::NoPolicy => return Err(Dropped::NoPolicy),
     };
-    decrement_ttl(&mut buf[l3..l3 + inner_len])?;
-    // The next hop is looked up before sealing so its MTU is known for MSS
-    // clamping; a miss is still reported only after the ESP transform, as
-    // before, so the drop reasons and counters stay the same.
+    // The next hop is looked up before sealing so its MTU is known for the
+    // size check and MSS clamping; a miss is still reported only after the
+    // ESP transform, so the drop reasons and counters stay the same.
     let towards = entry.sa.remote();
     let hop = resolve(ctx, towards);
-    if ctx.mss_clamp {
-        if let Ok(hop) = &hop {
-            let inner_mtu = mss::inner_mtu(hop.mtu, entry.sa.headroom());
+    let mut fragment_to = None;
+    if let Ok(hop) = &hop {
+        let path_mtu = entry.stats.pmtu.effective(hop.mtu, ctx.now);
+        let inner_mtu = mss::inner_mtu(path_mtu, entry.sa.headroom());
+        if inner_len > inner_mtu as usize {
+            match oversize(ctx, &entry.sa, &buf[l3..l3 + inner_len], inner_mtu) {
+                Oversize::FragmentOuter => fragment_to = Some(path_mtu as usize),
+                Oversize::TellSender(mtu) => {
+                    entry.stats.add_path_drop(PathDrop::InnerMtuExceeded);
+                    return too_big(ctx, local, buf, l3, inner_len, mtu, src);
+                }
+            }
+        }
+        if ctx.mss_clamp {
             mss::clamp(&mut buf[l3..l3 + inner_len], inner_mtu);
         }
     }
+    decrement_ttl(&mut buf[l3..l3 + inner_len])?;
     let sealed = esp::encapsulate(&entry.sa, buf, l3, inner_len).map_err(|e| {
         entry.stats.add_esp_drop(e);
         Dropped::Esp(e)
@@ -163,26 +239,190 @@ pub fn outbound(
         outbound: true,
         event,
     });
-    forward(
-        ctx,
-        buf,
-        sealed.range,
-        hop,
-        &entry.stats,
-        inner_len as u64,
-        expiry,
-    )
+    let mut outer = sealed.range;
+    let mut plan = None;
+    if let Some(mtu) = fragment_to {
+        // IPv6 needs a Fragment header identification; the sequence number
+        // is unique per SA, the SPI tells SAs between one pair apart.
+        let ident = (sealed.seq as u32) ^ entry.sa.spi().rotate_left(16);
+        if let Some((first, rest)) = fragment::first_in_place(buf, outer.clone(), mtu, ident) {
+            outer = first;
+            plan = Some(rest);
+            ctx.events.event(Event::OuterFragmented);
+        }
+    }
+    let (mut transmit, expiry) =
+        forward(ctx, buf, outer, hop, &entry.stats, inner_len as u64, expiry)?;
+    transmit.fragments = plan;
+    Ok((transmit, expiry))
+}
+
+/// What to do with an inner packet that does not fit the tunnel.
+enum Oversize {
+    /// Carry it in outer fragments.
+    FragmentOuter,
+    /// Drop it and send its sender an ICMP "too big" with this MTU.
+    TellSender(u32),
+}
+
+fn oversize(ctx: &Context<'_>, sa: &OutboundSa, packet: &[u8], inner_mtu: u32) -> Oversize {
+    if packet[0] >> 4 == 6 {
+        // IPv6 hosts never go below 1280 (RFC 8200 section 5): a packet up
+        // to that is carried in outer fragments when the path is narrower.
+        if packet.len() <= MIN_PMTU_V6 as usize {
+            return Oversize::FragmentOuter;
+        }
+        return Oversize::TellSender(inner_mtu.max(MIN_PMTU_V6));
+    }
+    let df = packet.len() > 6 && packet[6] & 0x40 != 0;
+    if df || !ctx.outer_fragmentation || sa.df() == DfPolicy::Set {
+        Oversize::TellSender(inner_mtu)
+    } else {
+        Oversize::FragmentOuter
+    }
+}
+
+/// Turns the inner packet at `buf[l3..l3 + len]` into an ICMP "too big" to
+/// `sender` announcing `mtu`, from the gateway's address on the interface
+/// towards the sender.
+fn too_big(
+    ctx: &Context<'_>,
+    local: &mut Local,
+    buf: &mut [u8],
+    l3: usize,
+    len: usize,
+    mtu: u32,
+    sender: IpAddr,
+) -> Result<(Transmit, Option<SoftExpiry>), Dropped> {
+    let hop = resolve_inbound(ctx, sender)?;
+    let icmp = match sender {
+        IpAddr::V4(_) => ctx
+            .sources
+            .v4(hop.ifindex)
+            .and_then(|from| icmp::frag_needed_v4(buf, l3, len, mtu, from)),
+        IpAddr::V6(_) => ctx
+            .sources
+            .v6(hop.ifindex)
+            .and_then(|from| icmp::packet_too_big_v6(buf, l3, len, mtu, from)),
+    };
+    let icmp = icmp.ok_or(Dropped::TooBigNoIcmp)?;
+    if !local.icmp_limit.allow(ctx.now) {
+        return Err(Dropped::TooBigNoIcmp);
+    }
+    let frame = with_ethernet(buf, icmp, &hop)?;
+    ctx.events.event(Event::IcmpTooBigSent);
+    Ok((
+        Transmit {
+            range: frame,
+            ifindex: hop.ifindex,
+            fragments: None,
+        },
+        None,
+    ))
 }
 
 /// A WAN frame the XDP program took for ESP: decapsulate and send the inner
-/// packet towards its destination.
+/// packet towards its destination. An outer fragment goes into the
+/// reassembly table (`Ok(None)` while its datagram is incomplete); an ICMP
+/// "too big" about one of our outer packets sets that SA's path MTU
+/// (`Ok(None)`: nothing to send).
 pub fn inbound(
     ctx: &Context<'_>,
+    local: &mut Local,
     buf: &mut [u8],
     start: usize,
     len: usize,
-) -> Result<(Transmit, Option<SoftExpiry>), Dropped> {
+) -> Result<Option<(Transmit, Option<SoftExpiry>)>, Dropped> {
     let (l3, ip_len) = ip_after_ethernet(buf, start, len)?;
+    let packet = &buf[l3..l3 + ip_len];
+    match outer_kind(packet) {
+        OuterKind::Packet => decapsulate(ctx, buf, l3, ip_len).map(Some),
+        OuterKind::Icmp => {
+            learn_path_mtu(ctx, packet)?;
+            Ok(None)
+        }
+        OuterKind::Fragment => {
+            ctx.events.event(Event::FragmentReceived);
+            let Some(datagram) = local
+                .reassembly
+                .insert(ctx.now, packet)
+                .map_err(Dropped::Fragment)?
+            else {
+                return Ok(None);
+            };
+            let at = REASSEMBLED_AT + ethernet::HEADER_LEN;
+            let target = buf
+                .get_mut(at..at + datagram.len())
+                .ok_or(Dropped::Fragment(FragDrop::TooLarge))?;
+            target.copy_from_slice(datagram);
+            let ethertype = match datagram[0] >> 4 {
+                6 => ethernet::ethertype::IPV6,
+                _ => ethernet::ethertype::IPV4,
+            };
+            buf[at - 2..at].copy_from_slice(&ethertype.to_be_bytes());
+            ctx.events.event(Event::Reassembled);
+            let len = datagram.len();
+            decapsulate(ctx, buf, at, len).map(Some)
+        }
+    }
+}
+
+/// What the XDP program may steer to a worker from the outside.
+enum OuterKind {
+    /// A whole ESP (or ESP-in-UDP) packet, or anything else to refuse.
+    Packet,
+    /// An ICMP or ICMPv6 message.
+    Icmp,
+    /// An IPv4 fragment or an IPv6 packet with a Fragment header.
+    Fragment,
+}
+
+fn outer_kind(packet: &[u8]) -> OuterKind {
+    match packet.first().map(|b| b >> 4) {
+        Some(4) => match ipv4::Packet::new_checked(packet) {
+            Ok(ip) if ip.is_fragment() => OuterKind::Fragment,
+            Ok(ip) if ip.protocol() == ip_proto::ICMP => OuterKind::Icmp,
+            _ => OuterKind::Packet,
+        },
+        Some(6) => match packet.get(ipv6::field::NEXT_HEADER) {
+            Some(&ip_proto::IPV6_FRAGMENT) => OuterKind::Fragment,
+            Some(&ip_proto::ICMPV6) => OuterKind::Icmp,
+            _ => OuterKind::Packet,
+        },
+        _ => OuterKind::Packet,
+    }
+}
+
+/// An ICMP "too big" from the underlay: the outbound SA whose packet it
+/// quotes (SPI, both tunnel addresses and the encapsulation must match)
+/// gets the reported path MTU.
+fn learn_path_mtu(ctx: &Context<'_>, packet: &[u8]) -> Result<(), Dropped> {
+    let report = pmtu::parse_too_big(packet).map_err(|_| Dropped::IcmpNotForAnSa)?;
+    let entry = ctx
+        .tables
+        .outbound_sa(report.spi)
+        .filter(|e| {
+            e.sa.local() == report.local
+                && e.sa.remote() == report.remote
+                && e.sa.udp_encap().is_some() == report.udp
+        })
+        .ok_or(Dropped::IcmpNotForAnSa)?;
+    entry
+        .stats
+        .pmtu
+        .learn(report.mtu, report.local.is_ipv6(), ctx.now, ctx.pmtu_hold);
+    ctx.events.event(Event::PathMtuLearned);
+    Ok(())
+}
+
+/// The ESP packet in the outer IP packet at `buf[l3..l3 + ip_len]`:
+/// decapsulate it and send the inner packet towards its destination.
+fn decapsulate(
+    ctx: &Context<'_>,
+    buf: &mut [u8],
+    l3: usize,
+    ip_len: usize,
+) -> Result<(Transmit, Option<SoftExpiry>), Dropped> {
     let esp_range = esp_in_outer(&buf[l3..l3 + ip_len]).ok_or(Dropped::MalformedOuter)?;
     let esp_range = l3 + esp_range.start..l3 + esp_range.end;
     let spi_bytes = buf
@@ -238,18 +478,29 @@ fn forward(
         Transmit {
             range: frame,
             ifindex: hop.ifindex,
+            fragments: None,
         },
         expiry,
     ))
 }
 
 /// For one-armed gateways, where both directions arrive on one port:
-/// whether a frame is ESP (or ESP in UDP) rather than cleartext to protect.
-pub fn looks_like_esp(frame: &[u8]) -> bool {
-    ip_after_ethernet(frame, 0, frame.len())
-        .ok()
-        .and_then(|(l3, len)| esp_in_outer(frame.get(l3..l3 + len)?))
-        .is_some()
+/// whether a frame is ESP (or ESP in UDP) rather than cleartext to protect,
+/// or an outer fragment or ICMP message to one of the SAs' tunnel
+/// addresses (what the XDP program steers from the outside).
+pub fn looks_like_esp(tables: &Snapshot, frame: &[u8]) -> bool {
+    let Ok((l3, len)) = ip_after_ethernet(frame, 0, frame.len()) else {
+        return false;
+    };
+    let Some(packet) = frame.get(l3..l3 + len) else {
+        return false;
+    };
+    match outer_kind(packet) {
+        OuterKind::Packet => esp_in_outer(packet).is_some(),
+        OuterKind::Fragment | OuterKind::Icmp => {
+            ip_addresses(packet).is_some_and(|(_, dst)| tables.is_tunnel_local(dst))
+        }
+    }
 }
 
 /// The IP packet of an Ethernet frame (one 802.1Q tag allowed): its offset
@@ -294,7 +545,7 @@ fn ip_addresses(packet: &[u8]) -> Option<(IpAddr, IpAddr)> {
 
 /// Where the ESP packet is in an outer IP packet: after the IP header, or
 /// after the UDP header of ESP in UDP (RFC 3948). Fragments are refused:
-/// reassembly is not done here.
+/// [`inbound`] reassembles them first.
 fn esp_in_outer(packet: &[u8]) -> Option<Range<usize>> {
     let (protocol, l4) = match packet.first()? >> 4 {
         4 => {
@@ -453,3 +704,7 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "pipeline_mtu_tests.rs"]
+mod mtu_tests;

@@ -21,6 +21,42 @@ const MAX_PACKET_NS: u64 = 10_000_000;
 /// How often a worker copies its histograms out for readers.
 const PUBLISH_EVERY: Duration = Duration::from_millis(250);
 
+/// What a worker did besides forwarding and dropping, counted by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// An ICMP "fragmentation needed" / ICMPv6 "packet too big" went to a
+    /// LAN host whose packet did not fit the tunnel.
+    IcmpTooBigSent,
+    /// An outer packet was sent in fragments.
+    OuterFragmented,
+    /// An outer fragment of ESP arrived.
+    FragmentReceived,
+    /// A datagram was reassembled from outer fragments.
+    Reassembled,
+    /// An ICMP "too big" from the underlay set an SA's path MTU.
+    PathMtuLearned,
+}
+
+impl Event {
+    pub const ALL: [Event; 5] = [
+        Event::IcmpTooBigSent,
+        Event::OuterFragmented,
+        Event::FragmentReceived,
+        Event::Reassembled,
+        Event::PathMtuLearned,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Event::IcmpTooBigSent => "icmp_too_big_sent",
+            Event::OuterFragmented => "outer_packets_fragmented",
+            Event::FragmentReceived => "outer_fragments_received",
+            Event::Reassembled => "datagrams_reassembled",
+            Event::PathMtuLearned => "path_mtu_learned",
+        }
+    }
+}
+
 /// What a worker shares with readers.
 #[derive(Debug)]
 #[repr(align(128))]
@@ -33,6 +69,7 @@ pub struct WorkerStatsCell {
     wakeups: AtomicU64,
     batch_sizes: [AtomicU64; BATCH_BUCKETS.len()],
     drops: [AtomicU64; Dropped::COUNT],
+    events: [AtomicU64; Event::ALL.len()],
     packet_ns: Mutex<LatencyPercentiles>,
 }
 
@@ -47,6 +84,7 @@ impl WorkerStatsCell {
             wakeups: AtomicU64::new(0),
             batch_sizes: std::array::from_fn(|_| AtomicU64::new(0)),
             drops: std::array::from_fn(|_| AtomicU64::new(0)),
+            events: std::array::from_fn(|_| AtomicU64::new(0)),
             packet_ns: Mutex::new(LatencyPercentiles::default()),
         }
     }
@@ -78,6 +116,25 @@ impl WorkerStatsCell {
                 .into_iter()
                 .map(|(name, n)| (name.to_owned(), n))
                 .collect(),
+            events: Event::ALL
+                .iter()
+                .map(|&e| (e.as_str(), load(&self.events[e as usize])))
+                .filter(|&(_, n)| n > 0)
+                .map(|(name, n)| (name.to_owned(), n))
+                .collect(),
+        }
+    }
+
+    /// Counts one `event`; only the worker that owns the cell calls it.
+    #[inline]
+    pub fn event(&self, event: Event) {
+        self.events[event as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts `n` drops for `reason`.
+    pub fn dropped_n(&self, reason: Dropped, n: u64) {
+        if n > 0 {
+            self.drops[reason.index()].fetch_add(n, Ordering::Relaxed);
         }
     }
 
@@ -129,6 +186,11 @@ impl<'a> WorkerRecorder<'a> {
         self.packet_ns
             .record_n(per_packet.min(MAX_PACKET_NS), n)
             .ok();
+    }
+
+    /// The shared cell this recorder writes.
+    pub fn cell(&self) -> &'a WorkerStatsCell {
+        self.cell
     }
 
     pub fn transmitted(&self, packets: usize) {

@@ -4,6 +4,7 @@
 
 use crate::crypto::Backend;
 use crate::esp::EspError;
+use crate::pmtu::PathMtu;
 use crate::sa::{Cipher, Direction, InboundSa, Lifetimes, Limit, OutboundSa, SaConfig, UdpEncap};
 use crate::selector::{IpRange, PortRange, TrafficSelector};
 use arc_swap::ArcSwap;
@@ -25,15 +26,24 @@ use zeroize::Zeroizing;
 pub enum PathDrop {
     NoRoute,
     NoNeighbour,
+    /// The inner packet did not fit the tunnel and could not be
+    /// fragmented outside (DF, IPv6): its sender was told (ICMP "too big",
+    /// rate limits permitting).
+    InnerMtuExceeded,
 }
 
 impl PathDrop {
-    pub const ALL: [PathDrop; 2] = [PathDrop::NoRoute, PathDrop::NoNeighbour];
+    pub const ALL: [PathDrop; 3] = [
+        PathDrop::NoRoute,
+        PathDrop::NoNeighbour,
+        PathDrop::InnerMtuExceeded,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             PathDrop::NoRoute => "no_route",
             PathDrop::NoNeighbour => "no_neighbour",
+            PathDrop::InnerMtuExceeded => "inner_mtu_exceeded",
         }
     }
 }
@@ -50,6 +60,8 @@ pub struct SaStats {
     installed: Instant,
     /// Nanoseconds after `installed` of the last packet, 0 for none yet.
     last_used_ns: AtomicU64,
+    /// Outbound: the path MTU towards the peer (kept across updates).
+    pub pmtu: PathMtu,
 }
 
 impl SaStats {
@@ -61,6 +73,7 @@ impl SaStats {
             path_drops: std::array::from_fn(|_| AtomicU64::new(0)),
             installed: Instant::now(),
             last_used_ns: AtomicU64::new(0),
+            pmtu: PathMtu::new(),
         }
     }
 
@@ -163,6 +176,18 @@ impl Snapshot {
         self.inbound.get(&spi)
     }
 
+    /// Whether `addr` is the local tunnel address of an SA.
+    pub fn is_tunnel_local(&self, addr: IpAddr) -> bool {
+        self.inbound.values().any(|e| e.sa.local() == addr)
+            || self.outbound.values().any(|e| e.sa.local() == addr)
+    }
+
+    /// The outbound SA that sends with `spi` (the peer's SPI).
+    #[inline]
+    pub fn outbound_sa(&self, spi: u32) -> Option<&Arc<OutboundEntry>> {
+        self.outbound.get(&spi)
+    }
+
     /// The outbound policy for a packet from `src` to `dst` (most specific
     /// local prefix, then remote prefix, wins).
     pub fn outbound_verdict(&self, src: IpAddr, dst: IpAddr) -> Verdict {
@@ -177,10 +202,11 @@ impl Snapshot {
             .inbound
             .values()
             .map(|e| e.describe(e.sa.replay_window().highest()));
-        let outbound = self
-            .outbound
-            .values()
-            .map(|e| e.describe(e.sa.next_seq().map_or(e.sa.seq_max(), |next| next - 1)));
+        let now = Instant::now();
+        let outbound = self.outbound.values().map(|e| SaInfo {
+            mtu: e.stats.pmtu.describe(e.sa.headroom(), now),
+            ..e.describe(e.sa.next_seq().map_or(e.sa.seq_max(), |next| next - 1))
+        });
         let mut infos: Vec<SaInfo> = inbound.chain(outbound).collect();
         infos.sort_by_key(|i| (i.direction.as_str(), i.spi));
         infos

@@ -4,15 +4,19 @@
 //! result on the TX batch of the interface the next hop is on, and pushes
 //! every TX batch out once. An idle worker sleeps in poll().
 
-use crate::afxdp::{FrameBatch, PollSet, Umem, XskSocket, BATCH_SIZE};
+use crate::afxdp::{Frame, FrameBatch, PollSet, Umem, XskSocket, BATCH_SIZE};
+use crate::fragment;
+use crate::icmp::{RateLimit, SourceAddrs};
 use crate::nexthop::{NextHopReader, Resolver};
-use crate::pipeline::{self, Context, Dropped, SoftExpiry, Transmit};
+use crate::pipeline::{self, Context, Dropped, Local, SoftExpiry, Transmit};
+use crate::reassembly::{FragDrop, Reassembly, ReassemblyLimits};
 use crate::stats::{WorkerRecorder, WorkerStatsCell};
 use crate::tables::Tables;
+use crate::wire::ethernet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Which way frames arriving on a port go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +41,10 @@ pub struct Port {
 /// per wake-up.
 const TX_FULL_RETRIES: usize = BATCH_SIZE / 32 + 1;
 
+/// Frames a TX batch holds: a whole RX batch, each frame possibly in two
+/// or three outer fragments.
+const TX_BATCH: usize = 3 * BATCH_SIZE;
+
 /// How long an idle worker sleeps in poll() before it looks at the stop flag.
 const IDLE_POLL_MS: i32 = 100;
 
@@ -54,7 +62,26 @@ pub struct WorkerShared {
     pub mss_clamp: bool,
     /// The route-based tunnel interface, if configured.
     pub tunnel: Option<crate::tunnel::TunnelPort>,
+    /// The MTU handling knobs of `[dataplane]`.
+    pub mtu: MtuSettings,
+    /// The gateway's addresses per interface, for its ICMP errors.
+    pub sources: Arc<SourceAddrs>,
 }
+
+/// `[dataplane]`'s MTU knobs, as the workers use them.
+#[derive(Debug, Clone)]
+pub struct MtuSettings {
+    pub outer_fragmentation: bool,
+    pub pmtu_hold: Duration,
+    /// ICMP errors per second per worker.
+    pub icmp_rate: u32,
+    pub reassembly_slots: usize,
+    pub reassembly_timeout: Duration,
+}
+
+/// Room a reassembled datagram leaves in a frame: what the pipeline puts
+/// in front of it (see `pipeline::inbound`), and a VLAN tag's worth.
+const REASSEMBLY_FRAME_OVERHEAD: usize = 64 + ethernet::HEADER_LEN + 4;
 
 /// Runs until `shared.stop` is set. `index` selects this worker's stats cell.
 pub fn run(index: usize, mut umem: Umem, mut ports: Vec<Port>, shared: WorkerShared) {
@@ -68,10 +95,21 @@ pub fn run(index: usize, mut umem: Umem, mut ports: Vec<Port>, shared: WorkerSha
     }
     let mut rx = FrameBatch::with_capacity(BATCH_SIZE);
     // One TX batch per port; a frame goes to the port its next hop is on.
+    // Room for every frame of a batch to leave in a few outer fragments.
     let mut tx: Vec<FrameBatch> = ports
         .iter()
-        .map(|_| FrameBatch::with_capacity(BATCH_SIZE))
+        .map(|_| FrameBatch::with_capacity(TX_BATCH))
         .collect();
+    let now = Instant::now();
+    let mut local = Local {
+        icmp_limit: RateLimit::new(shared.mtu.icmp_rate, now),
+        reassembly: Reassembly::new(ReassemblyLimits {
+            slots: shared.mtu.reassembly_slots,
+            max_datagram: (umem.config().frame_size as usize)
+                .saturating_sub(REASSEMBLY_FRAME_OVERHEAD),
+            timeout: shared.mtu.reassembly_timeout,
+        }),
+    };
 
     while !shared.stop.load(Ordering::Relaxed) {
         let mut received = 0;
@@ -85,6 +123,7 @@ pub fn run(index: usize, mut umem: Umem, mut ports: Vec<Port>, shared: WorkerSha
             process_batch(
                 &shared,
                 &mut umem,
+                &mut local,
                 &ports,
                 ports[p].role,
                 &mut rx,
@@ -98,6 +137,7 @@ pub fn run(index: usize, mut umem: Umem, mut ports: Vec<Port>, shared: WorkerSha
             }
             recorder.maybe_publish(started);
         }
+        expire_fragments(&mut local, cell);
         if received > 0 {
             continue;
         }
@@ -117,10 +157,22 @@ pub fn run(index: usize, mut umem: Umem, mut ports: Vec<Port>, shared: WorkerSha
     }
 }
 
+/// Counts the datagrams whose fragments waited too long.
+fn expire_fragments(local: &mut Local, cell: &WorkerStatsCell) {
+    if local.reassembly.in_use() > 0 {
+        local.reassembly.expire(Instant::now());
+    }
+    cell.dropped_n(
+        Dropped::Fragment(FragDrop::Timeout),
+        local.reassembly.take_timeouts(),
+    );
+}
+
 #[allow(clippy::too_many_arguments)]
 fn process_batch(
     shared: &WorkerShared,
     umem: &mut Umem,
+    local: &mut Local,
     ports: &[Port],
     role: PortRole,
     rx: &mut FrameBatch,
@@ -138,6 +190,10 @@ fn process_batch(
         now,
         mss_clamp: shared.mss_clamp,
         tunnel: shared.tunnel,
+        outer_fragmentation: shared.mtu.outer_fragmentation,
+        pmtu_hold: shared.mtu.pmtu_hold,
+        sources: &shared.sources,
+        events: recorder.cell(),
     };
     for mut frame in rx.drain() {
         let len = frame.len();
@@ -149,13 +205,16 @@ fn process_batch(
             Ok(_) => match umem.set_len(&mut frame, head + len + tail) {
                 Ok(()) => {
                     let buf = umem.data_mut(&mut frame);
-                    transform(&ctx, role, buf, head, len)
+                    transform(&ctx, local, role, buf, head, len)
                 }
                 Err(_) => Err(Dropped::Esp(crate::esp::EspError::NoTailroom)),
             },
             Err(_) => Err(Dropped::Esp(crate::esp::EspError::NoHeadroom)),
         };
-        let target = outcome.and_then(|(out, expiry)| {
+        let target = outcome.and_then(|sent| {
+            let Some((out, expiry)) = sent else {
+                return Ok(None);
+            };
             if let Some(expiry) = expiry {
                 // A full queue loses a report, not a packet: the next packet
                 // past the limit does not report again, but the control
@@ -166,25 +225,53 @@ fn process_batch(
                 .iter()
                 .position(|p| p.socket.ifindex() == out.ifindex)
                 .ok_or(Dropped::NotOurInterface)?;
-            Ok((port, out))
+            Ok(Some((port, out)))
         });
         match target {
-            Ok((port, Transmit { range, .. })) => {
+            Ok(Some((
+                port,
+                Transmit {
+                    range, fragments, ..
+                },
+            ))) => {
+                // The later fragments are written from the frame before it
+                // is narrowed (their payload lies behind the first's end),
+                // and queued after it: a receiver steering UDP fragments by
+                // what the first one showed needs it first.
+                let mut rest = Fragments::default();
+                if let Some(plan) = &fragments {
+                    match write_fragments(umem, &frame, &range, plan, tx[port].remaining()) {
+                        Ok(written) => rest = written,
+                        Err(reason) => {
+                            umem.free(frame);
+                            recorder.dropped(reason);
+                            continue;
+                        }
+                    }
+                }
                 let narrowed = umem
                     .pull_head(&mut frame, range.start)
                     .and_then(|()| umem.set_len(&mut frame, range.len()));
                 if narrowed.is_ok() {
-                    // A TX batch holds as many frames as an RX batch, so
-                    // this cannot overflow; if it ever did, it is a full ring.
                     if let Err(frame) = tx[port].push(frame) {
                         umem.free(frame);
                         recorder.dropped(Dropped::TxRingFull);
                     }
+                    for f in rest.iter_mut().filter_map(Option::take) {
+                        if let Err(f) = tx[port].push(f) {
+                            umem.free(f);
+                        }
+                    }
                 } else {
                     umem.free(frame);
+                    for f in rest.iter_mut().filter_map(Option::take) {
+                        umem.free(f);
+                    }
                     recorder.dropped(Dropped::Esp(crate::esp::EspError::NoHeadroom));
                 }
             }
+            // Held for reassembly, or an ICMP message that was acted on.
+            Ok(None) => umem.free(frame),
             Err(reason) => {
                 umem.free(frame);
                 recorder.dropped(reason);
@@ -193,22 +280,79 @@ fn process_batch(
     }
 }
 
+/// The second and later fragments of one outer packet, in order.
+type Fragments = [Option<Frame>; MAX_EXTRA_FRAGMENTS];
+
+/// Fragments of one outer packet beyond the first: a 1500-byte packet on a
+/// 576-byte path needs two more.
+const MAX_EXTRA_FRAGMENTS: usize = 8;
+
+/// Writes the second and later outer fragments of the packet in `frame`
+/// (its first fragment at `first`, with its Ethernet header) into fresh
+/// frames. All or nothing: without a frame for each, or room for all in
+/// the TX batch (`room`), none is kept.
+fn write_fragments(
+    umem: &mut Umem,
+    frame: &Frame,
+    first: &std::ops::Range<usize>,
+    plan: &fragment::Plan,
+    room: usize,
+) -> Result<Fragments, Dropped> {
+    let extra = plan.count().saturating_sub(1);
+    if room < extra + 1 {
+        return Err(Dropped::TxRingFull);
+    }
+    let mut fresh = Fragments::default();
+    if extra > fresh.len() {
+        return Err(Dropped::NoFrameForFragment);
+    }
+    let frame_size = umem.config().frame_size as usize;
+    for i in 0..extra {
+        let Some(mut out) = umem.alloc() else {
+            for f in fresh.iter_mut().filter_map(Option::take) {
+                umem.free(f);
+            }
+            return Err(Dropped::NoFrameForFragment);
+        };
+        let room = frame_size - umem.headroom(&out);
+        let written = umem.set_len(&mut out, room).ok().and_then(|()| {
+            let src = umem.data(frame);
+            let dst = umem.data_mut(&mut out);
+            dst[..ethernet::HEADER_LEN]
+                .copy_from_slice(&src[first.start..first.start + ethernet::HEADER_LEN]);
+            plan.write(i + 1, src, &mut dst[ethernet::HEADER_LEN..])
+        });
+        match written.map(|n| umem.set_len(&mut out, ethernet::HEADER_LEN + n)) {
+            Some(Ok(())) => fresh[i] = Some(out),
+            _ => {
+                umem.free(out);
+                for f in fresh.iter_mut().filter_map(Option::take) {
+                    umem.free(f);
+                }
+                return Err(Dropped::NoFrameForFragment);
+            }
+        }
+    }
+    Ok(fresh)
+}
+
 fn transform(
     ctx: &Context<'_>,
+    local: &mut Local,
     role: PortRole,
     buf: &mut [u8],
     start: usize,
     len: usize,
-) -> Result<(Transmit, Option<SoftExpiry>), Dropped> {
+) -> Result<Option<(Transmit, Option<SoftExpiry>)>, Dropped> {
     let inbound = match role {
         PortRole::Inside => false,
         PortRole::Outside => true,
-        PortRole::Both => pipeline::looks_like_esp(&buf[start..start + len]),
+        PortRole::Both => pipeline::looks_like_esp(ctx.tables, &buf[start..start + len]),
     };
     if inbound {
-        pipeline::inbound(ctx, buf, start, len)
+        pipeline::inbound(ctx, local, buf, start, len)
     } else {
-        pipeline::outbound(ctx, buf, start, len)
+        pipeline::outbound(ctx, local, buf, start, len).map(Some)
     }
 }
 

@@ -180,6 +180,24 @@ fn fragment(mut f: Vec<u8>, more: bool, offset8: u16) -> Vec<u8> {
     f
 }
 
+/// Sets the IPv4 identification of the untagged IPv4 frame `f`.
+fn with_ident(mut f: Vec<u8>, ident: u16) -> Vec<u8> {
+    f[14 + 4..14 + 6].copy_from_slice(&ident.to_be_bytes());
+    f
+}
+
+/// An ICMP "fragmentation needed" (or ICMPv6 "packet too big") to `dst`
+/// quoting `quoted` (an IP packet without Ethernet header).
+fn too_big4(dst: [u8; 4], quoted: &[u8]) -> Vec<u8> {
+    let icmp = [&[3u8, 4, 0, 0, 0, 0, 0x05, 0x00][..], quoted].concat();
+    v4_frame(eth(ETH_P_IP), 1, 0, &icmp, dst)
+}
+
+fn too_big6(dst: [u8; 16], quoted: &[u8]) -> Vec<u8> {
+    let icmp = [&[2u8, 0, 0, 0, 0, 0, 0x05, 0x00][..], quoted].concat();
+    v6_frame(eth(ETH_P_IPV6), 58, &icmp, dst)
+}
+
 const TCP_SYN: [u8; 20] = [
     0xc0, 0x00, 0x01, 0xbb, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0,
 ];
@@ -613,17 +631,66 @@ fn cases() -> Vec<(&'static str, Ingress, u32, Vec<u8>, Verdict)> {
             Out,
             0,
             fragment(esp4(LOCAL4), true, 0),
-            FragmentPass,
+            FragmentRedirected,
         ),
         (
-            "IPv4 non-first fragment of UDP to a local address",
+            "IPv4 later fragment of ESP to a local address",
             Out,
             0,
-            fragment(esp_in_udp4(LOCAL4), false, 16),
+            fragment(esp4(LOCAL4), false, 16),
+            FragmentRedirected,
+        ),
+        (
+            "IPv4 fragment of ESP to another address",
+            Out,
+            0,
+            fragment(esp4(OTHER4), true, 0),
             FragmentPass,
         ),
         (
-            "IPv6 with a Fragment header to a local address",
+            "IPv4 later fragment of UDP whose first was not seen",
+            Out,
+            0,
+            with_ident(fragment(esp_in_udp4(LOCAL4), false, 16), 0x0700),
+            FragmentPass,
+        ),
+        (
+            "IPv4 first fragment of ESP in UDP to a local address",
+            Out,
+            0,
+            with_ident(fragment(esp_in_udp4(LOCAL4), true, 0), 0x0701),
+            FragmentRedirected,
+        ),
+        (
+            "... and its later fragment follows it",
+            Out,
+            0,
+            with_ident(fragment(esp_in_udp4(LOCAL4), false, 16), 0x0701),
+            FragmentRedirected,
+        ),
+        (
+            "IPv4 first fragment of IKE (UDP 500) to a local address",
+            Out,
+            0,
+            with_ident(
+                fragment(
+                    v4_frame(eth(ETH_P_IP), 17, 0, &udp(500, 500, &ike), LOCAL4),
+                    true,
+                    0,
+                ),
+                0x0702,
+            ),
+            FragmentPass,
+        ),
+        (
+            "... and its later fragment goes to the kernel too",
+            Out,
+            0,
+            with_ident(fragment(esp_in_udp4(LOCAL4), false, 16), 0x0702),
+            FragmentPass,
+        ),
+        (
+            "IPv6 with a Fragment header and ESP to a local address",
             Out,
             0,
             v6_frame(
@@ -632,7 +699,48 @@ fn cases() -> Vec<(&'static str, Ingress, u32, Vec<u8>, Verdict)> {
                 &[&[50u8, 0, 0, 1, 0, 0, 0, 1][..], ESP].concat(),
                 LOCAL6,
             ),
-            FragmentPass,
+            FragmentRedirected,
+        ),
+        (
+            "IPv4 ICMP frag needed quoting ESP, to a local address",
+            Out,
+            0,
+            too_big4(LOCAL4, &esp4(OTHER4)[14..]),
+            IcmpTooBigRedirected,
+        ),
+        (
+            "IPv4 ICMP frag needed quoting ESP, to another address",
+            Out,
+            0,
+            too_big4(OTHER4, &esp4(OTHER4)[14..]),
+            OtherPass,
+        ),
+        (
+            "IPv4 ICMP frag needed quoting IKE on 4500: the kernel's",
+            Out,
+            0,
+            too_big4(
+                LOCAL4,
+                &v4_frame(eth(ETH_P_IP), 17, 0, &udp(4500, 4500, &ike_on_4500), OTHER4)[14..],
+            ),
+            OtherPass,
+        ),
+        (
+            "IPv4 ICMP frag needed quoting TCP",
+            Out,
+            0,
+            too_big4(LOCAL4, &tcp4(OTHER4)[14..]),
+            OtherPass,
+        ),
+        (
+            "ICMPv6 packet too big quoting ESP in UDP, to a local address",
+            Out,
+            0,
+            too_big6(
+                LOCAL6,
+                &v6_frame(eth(ETH_P_IPV6), 17, &udp(4500, 4500, ESP), OTHER6)[14..],
+            ),
+            IcmpTooBigRedirected,
         ),
         (
             "IPv6 with a hop-by-hop header before ESP",
@@ -816,7 +924,7 @@ fn cases() -> Vec<(&'static str, Ingress, u32, Vec<u8>, Verdict)> {
             Arm,
             0,
             fragment(esp4(LOCAL4), true, 0),
-            FragmentPass,
+            FragmentRedirected,
         ),
         (
             "one-armed: neighbour solicitation",

@@ -13,6 +13,7 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::process::Command;
 use xdpsec_dataplane::sa::{Cipher, OutboundSa};
+use xdpsec_testbed::write_pcap;
 
 const PACKETS_PER_CASE: usize = 3;
 /// Ports no Wireshark dissector claims, so the inner payload stays raw data.
@@ -68,27 +69,6 @@ fn ethernet_frame(outer_ip: &[u8]) -> Vec<u8> {
     frame.extend_from_slice(&ethertype.to_be_bytes());
     frame.extend_from_slice(outer_ip);
     frame
-}
-
-/// A classic pcap file (microsecond timestamps, Ethernet link type).
-fn write_pcap(path: &Path, frames: &[Vec<u8>]) {
-    let mut out = Vec::new();
-    out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
-    out.extend_from_slice(&2u16.to_le_bytes());
-    out.extend_from_slice(&4u16.to_le_bytes());
-    out.extend_from_slice(&0i32.to_le_bytes());
-    out.extend_from_slice(&0u32.to_le_bytes());
-    out.extend_from_slice(&65535u32.to_le_bytes());
-    out.extend_from_slice(&1u32.to_le_bytes());
-    for (i, frame) in frames.iter().enumerate() {
-        let len = u32::try_from(frame.len()).unwrap();
-        out.extend_from_slice(&1_700_000_000u32.to_le_bytes());
-        out.extend_from_slice(&(i as u32).to_le_bytes());
-        out.extend_from_slice(&len.to_le_bytes());
-        out.extend_from_slice(&len.to_le_bytes());
-        out.extend_from_slice(frame);
-    }
-    std::fs::write(path, out).unwrap();
 }
 
 /// One line of Wireshark's `esp_sa` table, as in shared/peers/.
@@ -153,7 +133,7 @@ fn tshark_decrypts_what_xdpsec_encapsulates() {
     let dir = std::env::temp_dir().join(format!("xdpsec-tshark-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let pcap = dir.join("esp.pcap");
-    write_pcap(&pcap, &frames);
+    write_pcap(&pcap, &frames).unwrap();
 
     let mut cmd = Command::new(tshark);
     cmd.arg("-n")

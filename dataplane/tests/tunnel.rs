@@ -21,10 +21,8 @@
 //! tunnel runs at a time.
 
 use serde_json::Value;
-use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
-use std::os::fd::AsRawFd;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use xdpsec_api::{ApiClient, Direction, StaticConfig};
@@ -154,22 +152,7 @@ fn read_pcap(path: &Path) -> Vec<Vec<u8>> {
 
 /// Runs tshark on a capture with `args`; its stdout lines.
 fn tshark(pcap: &Path, args: &[String]) -> Vec<String> {
-    let out = Command::new("tshark")
-        .arg("-n")
-        .arg("-r")
-        .arg(pcap)
-        .args(args)
-        .output()
-        .expect("tshark runs (cargo xtask setup installs it)");
-    assert!(
-        out.status.success(),
-        "tshark {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect()
+    xdpsec_testbed::tshark(pcap, args).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn strings(args: &[&str]) -> Vec<String> {
@@ -462,29 +445,9 @@ fn underlay_holds_only_esp_and_tshark_decrypts_it() {
 
 // ---------------------------------------------------------------- (d) ----
 
-/// Sends a whole IPv4 packet (header included) from inside `ns` through a
-/// raw socket (IPPROTO_RAW: the kernel fills in the header checksum).
+/// Sends a whole IPv4 packet `copies` times from inside `ns`.
 fn send_raw_ipv4(ns: &Netns, packet: &[u8], copies: usize) {
-    let dst = Ipv4Addr::new(packet[16], packet[17], packet[18], packet[19]);
-    let packet = packet.to_vec();
-    ns.run_in(move || {
-        use nix::sys::socket::{
-            sendto, socket, AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, SockaddrIn,
-        };
-        let fd = socket(
-            AddressFamily::Inet,
-            SockType::Raw,
-            SockFlag::SOCK_CLOEXEC,
-            SockProtocol::Raw,
-        )
-        .expect("raw socket");
-        let to = SockaddrIn::from(SocketAddrV4::new(dst, 0));
-        for _ in 0..copies {
-            let n = sendto(fd.as_raw_fd(), &packet, &to, MsgFlags::empty()).expect("sendto");
-            assert_eq!(n, packet.len());
-        }
-    })
-    .unwrap();
+    xdpsec_testbed::send_raw_ipv4(ns, &[packet.to_vec()], copies).unwrap();
 }
 
 /// The IPv4 packet in an Ethernet frame, and the offset of its ESP header.

@@ -82,6 +82,44 @@ pub struct DataplaneConfig {
     /// full-size segments fit the path after ESP is added.
     #[serde(default = "default_mss_clamp")]
     pub mss_clamp: bool,
+    /// An inner IPv4 packet without DF that does not fit the tunnel is
+    /// encrypted and the outer packet fragmented (RFC 4303 section 3.3.4);
+    /// off: it is dropped and the sender gets "fragmentation needed".
+    #[serde(default = "default_true")]
+    pub outer_fragmentation: bool,
+    /// How long a path MTU learned from an ICMP "too big" holds, in seconds.
+    #[serde(default = "default_pmtu_timeout_secs")]
+    pub pmtu_timeout_secs: u64,
+    /// ICMP errors ("too big") each worker may send per second (token
+    /// bucket; the burst is as large).
+    #[serde(default = "default_icmp_rate")]
+    pub icmp_rate: u32,
+    /// Datagrams each worker reassembles at once from outer fragments.
+    #[serde(default = "default_reassembly_slots")]
+    pub reassembly_slots: u32,
+    /// How long an incomplete datagram may wait for its fragments, in ms.
+    #[serde(default = "default_reassembly_timeout_ms")]
+    pub reassembly_timeout_ms: u32,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_pmtu_timeout_secs() -> u64 {
+    600
+}
+
+fn default_icmp_rate() -> u32 {
+    100
+}
+
+fn default_reassembly_slots() -> u32 {
+    64
+}
+
+fn default_reassembly_timeout_ms() -> u32 {
+    2000
 }
 
 fn default_api_socket() -> PathBuf {
@@ -101,6 +139,11 @@ impl Default for DataplaneConfig {
             busy_poll: false,
             xdp_mode: XdpMode::Native,
             mss_clamp: true,
+            outer_fragmentation: true,
+            pmtu_timeout_secs: default_pmtu_timeout_secs(),
+            icmp_rate: default_icmp_rate(),
+            reassembly_slots: default_reassembly_slots(),
+            reassembly_timeout_ms: default_reassembly_timeout_ms(),
         }
     }
 }
@@ -314,6 +357,34 @@ impl StaticConfig {
                 "dataplane.workers",
                 "must be at least 1",
             ));
+        }
+        let ranges: [(&str, u64, u64, u64); 3] = [
+            (
+                "dataplane.pmtu_timeout_secs",
+                dp.pmtu_timeout_secs,
+                1,
+                86_400,
+            ),
+            (
+                "dataplane.reassembly_slots",
+                u64::from(dp.reassembly_slots),
+                1,
+                4096,
+            ),
+            (
+                "dataplane.reassembly_timeout_ms",
+                u64::from(dp.reassembly_timeout_ms),
+                10,
+                60_000,
+            ),
+        ];
+        for (field, value, min, max) in ranges {
+            if !(min..=max).contains(&value) {
+                return Err(ValidationError::new(
+                    field,
+                    format!("{value} is outside {min}..={max}"),
+                ));
+            }
         }
         let mut seen = BTreeMap::new();
         for (i, cpu) in dp.cpus.iter().enumerate() {

@@ -407,6 +407,28 @@ pub struct SaInfo {
     /// Milliseconds since the last packet; absent if none yet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_used_ms: Option<u64>,
+    /// Outbound SAs: what fits the tunnel, once a packet has gone out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<SaMtu>,
+}
+
+/// The MTUs of an outbound SA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SaMtu {
+    /// The largest inner packet that fits after ESP's worst-case overhead.
+    pub inner_mtu: u32,
+    /// The MTU of the outer interface (or its route) towards the peer.
+    pub link_mtu: u32,
+    /// A smaller path MTU learned from an ICMP "too big", while it holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_mtu: Option<u32>,
+    /// Milliseconds until the learned path MTU expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_mtu_expires_ms: Option<u64>,
+    /// ICMP "too big" messages about this SA's packets that lowered (or
+    /// confirmed) its path MTU.
+    #[serde(default)]
+    pub path_mtu_updates: u64,
 }
 
 impl SaInfo {
@@ -427,6 +449,7 @@ impl SaInfo {
             counters: SaCounters::default(),
             age_ms: 0,
             last_used_ms: None,
+            mtu: None,
         }
     }
 }
@@ -481,4 +504,8 @@ pub struct WorkerStats {
     /// SA are also in its counters); reasons with none are absent.
     #[serde(default)]
     pub drops: BTreeMap<String, u64>,
+    /// What else happened, by name (ICMP errors sent, outer fragments sent
+    /// and reassembled, path MTUs learned); absent when zero.
+    #[serde(default)]
+    pub events: BTreeMap<String, u64>,
 }

@@ -113,6 +113,11 @@ fn minimal_one_armed_config_uses_defaults() {
     assert_eq!(cfg.dataplane.worker_count(), 1);
     assert!(!cfg.dataplane.busy_poll);
     assert!(cfg.dataplane.mss_clamp, "MSS clamping is on by default");
+    assert!(cfg.dataplane.outer_fragmentation);
+    assert_eq!(cfg.dataplane.pmtu_timeout_secs, 600, "10 minutes");
+    assert_eq!(cfg.dataplane.icmp_rate, 100);
+    assert_eq!(cfg.dataplane.reassembly_slots, 64);
+    assert_eq!(cfg.dataplane.reassembly_timeout_ms, 2000);
     assert!(cfg.sas.is_empty() && cfg.policies.is_empty());
     let off = StaticConfig::parse(
         "[dataplane]\nmss_clamp = false\n\n[[interface]]\nname = \"eth0\"\nrole = \"both\"\n",
@@ -308,6 +313,22 @@ const CASES: &[Case] = &[
         to: "role = \"outdoors\"",
         field: "interface[1].role",
         reason: "unknown variant `outdoors`",
+        at_change: true,
+    },
+    Case {
+        name: "path MTU that never holds",
+        from: "workers = 2",
+        to: "workers = 2\npmtu_timeout_secs = 0",
+        field: "dataplane.pmtu_timeout_secs",
+        reason: "0 is outside 1..=86400",
+        at_change: true,
+    },
+    Case {
+        name: "reassembly table too large",
+        from: "workers = 2",
+        to: "workers = 2\nreassembly_slots = 100000",
+        field: "dataplane.reassembly_slots",
+        reason: "100000 is outside 1..=4096",
         at_change: true,
     },
     Case {

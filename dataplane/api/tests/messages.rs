@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use xdpsec_api::framing::{serve_connection_with, ServeOptions, MAX_REQUEST_LINE};
-use xdpsec_api::messages::{HistogramBucket, LatencyPercentiles, SaCounters};
+use xdpsec_api::messages::{HistogramBucket, LatencyPercentiles, SaCounters, SaMtu};
 use xdpsec_api::policy::PolicyKey;
 use xdpsec_api::sa::{validate_spi, KeyError};
 use xdpsec_api::{
@@ -97,6 +97,13 @@ fn sa_info() -> SaInfo {
     info.counters.add_drops(DropReason::AuthFailed, 1);
     info.age_ms = 5_000;
     info.last_used_ms = Some(20);
+    info.mtu = Some(SaMtu {
+        inner_mtu: 1223,
+        link_mtu: 1500,
+        path_mtu: Some(1280),
+        path_mtu_expires_ms: Some(599_000),
+        path_mtu_updates: 2,
+    });
     info
 }
 
@@ -138,6 +145,7 @@ fn all_responses() -> Vec<Response> {
                     },
                     wakeups: 7,
                     drops: [("tx_ring_full".to_owned(), 2)].into_iter().collect(),
+                    events: [("icmp_too_big_sent".to_owned(), 4)].into_iter().collect(),
                 },
                 WorkerStats::default(),
             ],

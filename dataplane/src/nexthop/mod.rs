@@ -31,12 +31,14 @@
 //! [`NextHopConfig::request_timeout`]). Readers and resolvers outlive it:
 //! readers keep the last snapshot, resolvers answer `false`.
 
+mod addresses;
 mod monitor;
 pub(crate) mod netlink;
 mod resolver;
 mod state;
 mod table;
 
+pub use addresses::interface_addresses;
 pub use resolver::Resolver;
 pub use table::{
     Hop, Interface, Lookup, Mac, Miss, MissReason, NeighbourKey, NeighbourState, NextHopTable,

@@ -1,7 +1,11 @@
 //! A bounded tcpdump in a namespace writing a classic pcap file, and a
-//! reader for that file, for tests that check what crossed a link.
+//! reader for that file, for tests that check what crossed a link; a pcap
+//! writer and tshark for packets a test builds, and raw IPv4 packets sent
+//! from inside a namespace.
 
 use crate::{Error, Netns, NsChild, Result};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -142,4 +146,97 @@ pub fn read_pcap(path: &Path) -> Result<Vec<Vec<u8>>> {
         at = start + caplen;
     }
     Ok(frames)
+}
+
+/// Sends whole IPv4 packets (header included) from inside `ns` through a
+/// raw socket (IPPROTO_RAW: the kernel fills in the header checksum, and
+/// the ID if it is zero), each `copies` times, to the destination in its
+/// header.
+pub fn send_raw_ipv4(ns: &Netns, packets: &[Vec<u8>], copies: usize) -> Result<()> {
+    let packets = packets.to_vec();
+    ns.run_in(move || -> Result<()> {
+        use nix::sys::socket::{
+            sendto, socket, AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, SockaddrIn,
+        };
+        let sys = |op: &str| {
+            let op = op.to_string();
+            move |e: nix::Error| Error::Sys {
+                op,
+                source: e.into(),
+            }
+        };
+        let fd = socket(
+            AddressFamily::Inet,
+            SockType::Raw,
+            SockFlag::SOCK_CLOEXEC,
+            SockProtocol::Raw,
+        )
+        .map_err(sys("raw socket"))?;
+        for packet in &packets {
+            let header = packet.get(..20).ok_or_else(|| Error::Parse {
+                cmd: "send_raw_ipv4".into(),
+                what: format!("a {}-byte packet has no IPv4 header", packet.len()),
+            })?;
+            let dst = Ipv4Addr::new(header[16], header[17], header[18], header[19]);
+            let to = SockaddrIn::from(SocketAddrV4::new(dst, 0));
+            for _ in 0..copies {
+                sendto(fd.as_raw_fd(), packet, &to, MsgFlags::empty()).map_err(sys("sendto"))?;
+            }
+        }
+        Ok(())
+    })?
+}
+
+/// Writes `frames` (Ethernet) as a classic pcap file (microsecond
+/// timestamps, one microsecond apart).
+pub fn write_pcap(path: &Path, frames: &[Vec<u8>]) -> Result<()> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&4u16.to_le_bytes());
+    out.extend_from_slice(&0i32.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&65535u32.to_le_bytes());
+    out.extend_from_slice(&1u32.to_le_bytes());
+    for (i, frame) in frames.iter().enumerate() {
+        let len = u32::try_from(frame.len()).map_err(|_| Error::Parse {
+            cmd: "write_pcap".into(),
+            what: format!("a frame of {} bytes", frame.len()),
+        })?;
+        out.extend_from_slice(&1_700_000_000u32.to_le_bytes());
+        out.extend_from_slice(&(i as u32).to_le_bytes());
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(frame);
+    }
+    std::fs::write(path, out).map_err(|source| Error::Sys {
+        op: format!("write {}", path.display()),
+        source,
+    })
+}
+
+/// Runs `tshark -n -r PCAP ARGS...`; its stdout lines.
+pub fn tshark(pcap: &Path, args: &[String]) -> Result<Vec<String>> {
+    let cmd = format!("tshark -n -r {} {}", pcap.display(), args.join(" "));
+    let out = std::process::Command::new("tshark")
+        .arg("-n")
+        .arg("-r")
+        .arg(pcap)
+        .args(args)
+        .output()
+        .map_err(|source| Error::Spawn {
+            cmd: cmd.clone(),
+            source,
+        })?;
+    if !out.status.success() {
+        return Err(Error::Command {
+            cmd,
+            status: out.status,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect())
 }

@@ -31,7 +31,7 @@ pub mod strongswan;
 mod topology;
 pub mod tunnel;
 
-pub use capture::{read_pcap, Capture};
+pub use capture::{read_pcap, send_raw_ipv4, tshark, write_pcap, Capture};
 pub use ns::{format_mac, ChildOutput, LinkInfo, LinkStats, Netns, NsChild, NsGuard};
 pub use ping::PingReport;
 pub use topology::{Gateway, Host, Iface, StandardTopology, TopologyOptions, UnderlayTap};

@@ -28,6 +28,11 @@
 //!   `xdpsec dataplane` processes, each logging to a file there; it waits
 //!   (bounded) until both API sockets exist.
 //!
+//! With [`TunnelOptions::narrow_underlay_mtu`] the `wire` namespace routes
+//! instead of bridging (proxy ARP keeps the gateways' addresses on one /30;
+//! the router is [`ROUTER_ADDR_A`] / [`ROUTER_ADDR_B`]), and its port towards
+//! gateway B has the narrower MTU, so only ICMP tells gateway A about it.
+//!
 //! [`TunnelOptions::gateways`] puts strongSwan (charon with kernel-libipsec,
 //! [`crate::strongswan::Charon`]) on either gateway instead: each charon gets
 //! a config generated from the options (PSK shared by both, the inner
@@ -174,6 +179,20 @@ pub struct TunnelOptions {
     /// MTU of the hosts' and gateways' LAN links ([`INNER_MTU`] by
     /// default; 1500 leaves full-size segments to MSS clamping).
     pub inner_mtu: u32,
+    /// `[dataplane] mss_clamp` of both gateways (on by default).
+    pub mss_clamp: bool,
+    /// `[dataplane] outer_fragmentation` of both gateways (on by default).
+    pub outer_fragmentation: bool,
+    /// Make the `wire` namespace a router instead of a bridge, whose port
+    /// towards gateway B has this MTU: packets from A that are larger and
+    /// have DF get an ICMP "fragmentation needed" from the router (source
+    /// [`ROUTER_ADDR_A`]). Gateway B's `wan0` keeps 1500, so only gateway A
+    /// can learn of the narrow hop, from that ICMP; B's own packets larger
+    /// than this MTU are lost on the way (the router's port drops them).
+    pub narrow_underlay_mtu: Option<u32>,
+    /// Outer IPv6: the SAs run between the gateways' underlay IPv6
+    /// addresses (fd00:18::1 and ::2) instead of their IPv4 ones.
+    pub underlay_ipv6: bool,
     /// What runs on gateway A and on gateway B.
     pub gateways: [GatewayKind; 2],
     /// IKE mode: no static SAs; each xdpsec gateway runs `xdpsec ike` with
@@ -195,6 +214,10 @@ impl Default for TunnelOptions {
             split_families: false,
             start_timeout: Duration::from_secs(10),
             inner_mtu: INNER_MTU,
+            mss_clamp: true,
+            outer_fragmentation: true,
+            narrow_underlay_mtu: None,
+            underlay_ipv6: false,
             gateways: [GatewayKind::Xdpsec; 2],
             ike: None,
         }
@@ -350,6 +373,9 @@ impl TunnelBed {
             queues: options.workers,
             underlay_tap: true,
         })?;
+        if let Some(mtu) = options.narrow_underlay_mtu {
+            route_underlay(&topo, mtu)?;
+        }
         prepare_network(&topo, &options)?;
 
         let dir = std::env::temp_dir().join(format!("xdpsec-{}", testbed.prefix()));
@@ -720,6 +746,44 @@ impl TunnelBed {
         self.cli_json(side, &["status", "--json"])
     }
 
+    /// The sum over the workers of `side` of one named counter in `xdpsec
+    /// status --json`: `group` is `"drops"` or `"events"` (0 if absent).
+    pub fn worker_total(&self, side: Side, group: &str, name: &str) -> Result<u64> {
+        let status = self.status(side)?;
+        let workers = status
+            .get("workers")
+            .and_then(Value::as_array)
+            .or_else(|| status.as_array())
+            .ok_or_else(|| Error::Parse {
+                cmd: "xdpsec status --json".into(),
+                what: format!("no workers in {status}"),
+            })?;
+        Ok(workers.iter().filter_map(|w| w[group][name].as_u64()).sum())
+    }
+
+    /// The SA that `side` encrypts with (for inner IPv6 if `ipv6`), as its
+    /// `xdpsec sa list --json` shows it.
+    pub fn outbound_sa_info(&self, side: Side, ipv6: bool) -> Result<Value> {
+        let spi = self
+            .sa_for(side, ipv6)
+            .ok_or_else(|| Error::Timeout(format!("{side} carries no such family")))?
+            .spi;
+        let list = self.sa_list(side)?;
+        list.get("sas")
+            .and_then(Value::as_array)
+            .or_else(|| list.as_array())
+            .and_then(|sas| {
+                sas.iter().find(|sa| {
+                    sa["spi"].as_u64() == Some(u64::from(spi)) && sa["direction"] == "out"
+                })
+            })
+            .cloned()
+            .ok_or_else(|| Error::Parse {
+                cmd: "xdpsec sa list --json".into(),
+                what: format!("no outbound SA {spi:#x} in {list}"),
+            })
+    }
+
     /// Sends SIGTERM (by PID) to the data plane of `side` and waits up to
     /// 10 s for it to exit: its exit status. It is killed if it does not
     /// exit in time (and this fails).
@@ -951,6 +1015,48 @@ fn sys(op: String) -> impl FnOnce(std::io::Error) -> Error {
     move |source| Error::Sys { op, source }
 }
 
+/// The router's address on its link towards gateway A (and the source of
+/// its ICMP errors to A), when [`TunnelOptions::narrow_underlay_mtu`] is
+/// set.
+pub const ROUTER_ADDR_A: std::net::Ipv4Addr = std::net::Ipv4Addr::new(198, 18, 0, 5);
+/// The router's address on its link towards gateway B.
+pub const ROUTER_ADDR_B: std::net::Ipv4Addr = std::net::Ipv4Addr::new(198, 18, 0, 6);
+
+/// Turns the `wire` bridge into an IPv4 router with proxy ARP, so the
+/// gateways keep their addresses on one /30 but every packet between them
+/// is routed (TTL, DF and MTU enforced, ICMP errors sent). The router's
+/// port towards gateway B gets MTU `mtu`.
+fn route_underlay(topo: &StandardTopology, mtu: u32) -> Result<()> {
+    let tap = topo
+        .underlay
+        .as_ref()
+        .expect("the tunnel bed always builds the underlay tap");
+    let wire = &tap.ns;
+    wire.ip(["link", "del", "br0"])?;
+    let mtu = mtu.to_string();
+    wire.ip(["link", "set", "dev", &tap.port_b, "mtu", &mtu])?;
+    wire.sysctl(&[
+        ("net.ipv4.ip_forward", "1"),
+        ("net.ipv4.conf.all.rp_filter", "0"),
+        ("net.ipv4.conf.default.rp_filter", "0"),
+    ])?;
+    for (port, own, gw) in [
+        (&tap.port_a, ROUTER_ADDR_A, topo.gw_a.wan.ipv4),
+        (&tap.port_b, ROUTER_ADDR_B, topo.gw_b.wan.ipv4),
+    ] {
+        // Proxy ARP answers after a random delay of up to 0.8 s by
+        // default, longer than the first pings wait.
+        wire.sysctl(&[
+            (&format!("net.ipv4.conf.{port}.proxy_arp") as &str, "1"),
+            (&format!("net.ipv4.conf.{port}.rp_filter"), "0"),
+            (&format!("net.ipv4.neigh.{port}.proxy_delay"), "0"),
+        ])?;
+        wire.add_addr(port, own.into(), 32)?;
+        wire.ip(["route", "add", &format!("{gw}/32"), "dev", port])?;
+    }
+    Ok(())
+}
+
 /// Host offloads and MTUs, gateway routes, warm neighbour tables.
 fn prepare_network(topo: &StandardTopology, options: &TunnelOptions) -> Result<()> {
     let mtu = options.inner_mtu.to_string();
@@ -995,6 +1101,9 @@ fn prepare_network(topo: &StandardTopology, options: &TunnelOptions) -> Result<(
         gw.ns.ping(host.eth.ipv4.into(), 1)?;
         gw.ns.ping(host.eth.ipv6.into(), 1)?;
         gw.ns.ping(peer.wan.ipv4.into(), 1)?;
+        if options.underlay_ipv6 {
+            gw.ns.ping(peer.wan.ipv6.into(), 1)?;
+        }
         host.ns.ping(gw.lan.ipv4.into(), 1)?;
         host.ns.ping(gw.lan.ipv6.into(), 1)?;
     }
@@ -1082,7 +1191,11 @@ fn random_sas(topo: &StandardTopology, options: &TunnelOptions) -> Result<Vec<Tu
     };
     let key_len = options.key_size.key_bytes();
     let bits = u16::try_from(key_len * 8).unwrap_or(128);
-    let (a, b): (IpAddr, IpAddr) = (topo.gw_a.wan.ipv4.into(), topo.gw_b.wan.ipv4.into());
+    let (a, b): (IpAddr, IpAddr) = if options.underlay_ipv6 {
+        (topo.gw_a.wan.ipv6.into(), topo.gw_b.wan.ipv6.into())
+    } else {
+        (topo.gw_a.wan.ipv4.into(), topo.gw_b.wan.ipv4.into())
+    };
     let mut sas: Vec<TunnelSa> = Vec::new();
     for (ipv4, ipv6) in sa_families(options) {
         for (from, src, dst) in [(Side::A, a, b), (Side::B, b, a)] {
@@ -1141,7 +1254,9 @@ fn gateway_config(side: Side, sas: &[TunnelSa], options: &TunnelOptions, socket:
          workers = {n}\n\
          cpus = []\n\
          busy_poll = false\n\
-         xdp_mode = \"{}\"\n\n\
+         xdp_mode = \"{}\"\n\
+         mss_clamp = {}\n\
+         outer_fragmentation = {}\n\n\
          [[interface]]\nname = \"lan0\"\nrole = \"inside\"\nqueues = {n}\n\n\
          [[interface]]\nname = \"wan0\"\nrole = \"outside\"\nqueues = {n}\n",
         socket.display(),
@@ -1149,7 +1264,9 @@ fn gateway_config(side: Side, sas: &[TunnelSa], options: &TunnelOptions, socket:
             "generic"
         } else {
             "native"
-        }
+        },
+        options.mss_clamp,
+        options.outer_fragmentation,
     );
     for sa in sas {
         let selector_list = selectors(side, sa)

@@ -15,6 +15,7 @@
 //! | [`LOCAL_V6_MAP`] | hash, [`LOCAL_LEN`] | `[u8; 16]`: the address | `u32`, reserved (0) |
 //! | [`PROTECT_V4_MAP`] | LPM trie, [`PROTECT_LEN`] | `{ prefix_len: u32, [u8; 4] }` | `u32` flags, reserved (0) |
 //! | [`PROTECT_V6_MAP`] | LPM trie, [`PROTECT_LEN`] | `{ prefix_len: u32, [u8; 16] }` | `u32` flags, reserved (0) |
+//! | [`UDP_FRAGS_MAP`] | LRU hash, [`UDP_FRAGS_LEN`] | [`FragKey`] | `u32` [`FRAG_TO_WORKER`] or [`FRAG_TO_KERNEL`] (written by the program) |
 //! | [`COUNTERS_MAP`] | per-CPU array, [`VERDICT_COUNT`] | `u32` [`Verdict::index`] | `u64` packets |
 //!
 //! Addresses are in network byte order everywhere (as they are on the wire).
@@ -39,6 +40,27 @@ pub const LOCAL_V6_MAP: &str = "LOCAL_V6";
 pub const PROTECT_V4_MAP: &str = "PROTECT_V4";
 /// Name of the LPM trie of protected (remote) IPv6 prefixes.
 pub const PROTECT_V6_MAP: &str = "PROTECT_V6";
+/// Name of the LRU hash of UDP datagrams arriving in fragments: where the
+/// first fragment went, so the later ones (which have no UDP header) follow.
+pub const UDP_FRAGS_MAP: &str = "UDP_FRAGS";
+/// `max_entries` of [`UDP_FRAGS_MAP`].
+pub const UDP_FRAGS_LEN: u32 = 1024;
+
+/// The key of [`UDP_FRAGS_MAP`]: a fragmented datagram's source address
+/// (IPv4 in the first 4 bytes), its identification and its family (4 or 6).
+/// The destination is always one of ours, so it is left out.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FragKey {
+    pub src: [u8; 16],
+    pub ident: u32,
+    pub family: u32,
+}
+
+/// Value of [`UDP_FRAGS_MAP`]: the datagram's fragments go to the worker.
+pub const FRAG_TO_WORKER: u32 = 1;
+/// Value of [`UDP_FRAGS_MAP`]: they go to the kernel (fragmented IKE).
+pub const FRAG_TO_KERNEL: u32 = 0;
 
 /// Receive queues per interface slot in [`XSKS_MAP`]. Frames that arrive on
 /// a higher queue are never redirected (counted as
@@ -79,6 +101,10 @@ pub const IPPROTO_ESP: u8 = 50;
 pub const IPPROTO_UDP: u8 = 17;
 /// IPv6 next header of the Fragment extension header.
 pub const IPPROTO_FRAGMENT: u8 = 44;
+/// IP protocol number of ICMP.
+pub const IPPROTO_ICMP: u8 = 1;
+/// IPv6 next header of ICMPv6.
+pub const IPPROTO_ICMPV6: u8 = 58;
 /// UDP port of IKE (RFC 7296).
 pub const IKE_PORT: u16 = 500;
 /// UDP port of IKE and ESP behind NAT (RFC 3948, RFC 7296 section 2.23).
@@ -194,9 +220,9 @@ pub enum Verdict {
     /// Inside: multicast, broadcast or link-local destination, never steered
     /// (ND, DHCP, mDNS ... stay with the kernel even under a 0/0 policy).
     LinkScopePass = 7,
-    /// Outside: an IPv4 fragment of ESP or UDP, or an IPv6 packet with a
-    /// Fragment header: not recognisable (non-first fragments) and not
-    /// reassembled here, so the kernel gets them.
+    /// Outside: a fragment that is not steered: of another protocol, to an
+    /// address that is not local, of a UDP datagram whose first fragment
+    /// was IKE (or has not been seen), so the kernel reassembles it.
     FragmentPass = 8,
     /// The ingress interface is not in [`IFACES_MAP`].
     UnknownIfacePass = 9,
@@ -207,10 +233,18 @@ pub enum Verdict {
     OtherPass = 11,
     /// A header the decision needs is cut short by the end of the frame.
     TruncatedPass = 12,
+    /// Outside: a fragment of ESP, or of a UDP datagram whose first
+    /// fragment was ESP in UDP, to a local address, redirected (the worker
+    /// reassembles it).
+    FragmentRedirected = 13,
+    /// Outside: an ICMP "fragmentation needed" / ICMPv6 "packet too big"
+    /// quoting ESP or UDP, to a local address, redirected (the worker
+    /// learns the path MTU).
+    IcmpTooBigRedirected = 14,
 }
 
 /// Number of verdicts, and so the number of entries of [`COUNTERS_MAP`].
-pub const VERDICT_COUNT: usize = 13;
+pub const VERDICT_COUNT: usize = 15;
 
 /// `max_entries` of [`COUNTERS_MAP`].
 pub const COUNTERS_LEN: u32 = VERDICT_COUNT as u32;
@@ -231,6 +265,8 @@ impl Verdict {
         Self::NonIpPass,
         Self::OtherPass,
         Self::TruncatedPass,
+        Self::FragmentRedirected,
+        Self::IcmpTooBigRedirected,
     ];
 
     /// Slot of this verdict in [`COUNTERS_MAP`].
@@ -254,7 +290,11 @@ impl Verdict {
     pub const fn is_redirect(self) -> bool {
         matches!(
             self,
-            Self::EspRedirected | Self::EspInUdpRedirected | Self::ProtectedRedirected
+            Self::EspRedirected
+                | Self::EspInUdpRedirected
+                | Self::ProtectedRedirected
+                | Self::FragmentRedirected
+                | Self::IcmpTooBigRedirected
         )
     }
 
@@ -274,6 +314,8 @@ impl Verdict {
             Self::NonIpPass => "non_ip_pass",
             Self::OtherPass => "other_pass",
             Self::TruncatedPass => "truncated_pass",
+            Self::FragmentRedirected => "fragment_redirected",
+            Self::IcmpTooBigRedirected => "icmp_too_big_redirected",
         }
     }
 
@@ -288,6 +330,8 @@ impl Verdict {
 mod user {
     // SAFETY: IfaceConfig is #[repr(C)] with two u32 fields and so no padding, Copy and 'static; every bit pattern is a valid value (role is a plain u32, not an enum).
     unsafe impl aya::Pod for super::IfaceConfig {}
+    // SAFETY: FragKey is #[repr(C)]: 16 bytes then two u32 at offsets 16 and 20, 24 bytes with no padding, Copy and 'static; every bit pattern is a valid value.
+    unsafe impl aya::Pod for super::FragKey {}
 }
 
 #[cfg(test)]
@@ -305,7 +349,7 @@ mod tests {
         assert_eq!(Verdict::from_index(COUNTERS_LEN), None);
         assert_eq!(Verdict::from_name("esp"), None);
         let redirects: usize = Verdict::ALL.iter().filter(|v| v.is_redirect()).count();
-        assert_eq!(redirects, 3);
+        assert_eq!(redirects, 5);
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! bounds (against `data_end` in the kernel, against the slice on the host).
 
 use xdpsec_ebpf_common::{
-    IKE_PORT, IPPROTO_ESP, IPPROTO_FRAGMENT, IPPROTO_UDP, NAT_T_PORT, NON_ESP_MARKER_LEN,
+    FragKey, IKE_PORT, IPPROTO_ESP, IPPROTO_FRAGMENT, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_UDP,
+    NAT_T_PORT, NON_ESP_MARKER_LEN,
 };
 
 const ETH_HLEN: usize = 14;
@@ -19,13 +20,26 @@ const ETH_P_8021Q: u16 = 0x8100;
 const IPV4_MIN_HLEN: usize = 20;
 const IPV4_FRAG_OFF: usize = 6;
 const IPV4_PROTO_OFF: usize = 9;
+const IPV4_SRC_OFF: usize = 12;
 const IPV4_DST_OFF: usize = 16;
+const IPV4_ID_OFF: usize = 4;
+/// The fragment offset alone (in 8-byte units).
+const IPV4_OFFSET_MASK: u16 = 0x1fff;
 /// More-fragments flag and fragment offset.
 const IPV4_FRAG_MASK: u16 = 0x3fff;
 
 const IPV6_HLEN: usize = 40;
 const IPV6_NEXT_HEADER_OFF: usize = 6;
+const IPV6_SRC_OFF: usize = 8;
 const IPV6_DST_OFF: usize = 24;
+const IPV6_FRAG_HLEN: usize = 8;
+
+const ICMP_HLEN: usize = 8;
+/// ICMP destination unreachable, code fragmentation needed (RFC 1191).
+const ICMP_DEST_UNREACH: u8 = 3;
+const ICMP_FRAG_NEEDED: u8 = 4;
+/// ICMPv6 packet too big (RFC 4443).
+const ICMPV6_PACKET_TOO_BIG: u8 = 2;
 
 const ESP_HLEN: usize = 8;
 
@@ -77,12 +91,32 @@ pub(crate) enum L4 {
     EspInUdp,
     /// UDP to 500, or to 4500 with the zero non-ESP marker.
     Ike,
-    /// An IPv4 fragment of ESP or UDP, or IPv6 with a Fragment header first.
+    /// A fragment of ESP (IPv4 protocol 50, or an IPv6 Fragment header
+    /// followed by ESP).
+    EspFragment,
+    /// The first fragment of a UDP datagram, with what its UDP header says
+    /// (ESP in UDP, IKE, other) and the datagram's identity, so the later
+    /// fragments can follow it.
+    UdpFirstFragment { inner: UdpKind, key: FragKey },
+    /// A later fragment of a UDP datagram: it goes where the first went.
+    UdpLaterFragment { key: FragKey },
+    /// A first fragment of UDP too short for its UDP header.
     Fragment,
+    /// ICMP "fragmentation needed" or ICMPv6 "packet too big" quoting an
+    /// ESP or UDP packet (possibly ours: the worker checks).
+    IcmpTooBig,
     /// The ESP or UDP header (or the marker word) is cut short.
     Truncated,
     /// Anything else: other protocols and ports, NAT keepalives, IPv6
     /// extension headers other than Fragment.
+    Other,
+}
+
+/// What a UDP header says, for steering.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum UdpKind {
+    EspInUdp,
+    Ike,
     Other,
 }
 
@@ -152,13 +186,18 @@ fn ipv4<F: Frame + ?Sized>(frame: &F, l3: usize) -> Parsed {
         return Parsed::Truncated;
     }
     let proto = h[IPV4_PROTO_OFF];
-    let l4 = if be16(&h, IPV4_FRAG_OFF) & IPV4_FRAG_MASK != 0 {
-        // A non-first fragment has no transport header, a first one only
-        // part of the datagram: neither can be steered as ESP.
-        match proto {
-            IPPROTO_ESP | IPPROTO_UDP => L4::Fragment,
-            _ => L4::Other,
-        }
+    let frag = be16(&h, IPV4_FRAG_OFF);
+    let l4 = if frag & IPV4_FRAG_MASK != 0 {
+        let mut src = [0u8; 16];
+        src[..4].copy_from_slice(&h[IPV4_SRC_OFF..IPV4_SRC_OFF + 4]);
+        let key = FragKey {
+            src,
+            ident: u32::from(be16(&h, IPV4_ID_OFF)),
+            family: 4,
+        };
+        fragment(frame, proto, frag & IPV4_OFFSET_MASK == 0, l3 + hlen, key)
+    } else if proto == IPPROTO_ICMP {
+        icmp_too_big(frame, l3 + hlen, false)
     } else {
         transport(frame, proto, l3 + hlen)
     };
@@ -179,13 +218,96 @@ fn ipv6<F: Frame + ?Sized>(frame: &F, l3: usize) -> Parsed {
     dst.copy_from_slice(&h[IPV6_DST_OFF..IPV6_DST_OFF + 16]);
     let next_header = h[IPV6_NEXT_HEADER_OFF];
     let l4 = if next_header == IPPROTO_FRAGMENT {
-        L4::Fragment
+        let Some(f) = frame.load::<IPV6_FRAG_HLEN>(l3 + IPV6_HLEN) else {
+            return Parsed::Ip {
+                dst: Addr::V6(dst),
+                l4: L4::Truncated,
+            };
+        };
+        let mut src = [0u8; 16];
+        src.copy_from_slice(&h[IPV6_SRC_OFF..IPV6_SRC_OFF + 16]);
+        let key = FragKey {
+            src,
+            ident: u32::from_be_bytes([f[4], f[5], f[6], f[7]]),
+            family: 6,
+        };
+        let first = be16(&f, 2) & !7 == 0;
+        fragment(frame, f[0], first, l3 + IPV6_HLEN + IPV6_FRAG_HLEN, key)
+    } else if next_header == IPPROTO_ICMPV6 {
+        icmp_too_big(frame, l3 + IPV6_HLEN, true)
     } else {
         transport(frame, next_header, l3 + IPV6_HLEN)
     };
     Parsed::Ip {
         dst: Addr::V6(dst),
         l4,
+    }
+}
+
+/// A fragment of `proto` whose fragmentable part starts at `l4`.
+#[inline(always)]
+fn fragment<F: Frame + ?Sized>(frame: &F, proto: u8, first: bool, l4: usize, key: FragKey) -> L4 {
+    match proto {
+        IPPROTO_ESP => L4::EspFragment,
+        IPPROTO_UDP if first => {
+            let inner = match udp(frame, l4) {
+                L4::EspInUdp => UdpKind::EspInUdp,
+                L4::Ike => UdpKind::Ike,
+                L4::Truncated => return L4::Fragment,
+                _ => UdpKind::Other,
+            };
+            L4::UdpFirstFragment { inner, key }
+        }
+        IPPROTO_UDP => L4::UdpLaterFragment { key },
+        // Fragments of TCP, ICMP, ... are nothing the outside rule steers.
+        _ => L4::Other,
+    }
+}
+
+/// ICMP (or ICMPv6) at `l4`: a "too big" whose quoted packet is ESP, or
+/// ESP in UDP (a non-zero SPI after the UDP header, neither port 500), is
+/// [`L4::IcmpTooBig`]; IPv6 quoting a Fragment header is too (the worker
+/// looks further). Anything else, IKE's own "too big" included, is other:
+/// the kernel's sockets need those.
+#[inline(always)]
+fn icmp_too_big<F: Frame + ?Sized>(frame: &F, l4: usize, v6: bool) -> L4 {
+    let Some(icmp) = frame.load::<ICMP_HLEN>(l4) else {
+        return L4::Truncated;
+    };
+    let quoted = l4 + ICMP_HLEN;
+    let (proto, quoted_l4) = if v6 {
+        if icmp[0] != ICMPV6_PACKET_TOO_BIG {
+            return L4::Other;
+        }
+        match frame.load::<IPV6_HLEN>(quoted) {
+            Some(q) => (q[IPV6_NEXT_HEADER_OFF], quoted + IPV6_HLEN),
+            None => return L4::Truncated,
+        }
+    } else {
+        if icmp[0] != ICMP_DEST_UNREACH || icmp[1] != ICMP_FRAG_NEEDED {
+            return L4::Other;
+        }
+        match frame.load::<IPV4_MIN_HLEN>(quoted) {
+            Some(q) => (q[IPV4_PROTO_OFF], quoted + usize::from(q[0] & 0x0f) * 4),
+            None => return L4::Truncated,
+        }
+    };
+    match proto {
+        IPPROTO_ESP => L4::IcmpTooBig,
+        IPPROTO_FRAGMENT if v6 => L4::IcmpTooBig,
+        IPPROTO_UDP => match frame.load::<{ UDP_HLEN + NON_ESP_MARKER_LEN }>(quoted_l4) {
+            Some(u) => {
+                let spi = u32::from_ne_bytes([u[8], u[9], u[10], u[11]]);
+                if spi == 0 || be16(&u, 0) == IKE_PORT || be16(&u, UDP_DST_PORT_OFF) == IKE_PORT {
+                    L4::Other
+                } else {
+                    L4::IcmpTooBig
+                }
+            }
+            // Too little quoted to tell: the kernel's.
+            None => L4::Other,
+        },
+        _ => L4::Other,
     }
 }
 
@@ -273,6 +395,14 @@ mod tests {
     }
 
     const ESP: &[u8] = &[0, 0, 0x10, 0x01, 0, 0, 0, 1, 0xaa, 0xbb];
+
+    /// The datagram identity of the test IPv4 header (source 198.18.0.1,
+    /// ID 0).
+    const V4_FRAG: FragKey = FragKey {
+        src: [198, 18, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        ident: 0,
+        family: 4,
+    };
 
     fn v4(l4: L4) -> Parsed {
         Parsed::Ip {
@@ -427,7 +557,7 @@ mod tests {
                     f[14 + 6] = 0x20; // MF
                     f
                 },
-                v4(L4::Fragment),
+                v4(L4::EspFragment),
             ),
             (
                 "v4 non-first fragment of udp",
@@ -436,7 +566,116 @@ mod tests {
                     f[14 + 7] = 0x10; // offset 16 x 8 bytes
                     f
                 },
-                v4(L4::Fragment),
+                v4(L4::UdpLaterFragment { key: V4_FRAG }),
+            ),
+            (
+                "v4 first fragment of udp 4500 esp",
+                {
+                    let mut f = cat(&[&eth(ETH_P_IP), &ipv4(17, 0), &udp(4500, ESP)]);
+                    f[14 + 6] = 0x20; // MF
+                    f
+                },
+                v4(L4::UdpFirstFragment {
+                    inner: UdpKind::EspInUdp,
+                    key: V4_FRAG,
+                }),
+            ),
+            (
+                "v4 first fragment of ike",
+                {
+                    let mut f = cat(&[&eth(ETH_P_IP), &ipv4(17, 0), &udp(500, &[1; 28])]);
+                    f[14 + 6] = 0x20;
+                    f
+                },
+                v4(L4::UdpFirstFragment {
+                    inner: UdpKind::Ike,
+                    key: V4_FRAG,
+                }),
+            ),
+            (
+                "v4 icmp frag needed quoting esp",
+                cat(&[
+                    &eth(ETH_P_IP),
+                    &ipv4(1, 0),
+                    &[3, 4, 0, 0, 0, 0, 5, 0],
+                    &ipv4(50, 0),
+                    ESP,
+                ]),
+                v4(L4::IcmpTooBig),
+            ),
+            (
+                "v4 icmp frag needed quoting tcp",
+                cat(&[
+                    &eth(ETH_P_IP),
+                    &ipv4(1, 0),
+                    &[3, 4, 0, 0, 0, 0, 5, 0],
+                    &ipv4(6, 0),
+                ]),
+                v4(L4::Other),
+            ),
+            (
+                "v4 icmp echo",
+                cat(&[&eth(ETH_P_IP), &ipv4(1, 0), &[8, 0, 0, 0, 0, 0, 0, 1]]),
+                v4(L4::Other),
+            ),
+            (
+                "v4 icmp frag needed cut short",
+                cat(&[
+                    &eth(ETH_P_IP),
+                    &ipv4(1, 0),
+                    &[3, 4, 0, 0, 0, 0, 5, 0],
+                    &ipv4(50, 0)[..12],
+                ]),
+                v4(L4::Truncated),
+            ),
+            (
+                "v4 icmp frag needed quoting esp in udp",
+                cat(&[
+                    &eth(ETH_P_IP),
+                    &ipv4(1, 0),
+                    &[3, 4, 0, 0, 0, 0, 5, 0],
+                    &ipv4(17, 0),
+                    &udp(4500, ESP),
+                ]),
+                v4(L4::IcmpTooBig),
+            ),
+            (
+                "v4 icmp frag needed quoting ike on 4500",
+                cat(&[
+                    &eth(ETH_P_IP),
+                    &ipv4(1, 0),
+                    &[3, 4, 0, 0, 0, 0, 5, 0],
+                    &ipv4(17, 0),
+                    &udp(4500, &[0, 0, 0, 0, 1, 2, 3, 4]),
+                ]),
+                v4(L4::Other),
+            ),
+            (
+                "v4 icmp frag needed quoting ike on 500",
+                cat(&[
+                    &eth(ETH_P_IP),
+                    &ipv4(1, 0),
+                    &[3, 4, 0, 0, 0, 0, 5, 0],
+                    &ipv4(17, 0),
+                    &udp(500, &[1; 8]),
+                ]),
+                v4(L4::Other),
+            ),
+            (
+                "v6 packet too big quoting esp",
+                cat(&[
+                    &eth(ETH_P_IPV6),
+                    &ipv6(58),
+                    &[2, 0, 0, 0, 0, 0, 5, 0],
+                    &ipv6(50),
+                    ESP,
+                ]),
+                v6(L4::IcmpTooBig),
+            ),
+            (
+                "v6 fragment header cut short",
+                cat(&[&eth(ETH_P_IPV6), &ipv6(44), &[50, 0, 0]]),
+                v6(L4::Truncated),
             ),
             (
                 "v4 fragment of tcp",
@@ -450,7 +689,23 @@ mod tests {
             (
                 "v6 fragment header",
                 cat(&[&eth(ETH_P_IPV6), &ipv6(44), &[50, 0, 0, 1, 0, 0, 0, 1], ESP]),
-                v6(L4::Fragment),
+                v6(L4::EspFragment),
+            ),
+            (
+                "v6 later fragment of udp",
+                cat(&[
+                    &eth(ETH_P_IPV6),
+                    &ipv6(44),
+                    &[17, 0, 0, 0x81, 0, 0, 0, 9],
+                    ESP,
+                ]),
+                v6(L4::UdpLaterFragment {
+                    key: FragKey {
+                        src: [0xfd; 16],
+                        ident: 9,
+                        family: 6,
+                    },
+                }),
             ),
             (
                 "v6 ext header",

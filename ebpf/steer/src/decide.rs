@@ -6,8 +6,12 @@
 //!
 //! - outside: ESP (IP protocol 50) and ESP-in-UDP (UDP to 4500, non-zero
 //!   first payload word) whose destination is a local address are
-//!   redirected; IKE, fragments, ESP to other addresses and everything else
-//!   are passed.
+//!   redirected; so are, to a local address, fragments of ESP, fragments of
+//!   a UDP datagram whose first fragment was ESP in UDP (remembered in
+//!   `UDP_FRAGS` by source and identification; the later fragments have no
+//!   UDP header), and ICMP "too big" messages quoting ESP or UDP. IKE (also
+//!   fragmented), other fragments, ESP to other addresses and everything
+//!   else are passed.
 //! - inside: an IPv4/IPv6 packet whose destination is in a protected prefix
 //!   is redirected, unless that destination is multicast, broadcast or
 //!   link-local; everything else is passed. Protected prefixes are remote
@@ -19,9 +23,11 @@
 //! A redirect goes to `XSKS[slot * MAX_QUEUES + rx_queue]`; with no socket
 //! there the frame is passed instead ([`Verdict::RedirectFailed`]).
 
-use xdpsec_ebpf_common::{xsk_index, IfaceConfig, Verdict};
+use xdpsec_ebpf_common::{
+    xsk_index, FragKey, IfaceConfig, Verdict, FRAG_TO_KERNEL, FRAG_TO_WORKER,
+};
 
-use crate::classify::{parse, Addr, Frame, Parsed, L4};
+use crate::classify::{parse, Addr, Frame, Parsed, UdpKind, L4};
 
 /// The program's maps, as the decision sees them.
 pub(crate) trait Tables {
@@ -34,6 +40,11 @@ pub(crate) trait Tables {
     /// Redirects the frame to the socket at `index` of `XSKS`; `false` (and
     /// the frame is to be passed) if there is none.
     fn redirect(&self, index: u32) -> bool;
+    /// Where the first fragment of the UDP datagram `key` went
+    /// ([`FRAG_TO_WORKER`] or [`FRAG_TO_KERNEL`]), if it was seen.
+    fn udp_fragments(&self, key: &FragKey) -> Option<u32>;
+    /// Records where the fragments of the UDP datagram `key` go.
+    fn set_udp_fragments(&self, key: &FragKey, to: u32);
 }
 
 /// Decides what to do with `frame`, received on queue `queue` of interface
@@ -73,6 +84,36 @@ pub(crate) fn decide<F: Frame + ?Sized, T: Tables>(
                 Verdict::NotLocalPass
             }
             L4::Ike => Verdict::IkePass,
+            L4::EspFragment => {
+                if tables.is_local(&dst) {
+                    return redirect(tables, iface.slot, queue, Verdict::FragmentRedirected);
+                }
+                Verdict::FragmentPass
+            }
+            L4::UdpFirstFragment { inner, key } => {
+                if tables.is_local(&dst) {
+                    if inner == UdpKind::EspInUdp {
+                        tables.set_udp_fragments(&key, FRAG_TO_WORKER);
+                        return redirect(tables, iface.slot, queue, Verdict::FragmentRedirected);
+                    }
+                    tables.set_udp_fragments(&key, FRAG_TO_KERNEL);
+                }
+                Verdict::FragmentPass
+            }
+            L4::UdpLaterFragment { key } => {
+                // Unseen first fragment (reordering, or an entry the LRU
+                // dropped): the kernel gets it, as IKE would need.
+                if tables.is_local(&dst) && tables.udp_fragments(&key) == Some(FRAG_TO_WORKER) {
+                    return redirect(tables, iface.slot, queue, Verdict::FragmentRedirected);
+                }
+                Verdict::FragmentPass
+            }
+            L4::IcmpTooBig => {
+                if tables.is_local(&dst) {
+                    return redirect(tables, iface.slot, queue, Verdict::IcmpTooBigRedirected);
+                }
+                Verdict::OtherPass
+            }
             L4::Fragment => Verdict::FragmentPass,
             L4::Truncated => Verdict::TruncatedPass,
             L4::Other => Verdict::OtherPass,

@@ -9,12 +9,13 @@ use aya_ebpf::{
     macros::{map, xdp},
     maps::{
         lpm_trie::{Key, LpmTrie},
-        HashMap, PerCpuArray, XskMap,
+        HashMap, LruHashMap, PerCpuArray, XskMap,
     },
     programs::XdpContext,
 };
 use xdpsec_ebpf_common::{
-    v4_key, IfaceConfig, COUNTERS_LEN, IFACES_LEN, LOCAL_LEN, PROTECT_LEN, XSKS_LEN,
+    v4_key, FragKey, IfaceConfig, COUNTERS_LEN, IFACES_LEN, LOCAL_LEN, PROTECT_LEN, UDP_FRAGS_LEN,
+    XSKS_LEN,
 };
 
 use crate::classify::{Addr, Frame};
@@ -47,6 +48,11 @@ static PROTECT_V4: LpmTrie<[u8; 4], u32> = LpmTrie::with_max_entries(PROTECT_LEN
 /// Protected (remote) IPv6 prefixes; value: flags, reserved.
 #[map(name = "PROTECT_V6")]
 static PROTECT_V6: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(PROTECT_LEN, 0);
+
+/// Fragmented UDP datagrams to local addresses: where the first fragment
+/// went (worker or kernel), for the later ones.
+#[map(name = "UDP_FRAGS")]
+static UDP_FRAGS: LruHashMap<FragKey, u32> = LruHashMap::with_max_entries(UDP_FRAGS_LEN, 0);
 
 #[xdp]
 pub fn steer(ctx: XdpContext) -> u32 {
@@ -99,6 +105,20 @@ impl Tables for Maps {
             Addr::V4(a) => PROTECT_V4.get(Key::new(32, *a)).is_some(),
             Addr::V6(a) => PROTECT_V6.get(Key::new(128, *a)).is_some(),
         }
+    }
+
+    #[inline(always)]
+    fn udp_fragments(&self, key: &FragKey) -> Option<u32> {
+        let value = UDP_FRAGS.get_ptr(key)?;
+        // SAFETY: a successful lookup points at the entry's u32 in the map's memory, valid while the program runs; read by copy.
+        Some(unsafe { *value })
+    }
+
+    #[inline(always)]
+    fn set_udp_fragments(&self, key: &FragKey, to: u32) {
+        // A full LRU map evicts its oldest entry; an error only means the
+        // later fragments go to the kernel.
+        UDP_FRAGS.insert(key, &to, 0).ok();
     }
 
     #[inline(always)]

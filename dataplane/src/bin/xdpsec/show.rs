@@ -122,6 +122,20 @@ pub fn drops(sa: &SaInfo) -> String {
     }
 }
 
+/// An outbound SA's MTUs: `inner 1443` (`/link 1500`), with a learned path
+/// MTU `inner 1223/pmtu 1280 (9m58s)`; `-` before the first packet and for
+/// inbound SAs.
+pub fn mtu(sa: &SaInfo) -> String {
+    match sa.mtu {
+        None => "-".to_owned(),
+        Some(m) => match (m.path_mtu, m.path_mtu_expires_ms) {
+            (Some(p), Some(ms)) => format!("inner {}/pmtu {p} ({})", m.inner_mtu, duration_ms(ms)),
+            (Some(p), None) => format!("inner {}/pmtu {p}", m.inner_mtu),
+            _ => format!("inner {}/link {}", m.inner_mtu, m.link_mtu),
+        },
+    }
+}
+
 /// The `sa list` table.
 pub fn sa_table(sas: &[SaInfo]) -> String {
     if sas.is_empty() {
@@ -136,6 +150,7 @@ pub fn sa_table(sas: &[SaInfo]) -> String {
         ("ENCAP", Left),
         ("PACKETS", Right),
         ("BYTES", Right),
+        ("MTU", Left),
         ("DROPS", Left),
         ("AGE", Right),
         ("IDLE", Right),
@@ -153,6 +168,7 @@ pub fn sa_table(sas: &[SaInfo]) -> String {
             ),
             count(sa.counters.packets),
             bytes(sa.counters.bytes),
+            mtu(sa),
             drops(sa),
             duration_ms(sa.age_ms),
             match sa.last_used_ms {
@@ -359,6 +375,10 @@ pub fn worker_table(workers: &[WorkerStats]) -> String {
         let reasons: Vec<String> = w.drops.iter().map(|(r, n)| format!("{r}={n}")).collect();
         let _ = writeln!(out, "worker {} drops: {}", w.worker, reasons.join(","));
     }
+    for w in workers.iter().filter(|w| !w.events.is_empty()) {
+        let events: Vec<String> = w.events.iter().map(|(e, n)| format!("{e}={n}")).collect();
+        let _ = writeln!(out, "worker {} events: {}", w.worker, events.join(","));
+    }
     out
 }
 
@@ -377,6 +397,46 @@ mod tests {
         assert_eq!(bytes(512), "512B");
         assert_eq!(bytes(15 * 1024), "15KiB");
         assert_eq!(bytes(3 << 30), "3.0GiB");
+    }
+
+    #[test]
+    fn mtu_column() {
+        let addr: std::net::IpAddr = "198.18.0.1".parse().unwrap();
+        let mut sa = SaInfo {
+            spi: 0x1000,
+            direction: xdpsec_api::Direction::Out,
+            cipher: "aes-gcm-128".to_owned(),
+            esn: false,
+            replay_window: 0,
+            tunnel_local: addr,
+            tunnel_remote: addr,
+            encap: None,
+            selectors: Vec::new(),
+            lifetime: xdpsec_api::Lifetimes::default(),
+            seq: 0,
+            counters: xdpsec_api::messages::SaCounters::default(),
+            age_ms: 0,
+            last_used_ms: None,
+            mtu: None,
+        };
+        assert_eq!(mtu(&sa), "-");
+        sa.mtu = Some(xdpsec_api::messages::SaMtu {
+            inner_mtu: 1443,
+            link_mtu: 1500,
+            path_mtu: None,
+            path_mtu_expires_ms: None,
+            path_mtu_updates: 0,
+        });
+        assert_eq!(mtu(&sa), "inner 1443/link 1500");
+        sa.mtu = Some(xdpsec_api::messages::SaMtu {
+            inner_mtu: 1223,
+            link_mtu: 1500,
+            path_mtu: Some(1280),
+            path_mtu_expires_ms: Some(598_000),
+            path_mtu_updates: 1,
+        });
+        assert_eq!(mtu(&sa), "inner 1223/pmtu 1280 (9m58s)");
+        assert!(sa_table(&[sa]).contains("inner 1223/pmtu 1280"));
     }
 
     #[test]
