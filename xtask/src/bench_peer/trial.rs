@@ -267,6 +267,9 @@ pub fn run(rig: &Rig<'_>, size: &str, rate: Option<f64>) -> Result<Trial> {
     })
 }
 
+/// Trials after a lossless probe that must be lossless too.
+pub const CONFIRMATIONS: u32 = 2;
+
 /// The search's outcome for one size.
 #[derive(Debug, Clone, Serialize)]
 pub struct Search {
@@ -283,8 +286,8 @@ pub struct Search {
 /// Finds the highest loss-free rate: one flat-out trial bounds it from
 /// above (what the generator reached), the first probe is what the tunnel
 /// delivered then, and `steps` probes bisect between the highest lossless
-/// and the lowest lossy rate; a probe counts as lossless only if a second
-/// trial at its rate is too. A paced generator that falls short of its
+/// and the lowest lossy rate; a probe counts as lossless only if
+/// [`CONFIRMATIONS`] more trials at its rate are too. A paced generator that falls short of its
 /// rate is credited with what it reached. Fails if no probe is loss-free.
 pub fn search(
     rig: &Rig<'_>,
@@ -317,9 +320,12 @@ pub fn search(
         ));
         let mut t = run(rig, size, Some(probe))?;
         trials.push(t.clone());
-        // A rate is loss-free only if a second trial agrees: other work on
+        // A rate is loss-free only if further trials agree: other work on
         // the machine makes single trials noisy.
-        if t.loss_free() {
+        for _ in 0..CONFIRMATIONS {
+            if !t.loss_free() {
+                break;
+            }
             progress(&format!("confirming {:.3} Mpps", probe / 1e6));
             t = run(rig, size, Some(probe))?;
             trials.push(t.clone());
