@@ -363,7 +363,7 @@ const METHOD: &str = "TunnelBed: hostA - gwA - [wire bridge] - gwB - hostB in ne
     stream per queue, stamped with sequence numbers and CLOCK_MONOTONIC transmit times. Per \
     size: one flat-out trial; a bisection for the highest rate with no loss (mpps = what was \
     delivered at it, RFC 2544 throughput); trials at 50 % and 90 % of it for one-way latency. \
-    CPU = utime+stime of the gateway process over the trial (procfs); worker cycles per packet \
+    CPU = on-CPU time of all the gateway process's threads over the trial (schedstat); worker cycles per packet \
     = CPU time of the xdpsec-worker threads (charon: the whole process) * cpu_mhz / packets \
     delivered (no PMU in this VM, so no perf stat). Generator, sink and both gateways share \
     the machine's cores.";

@@ -100,17 +100,35 @@ fn worker_tids(pid: u32) -> Vec<u32> {
         .collect()
 }
 
+/// Every thread of `pid`.
+fn all_tids(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str().and_then(|t| t.parse().ok()))
+        .collect()
+}
+
+/// CPU seconds of the threads `tids` of `pid` (schedstat, nanoseconds:
+/// utime+stime count 10 ms ticks, too coarse for half-second trials). A
+/// thread that ended meanwhile counts nothing.
+fn threads_cpu(pid: u32, tids: &[u32]) -> f64 {
+    tids.iter()
+        .filter_map(|&tid| thread_cpu(pid, tid).ok())
+        .map(|s| s.seconds)
+        .sum()
+}
+
 fn cpu_at(pid: u32) -> Result<CpuAt> {
-    let process = process_cpu(pid)?.seconds;
+    // Fails if the process is gone: the tunnel is down.
+    process_cpu(pid)?;
+    let process = threads_cpu(pid, &all_tids(pid));
     let tids = worker_tids(pid);
     let workers = if tids.is_empty() {
         process
     } else {
-        let mut sum = 0.0;
-        for tid in tids {
-            sum += thread_cpu(pid, tid)?.seconds;
-        }
-        sum
+        threads_cpu(pid, &tids)
     };
     Ok(CpuAt { process, workers })
 }
