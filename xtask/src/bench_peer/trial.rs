@@ -100,17 +100,35 @@ fn worker_tids(pid: u32) -> Vec<u32> {
         .collect()
 }
 
+/// Every thread of `pid`.
+fn all_tids(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str().and_then(|t| t.parse().ok()))
+        .collect()
+}
+
+/// CPU seconds of the threads `tids` of `pid` (schedstat, nanoseconds:
+/// utime+stime count 10 ms ticks, too coarse for half-second trials). A
+/// thread that ended meanwhile counts nothing.
+fn threads_cpu(pid: u32, tids: &[u32]) -> f64 {
+    tids.iter()
+        .filter_map(|&tid| thread_cpu(pid, tid).ok())
+        .map(|s| s.seconds)
+        .sum()
+}
+
 fn cpu_at(pid: u32) -> Result<CpuAt> {
-    let process = process_cpu(pid)?.seconds;
+    // Fails if the process is gone: the tunnel is down.
+    process_cpu(pid)?;
+    let process = threads_cpu(pid, &all_tids(pid));
     let tids = worker_tids(pid);
     let workers = if tids.is_empty() {
         process
     } else {
-        let mut sum = 0.0;
-        for tid in tids {
-            sum += thread_cpu(pid, tid)?.seconds;
-        }
-        sum
+        threads_cpu(pid, &tids)
     };
     Ok(CpuAt { process, workers })
 }
@@ -267,6 +285,9 @@ pub fn run(rig: &Rig<'_>, size: &str, rate: Option<f64>) -> Result<Trial> {
     })
 }
 
+/// Trials after a lossless probe that must be lossless too.
+pub const CONFIRMATIONS: u32 = 2;
+
 /// The search's outcome for one size.
 #[derive(Debug, Clone, Serialize)]
 pub struct Search {
@@ -283,8 +304,8 @@ pub struct Search {
 /// Finds the highest loss-free rate: one flat-out trial bounds it from
 /// above (what the generator reached), the first probe is what the tunnel
 /// delivered then, and `steps` probes bisect between the highest lossless
-/// and the lowest lossy rate; a probe counts as lossless only if a second
-/// trial at its rate is too. A paced generator that falls short of its
+/// and the lowest lossy rate; a probe counts as lossless only if
+/// [`CONFIRMATIONS`] more trials at its rate are too. A paced generator that falls short of its
 /// rate is credited with what it reached. Fails if no probe is loss-free.
 pub fn search(
     rig: &Rig<'_>,
@@ -317,9 +338,12 @@ pub fn search(
         ));
         let mut t = run(rig, size, Some(probe))?;
         trials.push(t.clone());
-        // A rate is loss-free only if a second trial agrees: other work on
+        // A rate is loss-free only if further trials agree: other work on
         // the machine makes single trials noisy.
-        if t.loss_free() {
+        for _ in 0..CONFIRMATIONS {
+            if !t.loss_free() {
+                break;
+            }
             progress(&format!("confirming {:.3} Mpps", probe / 1e6));
             t = run(rig, size, Some(probe))?;
             trials.push(t.clone());
