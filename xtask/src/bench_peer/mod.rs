@@ -43,7 +43,9 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use trial::{Rig, SINK_ADDR};
-use xdpsec_testbed::tunnel::{Encapsulation, GatewayKind, KeySize, Side, TunnelBed, TunnelOptions};
+use xdpsec_testbed::tunnel::{
+    Encapsulation, GatewayKind, IkeOptions, KeySize, Side, TunnelBed, TunnelOptions,
+};
 
 const USAGE: &str = "\
 usage: cargo xtask bench peer [options]
@@ -106,6 +108,10 @@ impl System {
                 false,
             ),
         };
+        // The mixed row negotiates its SAs: `xdpsec ike` on gwA initiates
+        // to charon on gwB (PSK, aes128gcm16-prfsha256-x25519, ESP
+        // aes128gcm16, as the strongSwan row uses).
+        let ike = (self == System::XdpsecToStrongswan).then(IkeOptions::default);
         TunnelOptions {
             ipv4: true,
             ipv6: false,
@@ -114,6 +120,7 @@ impl System {
             workers,
             null_cipher,
             gateways,
+            ike,
             ..TunnelOptions::default()
         }
     }
@@ -217,22 +224,9 @@ impl Options {
 /// Whether `xdpsec ike` exists, and why the mixed row cannot run if not.
 fn xdpsec_ike_missing(binary: &Path) -> Option<String> {
     let bin = binary.to_string_lossy();
-    if output(&[&bin, "ike", "--help"]).is_none() {
-        return Some(
-            "needs xdpsec's IKEv2 daemon (`xdpsec ike`), which this build does not have".into(),
-        );
-    }
-    // The daemon exists: start_ike() is where it gets its config and is
-    // started on gwA; until that is written the row says so.
-    start_ike_unwired()
-}
-
-fn start_ike_unwired() -> Option<String> {
-    Some(
-        "`xdpsec ike` exists, but bench_peer does not start it yet (its config format is \
-         new): wire it into bench_peer::run_system"
-            .into(),
-    )
+    output(&[&bin, "ike", "--help"]).is_none().then(|| {
+        "needs xdpsec's IKEv2 daemon (`xdpsec ike`), which this build does not have".into()
+    })
 }
 
 pub fn run(args: &[&str]) -> Result<()> {
@@ -381,12 +375,6 @@ fn run_system(
     let name = system.name();
     bar.set_message(format!("{name} workers={workers}: building the tunnel"));
     let bed = TunnelBed::new(xdpsec, system.tunnel_options(workers))?;
-    if system == System::XdpsecToStrongswan {
-        // start_ike() goes here once `xdpsec ike` takes a config.
-        if let Some(why) = start_ike_unwired() {
-            bail!(why);
-        }
-    }
     prepare(&bed)?;
     bar.set_message(format!(
         "{name} workers={workers}: waiting for a quiet machine"
