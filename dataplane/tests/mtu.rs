@@ -23,16 +23,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use xdpsec_api::sa::DEFAULT_REPLAY_WINDOW;
-use xdpsec_api::{
-    ApiClient, Direction, GcmKey, Lifetimes, Policy, PolicyAction, SaSpec, TrafficSelector,
-    UdpEncap,
-};
 use xdpsec_dataplane::icmp;
 use xdpsec_dataplane::wire::{ip_proto, ipv4, ipv6};
-use xdpsec_testbed::strongswan::Charon;
 use xdpsec_testbed::tunnel::{
-    strongswan_config, Encapsulation, GatewayKind, Side, TunnelBed, TunnelOptions, STRONGSWAN_CHILD,
+    Encapsulation, GatewayKind, IkeOptions, Side, TunnelBed, TunnelOptions, STRONGSWAN_CHILD,
 };
 use xdpsec_testbed::{send_raw_ipv4, tshark, write_pcap, Capture, Netns};
 
@@ -602,107 +596,55 @@ fn check_with_tshark(pcap: &Path) -> Vec<String> {
     tshark(pcap, &args).unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// The SA API description of one direction of a CHILD_SA that charon on
-/// gateway A negotiated, for xdpsec on A (10.1.0.0/24 <-> 10.2.0.0/24, ESP
-/// in UDP 4500 as kernel-libipsec always sends it).
-fn sa_from_charon(spi: u32, direction: Direction, key_hex: &str) -> SaSpec {
-    SaSpec {
-        spi,
-        direction,
-        key: GcmKey::from_hex(key_hex).unwrap(),
-        esn: false,
-        replay_window: DEFAULT_REPLAY_WINDOW,
-        tunnel_local: Ipv4Addr::new(198, 18, 0, 1).into(),
-        tunnel_remote: Ipv4Addr::new(198, 18, 0, 2).into(),
-        encap: Some(UdpEncap {
-            sport: 4500,
-            dport: 4500,
-        }),
-        selectors: vec![TrafficSelector {
-            local: "10.1.0.0/24".parse().unwrap(),
-            remote: "10.2.0.0/24".parse().unwrap(),
-            protocol: None,
-            local_ports: None,
-            remote_ports: None,
-        }],
-        lifetime: Lifetimes::default(),
-        initial_seq: None,
-    }
-}
-
-/// strongSwan (charon with kernel-libipsec) on gateway B, xdpsec on A, an
-/// underlay of 1280 bytes: B's kernel fragments the ESP-in-UDP datagrams
-/// libipsec sends (after encryption, as a peer does), xdpsec reassembles
-/// them; xdpsec's own replies go out in outer fragments that B's kernel
-/// reassembles for libipsec. xdpsec has no IKE daemon yet, so a second
-/// charon on gateway A negotiates, and its keys are installed in xdpsec
-/// over the SA API; XDP then takes every ESP packet before that charon's
-/// libipsec could.
+/// strongSwan (charon with kernel-libipsec) on gateway B, xdpsec with its
+/// own IKE daemon on A, which negotiates the CHILD_SA with charon (ESP in
+/// UDP 4500, as libipsec always sends it). The underlay is routed through
+/// a 1280-byte hop and both gateways' WAN links are 1280 bytes too: B's
+/// kernel fragments the ESP-in-UDP datagrams libipsec sends (after
+/// encryption, as a peer does), xdpsec reassembles them; xdpsec's own
+/// replies go out in outer fragments that B's kernel reassembles for
+/// libipsec.
 #[test]
 fn a_strongswan_peer_that_fragments_its_esp_talks_to_xdpsec() {
     let _serial = serial();
-    let mut bed = bed(TunnelOptions {
+    let settle = Duration::from_secs(15);
+    let bed = bed(TunnelOptions {
         ipv6: false,
         encap: Encapsulation::Udp,
         gateways: [GatewayKind::Xdpsec, GatewayKind::Strongswan],
+        narrow_underlay_mtu: Some(1280),
+        ike: Some(IkeOptions {
+            initiator: Some(Side::A),
+            wait_for_tunnel: true,
+            ..IkeOptions::default()
+        }),
+        start_timeout: settle,
         ..TunnelOptions::default()
     });
-    // The bed's charon on B has a PSK of its own: this test runs a pair
-    // that shares one.
-    bed.stop(Side::B).unwrap();
-    let psk = format!(
-        "0x{:032x}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
+    let logs = || format!("{}\n{}", diagnostics(&bed), bed.ike_logs());
+    let charon_b = bed.charon(Side::B).expect("strongSwan on B");
+    let child_b = charon_b
+        .wait_child_installed(STRONGSWAN_CHILD, settle)
+        .unwrap_or_else(|e| panic!("{e}\n{}", logs()));
+    let child_a = bed
+        .wait_for_child(Side::A, settle)
+        .unwrap_or_else(|e| panic!("{e}"));
+    // xdpsec's inbound SA is the one charon encrypts with.
+    let spi_in = child_b.spi_out;
+    assert_eq!(
+        child_a["spi_in"]
+            .as_str()
+            .and_then(|hex| u32::from_str_radix(hex, 16).ok()),
+        Some(spi_in),
+        "{child_a}\n{child_b:?}"
     );
-    let topo = bed.topology().clone();
-    let config = |side| strongswan_config(&topo, bed.options(), side, &psk);
-    let charon_b = Charon::start(&topo.gw_b.ns, bed.dir().join("gwB-peer"), &config(Side::B))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let charon_a = Charon::start(&topo.gw_a.ns, bed.dir().join("gwA-ike"), &config(Side::A))
-        .unwrap_or_else(|e| panic!("{e}"));
-    charon_a.initiate_child(STRONGSWAN_CHILD).unwrap();
-    let wait = Duration::from_secs(10);
-    let child_a = charon_a
-        .wait_child_installed(STRONGSWAN_CHILD, wait)
-        .unwrap_or_else(|e| panic!("{e}\n{}\n{}", charon_a.log(), charon_b.log()));
-    charon_b
-        .wait_child_installed(STRONGSWAN_CHILD, wait)
-        .unwrap();
-    let keys = charon_a
-        .esp_keys()
-        .into_iter()
-        .find(|k| k.spi_out == child_a.spi_out)
-        .expect("charon A logged the CHILD_SA's keys");
 
-    let mut api = ApiClient::connect(bed.api_socket(Side::A)).unwrap();
-    api.add_sa(sa_from_charon(
-        keys.spi_out,
-        Direction::Out,
-        &keys.key_out_hex,
-    ))
-    .unwrap();
-    api.add_sa(sa_from_charon(keys.spi_in, Direction::In, &keys.key_in_hex))
-        .unwrap();
-    for (direction, spi) in [(Direction::Out, keys.spi_out), (Direction::In, keys.spi_in)] {
-        api.add_policy(Policy {
-            local: "10.1.0.0/24".parse().unwrap(),
-            remote: "10.2.0.0/24".parse().unwrap(),
-            direction,
-            action: PolicyAction::Protect,
-            spi: Some(spi),
-        })
-        .unwrap();
-    }
-
-    // A 1280-byte underlay, all four ends.
-    let tap = bed.underlay();
+    // The router's port towards B is already 1280 bytes; the gateways'
+    // own links are narrowed too, so each kernel (B's) and data plane
+    // (A's) fragments what it sends rather than the router.
+    let topo = bed.topology();
     for (ns, ifname) in [
         (&topo.gw_a.ns, topo.gw_a.wan.name.as_str()),
-        (&tap.ns, tap.port_a.as_str()),
-        (&tap.ns, tap.port_b.as_str()),
         (&topo.gw_b.ns, topo.gw_b.wan.name.as_str()),
     ] {
         ns.ip(["link", "set", "dev", ifname, "mtu", "1280"])
@@ -712,6 +654,7 @@ fn a_strongswan_peer_that_fragments_its_esp_talks_to_xdpsec() {
     // 1400-byte pings from host B (libipsec's TUN MTU is 1400): each
     // request is one ESP packet of about 1470 bytes, fragmented by B's
     // kernel; each reply leaves xdpsec in outer fragments.
+    let tap = bed.underlay();
     let pcap = bed.dir().join("strongswan-fragments.pcap");
     let filter = "ip[6:2] & 0x3fff != 0";
     let capture = Capture::start(&tap.ns, &tap.port_a, filter, &pcap, 100).unwrap();
@@ -728,14 +671,6 @@ fn a_strongswan_peer_that_fragments_its_esp_talks_to_xdpsec() {
             &bed.host_addr(Side::A, false).to_string(),
         ],
     );
-    let logs = || {
-        format!(
-            "{}\n{}\n{}",
-            diagnostics(&bed),
-            charon_a.log(),
-            charon_b.log()
-        )
-    };
     assert_eq!(received(&out), COUNT, "{out}\n{}", logs());
     let frames = capture.finish(4 * COUNT as usize).unwrap();
     let from_b = frames
@@ -749,13 +684,12 @@ fn a_strongswan_peer_that_fragments_its_esp_talks_to_xdpsec() {
     );
     assert!(total(&bed, Side::A, "events", "datagrams_reassembled") >= u64::from(COUNT));
     assert!(total(&bed, Side::A, "events", "outer_packets_fragmented") >= u64::from(COUNT));
-    // The bed has no static SAs: xdpsec's are found by the negotiated SPI.
     let list = bed.sa_list(Side::A).unwrap();
     let inbound = list["sas"]
         .as_array()
         .and_then(|sas| {
             sas.iter()
-                .find(|s| s["spi"].as_u64() == Some(u64::from(keys.spi_in)))
+                .find(|s| s["spi"].as_u64() == Some(u64::from(spi_in)))
         })
         .cloned()
         .unwrap_or_else(|| panic!("no inbound SA in {list}"));
@@ -765,7 +699,7 @@ fn a_strongswan_peer_that_fragments_its_esp_talks_to_xdpsec() {
     );
     // charon B counted what went through its libipsec.
     let child_b = charon_b
-        .wait_child_installed(STRONGSWAN_CHILD, wait)
+        .wait_child_installed(STRONGSWAN_CHILD, settle)
         .unwrap();
     assert!(
         child_b.packets_out >= u64::from(COUNT) && child_b.packets_in >= u64::from(COUNT),
