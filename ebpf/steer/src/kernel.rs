@@ -159,6 +159,9 @@ fn panic(_info: &core::panic::PanicInfo<'_>) -> ! {
 
 /// Not GPL: the program calls no GPL-only helper (`bpf_redirect_map` and
 /// the map helpers are not GPL-only).
+// SAFETY: `LICENSE` is the only item this object places in the "license"
+// section and the only symbol of that name, so neither attribute can clash
+// with another definition; the loader only reads the bytes.
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]
 static LICENSE: [u8; 18] = *b"MIT OR Apache-2.0\0";
