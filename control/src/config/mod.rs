@@ -806,18 +806,7 @@ impl IkeConfig {
                 "empty; list at least one proposal or \"default\"",
             ));
         }
-        if let Some(life) = conn.life_time {
-            if !conn.rekey_time.is_zero() && life <= conn.rekey_time {
-                return Err(ValidationError::new(
-                    "life_time",
-                    format!(
-                        "{}s is not after rekey_time ({}s): the IKE SA would expire before it is rekeyed",
-                        life.as_secs(),
-                        conn.rekey_time.as_secs()
-                    ),
-                ));
-            }
-        }
+        check_life_after_rekey(conn.life_time, conn.rekey_time, "IKE SA")?;
         if conn.children.is_empty() {
             return Err(ValidationError::new(
                 "children",
@@ -957,18 +946,7 @@ fn validate_child(child: &Child) -> Result<(), ValidationError> {
             "empty; list at least one proposal or \"default\"",
         ));
     }
-    if let Some(life) = child.life_time {
-        if !child.rekey_time.is_zero() && life <= child.rekey_time {
-            return Err(ValidationError::new(
-                "life_time",
-                format!(
-                    "{}s is not after rekey_time ({}s): the Child SA would expire before it is rekeyed",
-                    life.as_secs(),
-                    child.rekey_time.as_secs()
-                ),
-            ));
-        }
-    }
+    check_life_after_rekey(child.life_time, child.rekey_time, "Child SA")?;
     for (field, rekey, life) in [
         ("life_bytes", child.rekey_bytes, child.life_bytes),
         ("life_packets", child.rekey_packets, child.life_packets),
@@ -995,5 +973,25 @@ fn key(name: &str) -> String {
         name.to_owned()
     } else {
         format!("{name:?}")
+    }
+}
+
+/// A `life_time` must come after `rekey_time` (zero: no rekey on time), or
+/// the SA would expire before it is rekeyed.
+fn check_life_after_rekey(
+    life: Option<Duration>,
+    rekey: Duration,
+    sa: &str,
+) -> Result<(), ValidationError> {
+    match life {
+        Some(life) if !rekey.is_zero() && life <= rekey => Err(ValidationError::new(
+            "life_time",
+            format!(
+                "{}s is not after rekey_time ({}s): the {sa} would expire before it is rekeyed",
+                life.as_secs(),
+                rekey.as_secs()
+            ),
+        )),
+        _ => Ok(()),
     }
 }

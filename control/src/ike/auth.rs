@@ -18,7 +18,7 @@ use super::proposal::{select_esp, EspProposal};
 use super::sa::{Channel, IkeSa, Phase, Request};
 use super::ts;
 use super::IkeSaId;
-use crate::crypto::{child_keymat, PrfAlg};
+use crate::crypto::{child_keymat, ChildKeys, EncrAlg, PrfAlg};
 use crate::wire::consts::{auth_method, exchange, notify};
 use crate::wire::{
     Auth, Identification, IkeHeader, Notify, Payload, SecurityAssociation, TrafficSelectors,
@@ -402,16 +402,7 @@ pub(crate) fn handle_auth_response(
                 "responder widened our traffic selectors".into(),
             ));
         }
-        let keys = child_keymat(
-            chan.algs.prf,
-            &chan.keys.sk_d,
-            None,
-            &sa.nonce_i,
-            &sa.nonce_r,
-            algs.encr,
-            None,
-        )
-        .map_err(|e| Reason::Internal(e.to_string()))?;
+        let keys = first_child_keys(sa, chan, algs.encr)?;
         install_child(
             sa,
             now,
@@ -600,16 +591,7 @@ pub(crate) fn handle_auth_request(
             Ok((config, algs, spi_out, local_ts, remote_ts)) => {
                 let result = (|| -> Result<(), Reason> {
                     let spi_in = random_child_spi(ep)?;
-                    let keys = child_keymat(
-                        chan.algs.prf,
-                        &chan.keys.sk_d,
-                        None,
-                        &sa.nonce_i,
-                        &sa.nonce_r,
-                        algs.encr,
-                        None,
-                    )
-                    .map_err(|e| Reason::Internal(e.to_string()))?;
+                    let keys = first_child_keys(sa, chan, algs.encr)?;
                     install_child(
                         sa,
                         now,
@@ -687,4 +669,19 @@ fn forget_previous_contact(sa: &IkeSa, peer: &Identity, ep: &mut Endpoint) {
             o.die(Reason::PeerDelete, ep);
         });
     }
+}
+
+/// KEYMAT of the Child SA that IKE_AUTH creates: from SK_d and the
+/// IKE_SA_INIT nonces, never with a PFS secret (section 2.17).
+fn first_child_keys(sa: &IkeSa, chan: &Channel, encr: EncrAlg) -> Result<ChildKeys, Reason> {
+    child_keymat(
+        chan.algs.prf,
+        &chan.keys.sk_d,
+        None,
+        &sa.nonce_i,
+        &sa.nonce_r,
+        encr,
+        None,
+    )
+    .map_err(|e| Reason::Internal(e.to_string()))
 }
