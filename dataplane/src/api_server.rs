@@ -29,6 +29,11 @@ use xdpsec_api::{
     Request, Response, SaInfo, ServeOptions, ServerMessage,
 };
 
+/// Brings the rest of the data plane (XDP maps, the guard, the state
+/// directory) in line with the tables after an edit; an error undoes the
+/// edit.
+pub type OnChange = Box<dyn Fn(&Tables) -> Result<(), String> + Send + Sync>;
+
 /// What the server shares with the rest of the data plane.
 pub struct ApiShared {
     /// The SA and policy tables the requests edit.
@@ -38,8 +43,9 @@ pub struct ApiShared {
     /// Soft-lifetime reports from the workers, pushed to subscribers.
     pub expiries: Receiver<SoftExpiry>,
     /// Called after every successful add or delete, with the tables as they
-    /// are then (edits and calls are serialised, so calls come in edit order).
-    pub on_change: Box<dyn Fn(&Tables) + Send + Sync>,
+    /// are then (edits and calls are serialised, so calls come in edit order);
+    /// if it fails, the edit is undone and the request fails.
+    pub on_change: OnChange,
 }
 
 impl fmt::Debug for ApiShared {
@@ -269,7 +275,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 struct State {
     tables: Arc<Tables>,
     workers: Arc<[WorkerStatsCell]>,
-    on_change: Box<dyn Fn(&Tables) + Send + Sync>,
+    on_change: OnChange,
     /// Serialises edit + `on_change`, so the callbacks come in edit order.
     edit: Mutex<()>,
     subscribers: Subscribers,
@@ -419,15 +425,28 @@ struct Connection {
 }
 
 impl Connection {
-    /// Applies an edit and, if it succeeded, tells `on_change`.
+    /// Applies an edit and, if it succeeded, tells `on_change`. If that
+    /// fails (an XDP map or the guard refused the change), the edit is
+    /// undone and the request fails with the reason: nothing is left half
+    /// applied.
     fn edit(&self, f: impl FnOnce(&Tables) -> Result<(), TableError>) -> Response {
         let state = &self.state;
         let _serial = lock(&state.edit);
+        let before = state.tables.checkpoint();
         match f(&state.tables) {
-            Ok(()) => {
-                (state.on_change)(&state.tables);
-                Response::Ok
-            }
+            Ok(()) => match (state.on_change)(&state.tables) {
+                Ok(()) => Response::Ok,
+                Err(e) => {
+                    state.tables.restore(before);
+                    if let Err(again) = (state.on_change)(&state.tables) {
+                        tracing::error!(
+                            "the XDP maps or the guard could not be put back after a failed \
+                             change: {again}"
+                        );
+                    }
+                    Response::error(ErrorCode::Internal, format!("the change was undone: {e}"))
+                }
+            },
             Err(e) => table_error(&e),
         }
     }

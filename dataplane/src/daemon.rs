@@ -1,13 +1,22 @@
 //! `xdpsec dataplane`: the data-plane process. Loads the static config,
-//! attaches the XDP program, opens the AF_XDP sockets, runs the pinned
-//! workers and serves the SA API until SIGTERM or SIGINT; then stops the
-//! workers, removes the socket and detaches XDP before it exits.
+//! installs the fail-closed guard, attaches the XDP program, opens an
+//! AF_XDP socket on every RX queue of every interface, runs and supervises
+//! the pinned workers and serves the SA API until SIGTERM or SIGINT; then
+//! stops the workers, removes the socket and detaches XDP before it exits.
+//!
+//! Fail closed, in every state: the guard (`guard.rs`) is in before XDP is
+//! attached and stays when the process dies; a frame due for a worker on a
+//! queue without a socket is dropped by the XDP program; a worker that
+//! dies leaves its queues dropping until it is restarted; a queue count
+//! that changes under the data plane stops it (non-zero, guard in place).
 
 use crate::afxdp::{self, SocketConfig, Umem, UmemConfig, XskSocket};
 use crate::api_server::{self, ApiShared};
 use crate::crypto::Backend;
+use crate::guard::{self, Guard};
 use crate::icmp::SourceAddrs;
 use crate::nexthop::{self, NextHopCache};
+use crate::persist::{SeqKeeper, StateDir, KEEP_INTERVAL};
 use crate::stats::WorkerStatsCell;
 use crate::steer::{AttachMode, Steer};
 use crate::tables::Tables;
@@ -19,13 +28,14 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-use xdpsec_api::config::{Role, XdpMode};
-use xdpsec_api::{Direction, PolicyAction, StaticConfig};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use xdpsec_api::config::{GuardOnStop, Role, XdpMode};
+use xdpsec_api::{Direction, Policy, PolicyAction, StaticConfig};
 use xdpsec_ebpf_common::Role as SteerRole;
 
 /// Command-line options of `xdpsec dataplane`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct DaemonOptions {
     pub config: PathBuf,
     /// Run the pipeline without the cipher (benchmark switch, never negotiated).
@@ -38,6 +48,25 @@ pub struct DaemonOptions {
 /// control side also sees the SA counters).
 const EXPIRY_QUEUE: usize = 1024;
 
+/// A worker that dies more often than this within [`RESTART_WINDOW`] is not
+/// restarted again: the data plane exits non-zero (guard in place).
+const MAX_RESTARTS: usize = 3;
+const RESTART_WINDOW: Duration = Duration::from_secs(60);
+
+/// How often the RX queue counts are compared with those served.
+const QUEUE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// One interface the data plane serves.
+#[derive(Debug, Clone)]
+struct Served {
+    slot: u32,
+    ifindex: u32,
+    name: String,
+    role: Role,
+    /// Its RX queues when the data plane started; every one has a socket.
+    rx_queues: u32,
+}
+
 pub fn run(options: &DaemonOptions) -> Result<()> {
     // First of all, so that a SIGTERM that comes while the data plane starts
     // (even right after the API socket appears) stops it cleanly once it is
@@ -46,7 +75,8 @@ pub fn run(options: &DaemonOptions) -> Result<()> {
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(signal, term.clone()).context("installing a signal handler")?;
     }
-    let config = StaticConfig::load(&options.config)?;
+    let path = options.config.display().to_string();
+    let mut config = StaticConfig::load(&options.config)?;
     let backend = if options.null_cipher_benchmark {
         Backend::NullBenchmarkOnly
     } else {
@@ -54,16 +84,35 @@ pub fn run(options: &DaemonOptions) -> Result<()> {
             .first()
             .context("no crypto backend compiled in")?
     };
+    // First of what needs privileges, so that a missing one is what an
+    // unprivileged start reports (loading attaches nothing).
+    let mut steer = Steer::load()?;
+    let state = StateDir::open(&config.dataplane.state_dir)
+        .with_context(|| format!("config {path}: dataplane.state_dir"))?;
+    // Reserved on disk before any SA exists, so no number is ever used
+    // that a restart could hand out again.
+    let mut keeper = SeqKeeper::prepare(state.clone(), &mut config.sas)
+        .with_context(|| format!("config {path}: the static SAs' sequence state"))?;
     let tables = Arc::new(Tables::new(backend));
     for (i, sa) in config.sas.iter().enumerate() {
         tables
             .add_sa(sa)
-            .with_context(|| format!("config {}: sa[{i}]", options.config.display()))?;
+            .with_context(|| format!("config {path}: sa[{i}]"))?;
     }
+    keeper.install(&tables);
     for (i, policy) in config.policies.iter().enumerate() {
         tables
             .add_policy(policy.clone())
-            .with_context(|| format!("config {}: policy[{i}]", options.config.display()))?;
+            .with_context(|| format!("config {path}: policy[{i}]"))?;
+    }
+    // Policies a previous run got over the API (the IKE daemon's): back as
+    // they were, their SAs missing, so their traffic is dropped until the
+    // IKE daemon installs new SAs, instead of leaving in cleartext.
+    let static_policies = config.policies.clone();
+    for policy in state.load_policies()? {
+        if !static_policies.iter().any(|p| p.key() == policy.key()) {
+            tables.replace_policy(policy).ok();
+        }
     }
 
     let workers = config.dataplane.worker_count().max(1);
@@ -77,45 +126,57 @@ pub fn run(options: &DaemonOptions) -> Result<()> {
         )?),
         None => None,
     };
+    // Before XDP is attached: from here on, the kernel drops what a policy
+    // protects, whatever happens to this process.
+    let mut guard = Guard::new(tunnel.as_ref().map(|t| t.name().to_string()));
+    guard.apply(&tables.policies())?;
+
     let mut interfaces = Vec::new();
     for (slot, iface) in config.interfaces.iter().enumerate() {
         // The data plane serves the tunnel's own end; the host end is the
         // host's.
-        let mut iface = iface.clone();
-        if let (Role::Tunnel, Some(tunnel)) = (iface.role, &tunnel) {
-            iface.name = tunnel.peer_name().to_string();
-            iface.queues = workers;
-        }
-        let ifindex = afxdp::ifindex(&iface.name).with_context(|| {
-            format!(
-                "config {}: interface[{slot}].name: no interface {:?} in this network namespace",
-                options.config.display(),
-                iface.name
-            )
+        let name = match (iface.role, &tunnel) {
+            (Role::Tunnel, Some(tunnel)) => tunnel.peer_name().to_string(),
+            _ => iface.name.clone(),
+        };
+        let field = format!("config {path}: interface[{slot}]");
+        let ifindex = afxdp::ifindex(&name).with_context(|| {
+            format!("{field}.name: no interface {name:?} in this network namespace")
         })?;
-        if iface.queues < workers {
+        let rx_queues = rx_queue_count(&name, ifindex).with_context(|| field.clone())?;
+        if let Some(expected) = iface.queues.filter(|q| *q != rx_queues) {
             bail!(
-                "config {}: interface[{slot}].queues: {} workers need {workers} queues on {}, it has {} configured",
-                options.config.display(),
-                workers,
-                iface.name,
-                iface.queues
+                "{field}.queues: {name} has {rx_queues} RX queue(s), the config says {expected}; \
+                 every queue is served, so leave `queues` out, or set it to {rx_queues}, or \
+                 change the interface: `ethtool -L {name} combined {expected}`"
             );
         }
-        interfaces.push((slot as u32, ifindex, iface));
+        if rx_queues < workers {
+            bail!(
+                "{field}: {name} has {rx_queues} queue(s) and {workers} workers each need one \
+                 to send on; give it more (`ethtool -L {name} combined {workers}`) or run \
+                 fewer workers (`[dataplane] workers = {rx_queues}`)"
+            );
+        }
+        interfaces.push(Served {
+            slot: slot as u32,
+            ifindex,
+            name,
+            role: iface.role,
+            rx_queues,
+        });
     }
 
-    let mut steer = Steer::load()?;
     let mode = match (options.xdp_generic, config.dataplane.xdp_mode) {
         (true, _) | (_, XdpMode::Generic) => AttachMode::Generic,
         (false, XdpMode::Native) => AttachMode::Native,
     };
-    for (slot, ifindex, iface) in &interfaces {
-        steer.set_interface(*ifindex, steer_role(iface.role), *slot)?;
+    for iface in &interfaces {
+        steer.set_interface(iface.ifindex, steer_role(iface.role), iface.slot)?;
     }
     let mut xdp_sync = XdpMapSync::default();
     xdp_sync.apply(&mut steer, &tables)?;
-    for (_, _, iface) in &interfaces {
+    for iface in &interfaces {
         steer
             .attach(&iface.name, mode)
             .with_context(|| format!("attaching XDP ({mode}) to {}", iface.name))?;
@@ -153,43 +214,45 @@ pub fn run(options: &DaemonOptions) -> Result<()> {
         )),
     };
 
-    let mut threads = Vec::new();
-    for w in 0..workers {
-        let mut umem = Umem::new(UmemConfig::default()).context("allocating a UMEM")?;
-        let mut ports = Vec::new();
-        for (slot, ifindex, iface) in &interfaces {
-            let socket = XskSocket::bind(&mut umem, *ifindex, w, &SocketConfig::default())
-                .with_context(|| format!("AF_XDP socket on {} queue {w}", iface.name))?;
-            steer.register_xsk(*slot, w, &socket)?;
-            ports.push(Port {
-                socket,
-                role: port_role(iface.role),
-            });
-        }
-        let cpu = config.dataplane.cpus.get(w as usize).copied();
-        let shared = shared.clone();
-        let thread = std::thread::Builder::new()
-            .name(format!("xdpsec-worker-{w}"))
-            .spawn(move || {
-                if let Some(cpu) = cpu {
-                    core_affinity::set_for_current(core_affinity::CoreId { id: cpu as usize });
-                }
-                worker::run(w as usize, umem, ports, shared);
+    let steer = Arc::new(Mutex::new(steer));
+    let mut pool = WorkerPool {
+        workers: (0..workers)
+            .map(|w| WorkerSlot {
+                index: w,
+                cpu: config.dataplane.cpus.get(w as usize).copied(),
+                thread: None,
+                deaths: Vec::new(),
             })
-            .context("starting a worker thread")?;
-        threads.push(thread);
+            .collect(),
+        interfaces: interfaces.clone(),
+        shared,
+        steer: steer.clone(),
+    };
+    for w in 0..workers as usize {
+        pool.start(w)?;
     }
 
-    let steer = Arc::new(Mutex::new(steer));
     let xdp_sync = Arc::new(Mutex::new(xdp_sync));
+    let guard = Arc::new(Mutex::new(guard));
     let on_change = {
-        let steer = steer.clone();
+        let (steer, guard, state) = (steer.clone(), guard.clone(), state.clone());
         Box::new(move |tables: &Tables| {
-            let mut steer = steer.lock().unwrap_or_else(|p| p.into_inner());
-            let mut sync = xdp_sync.lock().unwrap_or_else(|p| p.into_inner());
-            if let Err(e) = sync.apply(&mut steer, tables) {
-                eprintln!("xdpsec dataplane: updating the XDP maps: {e:#}");
-            }
+            let policies = tables.policies();
+            // The guard first: while the XDP maps catch up, the kernel
+            // already drops what a new policy protects.
+            lock(&guard)
+                .apply(&policies)
+                .map_err(|e| format!("the fail-closed guard: {e:#}"))?;
+            lock(&xdp_sync)
+                .apply(&mut lock(&steer), tables)
+                .map_err(|e| format!("the XDP maps: {e:#}"))?;
+            let dynamic: Vec<Policy> = policies
+                .into_iter()
+                .filter(|p| !static_policies.contains(p))
+                .collect();
+            state
+                .store_policies(&dynamic)
+                .map_err(|e| format!("the state directory: {e:#}"))
         })
     };
     let api = api_server::spawn(
@@ -208,27 +271,229 @@ pub fn run(options: &DaemonOptions) -> Result<()> {
         )
     })?;
 
-    eprintln!(
-        "xdpsec dataplane: {workers} worker(s) on {} interface(s), XDP {mode}, {} SA(s), API on {}",
+    tracing::info!(
+        "{workers} worker(s) on {} interface(s) ({}), XDP {mode}, {} SA(s), API on {}, \
+         guard: nftables table inet {}",
         interfaces.len(),
+        interfaces
+            .iter()
+            .map(|i| format!("{}: {} RX queue(s)", i.name, i.rx_queues))
+            .collect::<Vec<_>>()
+            .join(", "),
         config.sas.len(),
-        config.dataplane.api_socket.display()
+        config.dataplane.api_socket.display(),
+        guard::TABLE,
     );
-    while !term.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let outcome = supervise(&term, &mut pool, &mut keeper, &tables, &interfaces);
 
     stop.store(true, Ordering::Relaxed);
-    for thread in threads {
-        thread.join().ok();
+    pool.join();
+    // The last word on the inbound replay floors, now that nothing moves.
+    if let Err(e) = keeper.keep(&tables) {
+        tracing::error!("storing the static SAs' sequence state: {e:#}");
     }
     drop(api);
     drop(next_hops);
     // Dropping the loader detaches the program from every interface.
+    drop(pool);
     drop(steer);
     drop(tunnel);
-    eprintln!("xdpsec dataplane: stopped, XDP detached");
+    match (&outcome, config.dataplane.guard_on_stop) {
+        (Ok(()), GuardOnStop::Remove) => {
+            guard::remove()?;
+            tracing::info!("stopped, XDP detached, guard removed (guard_on_stop = \"remove\")");
+        }
+        (Ok(()), GuardOnStop::Keep) => tracing::info!(
+            "stopped, XDP detached; the guard (nftables table inet {}) stays and drops \
+             protected traffic until the data plane is back (`xdpsec guard remove` lifts it)",
+            guard::TABLE
+        ),
+        (Err(_), _) => {}
+    }
+    outcome
+}
+
+/// The main loop until SIGTERM: keeps the static SAs' numbers on disk,
+/// restarts workers that died, and watches the RX queue counts.
+fn supervise(
+    term: &AtomicBool,
+    pool: &mut WorkerPool,
+    keeper: &mut SeqKeeper,
+    tables: &Tables,
+    interfaces: &[Served],
+) -> Result<()> {
+    let mut last_queue_check = Instant::now();
+    while !term.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(20).min(KEEP_INTERVAL));
+        // Stopping the data plane when the disk refuses is failing closed:
+        // outbound static SAs stop at their reservation anyway.
+        keeper
+            .keep(tables)
+            .context("storing the static SAs' sequence state")?;
+        pool.restart_dead()?;
+        if last_queue_check.elapsed() >= QUEUE_CHECK_INTERVAL {
+            last_queue_check = Instant::now();
+            for iface in interfaces {
+                let now = rx_queue_count(&iface.name, iface.ifindex)?;
+                if now != iface.rx_queues {
+                    bail!(
+                        "{} now has {now} RX queue(s), {} when the data plane started: the new \
+                         ones would have no worker; stopping (the guard stays in place). \
+                         Start the data plane again to serve them all",
+                        iface.name,
+                        iface.rx_queues
+                    );
+                }
+            }
+        }
+    }
     Ok(())
+}
+
+/// The RX queues `name` has now (`real_num_rx_queues`: what AF_XDP can
+/// bind to and XDP sees as `rx_queue_index`), from sysfs. Refuses a sysfs
+/// that belongs to another network namespace (`nsenter` without `-m`).
+fn rx_queue_count(name: &str, ifindex: u32) -> Result<u32> {
+    let dir = format!("/sys/class/net/{name}");
+    let sysfs_index: u32 = std::fs::read_to_string(format!("{dir}/ifindex"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    if sysfs_index != ifindex {
+        bail!(
+            "{dir} is not this network namespace's {name}: run the data plane with \
+             `ip netns exec` (which mounts the namespace's /sys), not a bare setns"
+        );
+    }
+    let queues = std::fs::read_dir(format!("{dir}/queues"))
+        .with_context(|| format!("reading {dir}/queues"))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
+        .count();
+    u32::try_from(queues).context("queue count")
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The workers, each serving the RX queues `q` with `q % workers == index`
+/// of every interface (and sending on the lowest of them).
+struct WorkerPool {
+    workers: Vec<WorkerSlot>,
+    interfaces: Vec<Served>,
+    shared: WorkerShared,
+    steer: Arc<Mutex<Steer>>,
+}
+
+struct WorkerSlot {
+    index: u32,
+    cpu: Option<u32>,
+    thread: Option<JoinHandle<()>>,
+    /// When it died, within the restart window.
+    deaths: Vec<Instant>,
+}
+
+impl WorkerPool {
+    /// Opens worker `w`'s sockets, registers them with the XDP program and
+    /// starts its thread.
+    fn start(&mut self, w: usize) -> Result<()> {
+        let count = self.workers.len() as u32;
+        let slot = &self.workers[w];
+        let index = slot.index;
+        let served: Vec<(&Served, u32)> = self
+            .interfaces
+            .iter()
+            .flat_map(|iface| {
+                (index..iface.rx_queues)
+                    .step_by(count as usize)
+                    .map(move |q| (iface, q))
+            })
+            .collect();
+        // Half the frames in the sockets' fill rings, half for TX and in
+        // flight, however many queues this worker serves.
+        let socket_config = SocketConfig::default();
+        let umem_config = UmemConfig {
+            frame_count: UmemConfig::default()
+                .frame_count
+                .max(served.len() as u32 * socket_config.fill_target * 2),
+            ..UmemConfig::default()
+        };
+        let mut umem = Umem::new(umem_config).context("allocating a UMEM")?;
+        let mut ports = Vec::new();
+        let mut names = Vec::new();
+        for (iface, queue) in served {
+            let socket = XskSocket::bind(&mut umem, iface.ifindex, queue, &socket_config)
+                .with_context(|| format!("AF_XDP socket on {} queue {queue}", iface.name))?;
+            lock(&self.steer).register_xsk(iface.slot, queue, &socket)?;
+            names.push(format!("{}:{queue}", iface.name));
+            ports.push(Port {
+                socket,
+                role: port_role(iface.role),
+            });
+        }
+        let cpu = slot.cpu;
+        let shared = self.shared.clone();
+        self.shared.stats[w].started(names);
+        let thread = std::thread::Builder::new()
+            .name(format!("xdpsec-worker-{index}"))
+            .spawn(move || {
+                if let Some(cpu) = cpu {
+                    core_affinity::set_for_current(core_affinity::CoreId { id: cpu as usize });
+                }
+                worker::run(w, umem, ports, shared);
+            })
+            .context("starting a worker thread")?;
+        self.workers[w].thread = Some(thread);
+        Ok(())
+    }
+
+    /// Restarts the workers whose thread ended. Their sockets closed with
+    /// them, which took them out of the XDP program's map: their queues
+    /// dropped what was steered to them meanwhile.
+    fn restart_dead(&mut self) -> Result<()> {
+        for w in 0..self.workers.len() {
+            let slot = &mut self.workers[w];
+            if !slot.thread.as_ref().is_some_and(JoinHandle::is_finished) {
+                continue;
+            }
+            let why = match slot.thread.take().map(JoinHandle::join) {
+                Some(Err(panic)) => panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .map_or_else(|| "panicked".to_owned(), |m| format!("panicked: {m}")),
+                _ => "its thread ended".to_owned(),
+            };
+            let index = slot.index;
+            self.shared.stats[w].died(why.clone());
+            let now = Instant::now();
+            slot.deaths
+                .retain(|t| now.duration_since(*t) < RESTART_WINDOW);
+            slot.deaths.push(now);
+            if slot.deaths.len() > MAX_RESTARTS {
+                bail!(
+                    "worker {index} died {} times within {RESTART_WINDOW:?} ({why}); stopping \
+                     (its queues drop what is steered to them, the guard stays in place)",
+                    slot.deaths.len()
+                );
+            }
+            tracing::error!("worker {index} died ({why}); its queues drop until it is back");
+            self.shared.stats[w].restarting();
+            self.start(w)
+                .with_context(|| format!("restarting worker {index}"))?;
+            tracing::warn!("worker {index} restarted");
+        }
+        Ok(())
+    }
+
+    fn join(&mut self) {
+        for slot in &mut self.workers {
+            if let Some(thread) = slot.thread.take() {
+                thread.join().ok();
+            }
+        }
+    }
 }
 
 fn steer_role(role: Role) -> SteerRole {
@@ -249,15 +514,54 @@ fn port_role(role: Role) -> PortRole {
 }
 
 /// Keeps the XDP program's maps in step with the tables: our tunnel
-/// addresses (where ESP is steered) and the remote prefixes of protect
-/// policies (where cleartext is steered).
+/// addresses (where ESP is steered) and the remote prefixes of outbound
+/// `protect` and `drop` policies (where cleartext is steered: the workers
+/// match the whole policy, a bypass inside such a prefix included).
 #[derive(Debug, Default)]
 struct XdpMapSync {
     local: BTreeSet<IpAddr>,
     protected: BTreeSet<(IpAddr, u8)>,
 }
 
+/// One change to the maps, to undo if a later one fails.
+#[derive(Debug, Clone, Copy)]
+enum MapEdit {
+    AddLocal(IpAddr),
+    RemoveLocal(IpAddr),
+    AddPrefix(IpAddr, u8),
+    RemovePrefix(IpAddr, u8),
+}
+
+impl MapEdit {
+    fn run(self, steer: &mut Steer) -> Result<()> {
+        match self {
+            MapEdit::AddLocal(addr) => steer.add_local_address(addr)?,
+            MapEdit::RemoveLocal(addr) => steer.remove_local_address(addr)?,
+            MapEdit::AddPrefix(addr, len) => {
+                #[cfg(feature = "fault-injection")]
+                if crate::fault::prefix_fails(addr, len) {
+                    bail!("fault injection: inserting {addr}/{len} fails");
+                }
+                steer.add_protected_prefix(addr, len)?
+            }
+            MapEdit::RemovePrefix(addr, len) => steer.remove_protected_prefix(addr, len)?,
+        }
+        Ok(())
+    }
+
+    fn undo(self) -> MapEdit {
+        match self {
+            MapEdit::AddLocal(a) => MapEdit::RemoveLocal(a),
+            MapEdit::RemoveLocal(a) => MapEdit::AddLocal(a),
+            MapEdit::AddPrefix(a, l) => MapEdit::RemovePrefix(a, l),
+            MapEdit::RemovePrefix(a, l) => MapEdit::AddPrefix(a, l),
+        }
+    }
+}
+
 impl XdpMapSync {
+    /// Brings the maps to the tables' state: all of it, or (on an error,
+    /// which it returns) none of it.
     fn apply(&mut self, steer: &mut Steer, tables: &Tables) -> Result<()> {
         let local: BTreeSet<IpAddr> = tables
             .load()
@@ -269,20 +573,39 @@ impl XdpMapSync {
         let protected: BTreeSet<(IpAddr, u8)> = tables
             .policies()
             .iter()
-            .filter(|p| p.direction == Direction::Out && p.action == PolicyAction::Protect)
+            .filter(|p| p.direction == Direction::Out && p.action != PolicyAction::Bypass)
             .map(|p| (p.remote.addr(), p.remote.prefix_len()))
             .collect();
-        for addr in self.local.difference(&local) {
-            steer.remove_local_address(*addr)?;
-        }
-        for addr in local.difference(&self.local) {
-            steer.add_local_address(*addr)?;
-        }
-        for (addr, len) in self.protected.difference(&protected) {
-            steer.remove_protected_prefix(*addr, *len)?;
-        }
-        for (addr, len) in protected.difference(&self.protected) {
-            steer.add_protected_prefix(*addr, *len)?;
+        // Additions first: a prefix is steered (and so protected) before
+        // one that covered it goes.
+        let edits: Vec<MapEdit> = local
+            .difference(&self.local)
+            .map(|a| MapEdit::AddLocal(*a))
+            .chain(
+                protected
+                    .difference(&self.protected)
+                    .map(|(a, l)| MapEdit::AddPrefix(*a, *l)),
+            )
+            .chain(
+                self.local
+                    .difference(&local)
+                    .map(|a| MapEdit::RemoveLocal(*a)),
+            )
+            .chain(
+                self.protected
+                    .difference(&protected)
+                    .map(|(a, l)| MapEdit::RemovePrefix(*a, *l)),
+            )
+            .collect();
+        for (done, edit) in edits.iter().enumerate() {
+            if let Err(e) = edit.run(steer) {
+                for undo in edits[..done].iter().rev() {
+                    if let Err(again) = undo.undo().run(steer) {
+                        tracing::error!("undoing {undo:?} in the XDP maps: {again:#}");
+                    }
+                }
+                return Err(e);
+            }
         }
         self.local = local;
         self.protected = protected;

@@ -121,11 +121,16 @@ pub enum EspError {
     /// The crypto backend failed (not an authentication failure).
     #[error("crypto backend failure")]
     CryptoFailure,
+    /// Outbound: the next sequence number is past what the state directory
+    /// has reserved (a static SA, whose nonces must not repeat across
+    /// restarts); the reservation catches up within milliseconds.
+    #[error("sequence number not yet reserved on disk")]
+    SeqNotReserved,
 }
 
 impl EspError {
     /// Number of variants: the length of a counter array.
-    pub const COUNT: usize = 17;
+    pub const COUNT: usize = 18;
 
     /// Every variant, in `index()` order.
     pub const ALL: [EspError; EspError::COUNT] = [
@@ -146,6 +151,7 @@ impl EspError {
         EspError::NoTailroom,
         EspError::TooBig,
         EspError::CryptoFailure,
+        EspError::SeqNotReserved,
     ];
 
     /// A stable index in `0..COUNT`.
@@ -173,6 +179,7 @@ impl EspError {
             EspError::NoHeadroom => "no_headroom",
             EspError::NoTailroom => "no_tailroom",
             EspError::TooBig => "too_big",
+            EspError::SeqNotReserved => "seq_not_reserved",
             EspError::CryptoFailure => "crypto_failure",
         }
     }
@@ -403,7 +410,7 @@ pub fn encapsulate(
     };
     let ip_len_field = u16::try_from(ip_len_field).map_err(|_| EspError::TooBig)?;
 
-    let (seq, seq_soft) = sa.take_seq().ok_or(EspError::SequenceExhausted)?;
+    let (seq, seq_soft) = sa.take_seq()?;
     let mut event = sa
         .charge(inner.len as u64)
         .map_err(|_| EspError::LifetimeExpired)?;

@@ -396,7 +396,9 @@ fn nft_apply(rules: &str) -> Result<()> {
         .context("installing the leak firewall (nftables)")
 }
 
-fn run(program: &str, args: &[&str], stdin: Option<&str>) -> Result<String> {
+/// Runs `program` (stdin fed from `stdin`), its stdout on success, an error
+/// with its stderr otherwise. Also the guard's way to nft.
+pub(crate) fn run(program: &str, args: &[&str], stdin: Option<&str>) -> Result<String> {
     let mut child = Command::new(program)
         .args(args)
         .stdin(if stdin.is_some() {

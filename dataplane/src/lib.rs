@@ -10,11 +10,15 @@ pub mod api_server;
 pub mod crypto;
 pub mod daemon;
 pub mod esp;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
 pub mod fragment;
+pub mod guard;
 pub mod host_session;
 pub mod icmp;
 pub mod mss;
 pub mod nexthop;
+pub mod persist;
 pub mod pipeline;
 pub mod pmtu;
 pub mod reassembly;

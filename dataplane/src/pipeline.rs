@@ -47,9 +47,6 @@ pub enum Dropped {
     NoPolicy,
     /// A policy says drop, or its SA is gone.
     PolicyDrop,
-    /// A bypass policy inside a protected prefix: the kernel should have had
-    /// it, and a frame cannot go back to the kernel from here.
-    Bypass,
     /// TTL or hop limit would reach 0.
     TtlExpired,
     /// The TX ring of the outgoing interface was full.
@@ -74,7 +71,7 @@ pub enum Dropped {
 
 impl Dropped {
     /// Every reason's counter slot: [`Dropped::index`] is below this.
-    pub const COUNT: usize = 8 + EspError::COUNT + MissReason::COUNT + 3 + FragDrop::ALL.len();
+    pub const COUNT: usize = 7 + EspError::COUNT + MissReason::COUNT + 3 + FragDrop::ALL.len();
 
     pub fn index(self) -> usize {
         match self {
@@ -82,16 +79,15 @@ impl Dropped {
             Dropped::MalformedOuter => 1,
             Dropped::NoPolicy => 2,
             Dropped::PolicyDrop => 3,
-            Dropped::Bypass => 4,
-            Dropped::TtlExpired => 5,
-            Dropped::TxRingFull => 6,
-            Dropped::NotOurInterface => 7,
-            Dropped::Esp(e) => 8 + e.index(),
-            Dropped::NextHop(m) => 8 + EspError::COUNT + m.index(),
-            Dropped::TooBigNoIcmp => 8 + EspError::COUNT + MissReason::COUNT,
-            Dropped::IcmpNotForAnSa => 9 + EspError::COUNT + MissReason::COUNT,
-            Dropped::NoFrameForFragment => 10 + EspError::COUNT + MissReason::COUNT,
-            Dropped::Fragment(f) => 11 + EspError::COUNT + MissReason::COUNT + f.index(),
+            Dropped::TtlExpired => 4,
+            Dropped::TxRingFull => 5,
+            Dropped::NotOurInterface => 6,
+            Dropped::Esp(e) => 7 + e.index(),
+            Dropped::NextHop(m) => 7 + EspError::COUNT + m.index(),
+            Dropped::TooBigNoIcmp => 7 + EspError::COUNT + MissReason::COUNT,
+            Dropped::IcmpNotForAnSa => 8 + EspError::COUNT + MissReason::COUNT,
+            Dropped::NoFrameForFragment => 9 + EspError::COUNT + MissReason::COUNT,
+            Dropped::Fragment(f) => 10 + EspError::COUNT + MissReason::COUNT + f.index(),
         }
     }
 
@@ -102,7 +98,6 @@ impl Dropped {
             Dropped::MalformedOuter,
             Dropped::NoPolicy,
             Dropped::PolicyDrop,
-            Dropped::Bypass,
             Dropped::TtlExpired,
             Dropped::TxRingFull,
             Dropped::NotOurInterface,
@@ -124,7 +119,6 @@ impl Dropped {
             Dropped::MalformedOuter => "malformed_outer",
             Dropped::NoPolicy => "no_policy",
             Dropped::PolicyDrop => "policy_drop",
-            Dropped::Bypass => "bypass_steered",
             Dropped::TtlExpired => "ttl_expired",
             Dropped::TxRingFull => "tx_ring_full",
             Dropped::NotOurInterface => "next_hop_not_on_a_data_plane_interface",
@@ -203,7 +197,7 @@ pub fn outbound(
     let (src, dst) = ip_addresses(&buf[l3..l3 + inner_len]).ok_or(Dropped::NotIp)?;
     let entry = match ctx.tables.outbound_verdict(src, dst) {
         Verdict::Protect(entry) => entry,
-        Verdict::Bypass => return Err(Dropped::Bypass),
+        Verdict::Bypass => return bypass(ctx, buf, l3, inner_len, dst),
         Verdict::Drop => return Err(Dropped::PolicyDrop),
         Verdict::NoPolicy => return Err(Dropped::NoPolicy),
     };
@@ -255,6 +249,31 @@ pub fn outbound(
         forward(ctx, buf, outer, hop, &entry.stats, inner_len as u64, expiry)?;
     transmit.fragments = plan;
     Ok((transmit, expiry))
+}
+
+/// A packet a bypass policy lets through, inside a protected prefix: the
+/// XDP program steers by destination prefix, not by policy, and a frame
+/// cannot go back to the kernel from here, so it is forwarded in
+/// cleartext as the kernel would (TTL - 1, next hop).
+fn bypass(
+    ctx: &Context<'_>,
+    buf: &mut [u8],
+    l3: usize,
+    len: usize,
+    dst: IpAddr,
+) -> Result<(Transmit, Option<SoftExpiry>), Dropped> {
+    decrement_ttl(&mut buf[l3..l3 + len])?;
+    let hop = resolve_inbound(ctx, dst)?;
+    let frame = with_ethernet(buf, l3..l3 + len, &hop)?;
+    ctx.events.event(Event::BypassForwarded);
+    Ok((
+        Transmit {
+            range: frame,
+            ifindex: hop.ifindex,
+            fragments: None,
+        },
+        None,
+    ))
 }
 
 /// What to do with an inner packet that does not fit the tunnel.

@@ -245,6 +245,18 @@ impl ReplayWindow {
         Ok(())
     }
 
+    /// Refuses every number up to `floor`, as if all of them had been
+    /// received: an inbound SA restored after a restart must not take
+    /// packets it accepted before. Marks the window's worth below `floor`
+    /// through [`accept`](ReplayWindow::accept); older ones are left of it.
+    pub fn restore_floor(&self, floor: u64) {
+        let from = floor.saturating_sub(u64::from(self.size) - 1).max(1);
+        for seq in from..=floor {
+            // An error means the number is refused already.
+            let _ = self.accept(seq);
+        }
+    }
+
     /// The window size in sequence numbers, as configured.
     pub fn size(&self) -> u32 {
         self.size

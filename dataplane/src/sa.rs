@@ -25,7 +25,7 @@ use thiserror::Error;
 use zeroize::Zeroizing;
 
 use crate::crypto::{new_aead, Aead, Backend, CryptoError, SecretBytes};
-use crate::esp::OuterTemplate;
+use crate::esp::{EspError, OuterTemplate};
 use crate::replay::{ReplayWindow, DEFAULT_WINDOW, MAX_WINDOW, MIN_WINDOW};
 use crate::selector::{self, AddrFamily, TrafficSelector};
 use crate::wire::{ipv6, IpVersion};
@@ -530,6 +530,10 @@ pub struct OutboundSa {
     seq_room: u64,
     seq_soft: u64,
     seq_max: u64,
+    /// The last sequence number this SA may use now: `u64::MAX` unless a
+    /// state directory reserves its numbers ahead of use (static SAs, see
+    /// `seq_store`), which raises it block by block.
+    seq_reserved: AtomicU64,
     template: OuterTemplate,
 }
 
@@ -561,9 +565,21 @@ impl OutboundSa {
             seq_room: seq_max - config.initial_seq,
             seq_soft: (seq_max - (seq_max >> 4)).max(config.initial_seq),
             seq_max,
+            seq_reserved: AtomicU64::new(u64::MAX),
             template,
             core,
         })
+    }
+
+    /// The last sequence number reserved for use (`u64::MAX`: no
+    /// reservation needed).
+    pub fn seq_reserved(&self) -> u64 {
+        self.seq_reserved.load(Ordering::Acquire)
+    }
+
+    /// Lets the SA use sequence numbers up to `last`, once that is on disk.
+    pub fn reserve_seq(&self, last: u64) {
+        self.seq_reserved.store(last, Ordering::Release);
     }
 
     pub fn ttl(&self) -> u8 {
@@ -611,14 +627,20 @@ impl OutboundSa {
     /// offset from a 64-bit counter that starts at 0, so even a counter that
     /// has run past the end keeps refusing (it would take 2^64 calls to
     /// wrap).
+    ///
+    /// A number past the reservation is refused and lost (a gap, which ESP
+    /// allows): it was never on disk, so a restart could hand it out again.
     #[inline]
-    pub(crate) fn take_seq(&self) -> Option<(u64, bool)> {
+    pub(crate) fn take_seq(&self) -> Result<(u64, bool), EspError> {
         let used = self.hot.seq_used.fetch_add(1, Ordering::Relaxed);
         if used > self.seq_room {
-            return None;
+            return Err(EspError::SequenceExhausted);
         }
         let seq = self.seq_base + used;
-        Some((seq, seq == self.seq_soft))
+        if seq > self.seq_reserved.load(Ordering::Acquire) {
+            return Err(EspError::SeqNotReserved);
+        }
+        Ok((seq, seq == self.seq_soft))
     }
 
     #[inline]

@@ -35,15 +35,19 @@ pub enum Event {
     Reassembled,
     /// An ICMP "too big" from the underlay set an SA's path MTU.
     PathMtuLearned,
+    /// A packet a bypass policy covers, inside a protected prefix (so the
+    /// XDP program steered it here), was forwarded in cleartext.
+    BypassForwarded,
 }
 
 impl Event {
-    pub const ALL: [Event; 5] = [
+    pub const ALL: [Event; 6] = [
         Event::IcmpTooBigSent,
         Event::OuterFragmented,
         Event::FragmentReceived,
         Event::Reassembled,
         Event::PathMtuLearned,
+        Event::BypassForwarded,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -53,6 +57,7 @@ impl Event {
             Event::FragmentReceived => "outer_fragments_received",
             Event::Reassembled => "datagrams_reassembled",
             Event::PathMtuLearned => "path_mtu_learned",
+            Event::BypassForwarded => "bypass_forwarded",
         }
     }
 }
@@ -71,6 +76,18 @@ pub struct WorkerStatsCell {
     drops: [AtomicU64; Dropped::COUNT],
     events: [AtomicU64; Event::ALL.len()],
     packet_ns: Mutex<LatencyPercentiles>,
+    /// What the supervisor knows: the queues served, whether the thread
+    /// runs, its restarts and its last failure. Written off the hot path.
+    supervision: Mutex<Supervision>,
+}
+
+/// A worker's life as its supervisor sees it.
+#[derive(Debug, Clone, Default)]
+struct Supervision {
+    queues: Vec<String>,
+    running: bool,
+    restarts: u32,
+    last_failure: Option<String>,
 }
 
 impl WorkerStatsCell {
@@ -86,12 +103,39 @@ impl WorkerStatsCell {
             drops: std::array::from_fn(|_| AtomicU64::new(0)),
             events: std::array::from_fn(|_| AtomicU64::new(0)),
             packet_ns: Mutex::new(LatencyPercentiles::default()),
+            supervision: Mutex::new(Supervision::default()),
         }
+    }
+
+    fn supervision(&self) -> std::sync::MutexGuard<'_, Supervision> {
+        self.supervision
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The worker (re)started, serving `queues` (`interface:queue`).
+    pub fn started(&self, queues: Vec<String>) {
+        let mut s = self.supervision();
+        s.queues = queues;
+        s.running = true;
+    }
+
+    /// The worker's thread ended while it should run, for `why`.
+    pub fn died(&self, why: String) {
+        let mut s = self.supervision();
+        s.running = false;
+        s.last_failure = Some(why);
+    }
+
+    /// The supervisor is restarting it.
+    pub fn restarting(&self) {
+        self.supervision().restarts += 1;
     }
 
     /// What `worker_stats` answers for this worker.
     pub fn snapshot(&self) -> WorkerStats {
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let supervision = self.supervision().clone();
         WorkerStats {
             worker: self.worker,
             cpu: self.cpu,
@@ -122,6 +166,10 @@ impl WorkerStatsCell {
                 .filter(|&(_, n)| n > 0)
                 .map(|(name, n)| (name.to_owned(), n))
                 .collect(),
+            queues: supervision.queues,
+            running: supervision.running,
+            restarts: supervision.restarts,
+            last_failure: supervision.last_failure,
         }
     }
 

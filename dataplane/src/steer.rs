@@ -473,7 +473,7 @@ impl Steer {
     }
 
     /// Removes the socket of (`slot`, `queue`): frames steered there are
-    /// passed to the kernel and counted as [`Verdict::RedirectFailed`].
+    /// dropped and counted as [`Verdict::RedirectFailed`].
     /// Unregistering an empty (slot, queue) is not an error: the kernel's
     /// XSKMAP delete does not tell.
     pub fn unregister_xsk(&mut self, slot: u32, queue: u32) -> Result<(), SteerError> {

@@ -259,12 +259,16 @@ fn remaining(limit: Limit, used: u64) -> Limit {
 }
 
 /// The control side's editable copy, from which snapshots are built.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Editable {
     inbound: HashMap<u32, Arc<InboundEntry>>,
     outbound: HashMap<u32, Arc<OutboundEntry>>,
     policies: Vec<Policy>,
 }
+
+/// The tables at one moment (see [`Tables::checkpoint`]).
+#[derive(Debug)]
+pub struct Checkpoint(Editable);
 
 /// The tables: workers `load()`, the API server edits and publishes.
 #[derive(Debug)]
@@ -422,6 +426,10 @@ impl Tables {
                 };
                 let sa =
                     OutboundSa::new(config).map_err(|e| TableError::InvalidSa(e.to_string()))?;
+                // A static SA's numbers are used only once on disk: the
+                // rebuilt one goes on within the old reservation, and the
+                // keeper extends it.
+                sa.reserve_seq(old.sa.seq_reserved());
                 let entry = Installed {
                     sa: Arc::new(sa),
                     stats: old.stats.clone(),
@@ -489,6 +497,20 @@ impl Tables {
         }
         self.publish(&edit);
         Ok(())
+    }
+
+    /// The tables as they are now, to go back to with [`Tables::restore`]
+    /// when what depends on an edit (XDP maps, the guard) cannot follow it.
+    pub fn checkpoint(&self) -> Checkpoint {
+        Checkpoint(self.editable().clone())
+    }
+
+    /// Puts the tables back as they were at `checkpoint`. The SAs are the
+    /// same objects, so their sequence counters go on where they are.
+    pub fn restore(&self, checkpoint: Checkpoint) {
+        let mut edit = self.editable();
+        *edit = checkpoint.0;
+        self.publish(&edit);
     }
 
     pub fn policies(&self) -> Vec<Policy> {

@@ -111,6 +111,8 @@ pub fn run(index: usize, mut umem: Umem, mut ports: Vec<Port>, shared: WorkerSha
         }),
     };
 
+    #[cfg(feature = "fault-injection")]
+    let mut fault_received = 0u64;
     while !shared.stop.load(Ordering::Relaxed) {
         let mut received = 0;
         for p in 0..ports.len() {
@@ -119,6 +121,11 @@ pub fn run(index: usize, mut umem: Umem, mut ports: Vec<Port>, shared: WorkerSha
                 continue;
             }
             received += n;
+            #[cfg(feature = "fault-injection")]
+            {
+                fault_received += n as u64;
+                crate::fault::worker_received(index, fault_received);
+            }
             let started = Instant::now();
             process_batch(
                 &shared,

@@ -762,22 +762,22 @@ fn steer_redirects_esp_in_udp_to_the_xsk_and_passes_ike() {
     assert_eq!(kernel.rx_dropped, 0, "{kernel:?}");
     assert_eq!(kernel.rx_ring_full, 0, "{kernel:?}");
 
-    // Without the socket the same datagram goes to the kernel: the IKE
-    // socket on 4500 gets it, and the program counts a failed redirect.
+    // Without the socket the same datagram is dropped (fail closed): it
+    // reaches neither the IKE socket on 4500 nor the unregistered XSK, and
+    // the program counts a failed redirect.
     steer.unregister_xsk(0, 0).unwrap();
-    ike4500.set_nonblocking(false).unwrap();
     let before = steer.counters().unwrap();
     tx4.send_to(&sent[0].2, to4).unwrap();
-    let (n, _) = ike4500
-        .recv_from(&mut buf)
-        .expect("ESP passed to the kernel once no XSK is registered");
-    assert_eq!(&buf[..n], &sent[0].2[..]);
-    let counters = steer.counters().unwrap().since(&before);
-    assert_eq!(counters.get(Verdict::RedirectFailed), 1, "{counters}");
     assert!(
         receive_frames(&mut xsk, &mut umem, 1, Duration::from_millis(200)).is_empty(),
         "a frame reached the unregistered XSK"
     );
+    assert!(
+        ike4500.recv_from(&mut buf).is_err(),
+        "ESP reached the kernel's IKE socket once no XSK is registered"
+    );
+    let counters = steer.counters().unwrap().since(&before);
+    assert_eq!(counters.get(Verdict::RedirectFailed), 1, "{counters}");
 
     drop(steer);
     drop(p.tb);

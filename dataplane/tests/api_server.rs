@@ -72,6 +72,7 @@ fn start(path: &Path, options: ApiServerOptions) -> Server {
             expiries: rx,
             on_change: Box::new(move |_: &Tables| {
                 counter.fetch_add(1, Ordering::SeqCst);
+                Ok(())
             }),
         },
         options,
@@ -267,6 +268,7 @@ fn on_change_sees_the_new_tables() {
             expiries: rx,
             on_change: Box::new(move |t: &Tables| {
                 log.lock().unwrap().push(t.load().sa_infos().len());
+                Ok(())
             }),
         },
     )
@@ -305,7 +307,7 @@ fn socket_is_private_and_removed_on_drop() {
             tables: Arc::new(Tables::new(Backend::available()[0])),
             workers: Vec::new().into(),
             expiries: rx,
-            on_change: Box::new(|_: &Tables| {}),
+            on_change: Box::new(|_: &Tables| Ok(())),
         },
     );
     let err = second.expect_err("a live socket must not be taken over");
@@ -498,4 +500,41 @@ fn bad_requests_get_errors_not_hangs() {
     let r = roundtrip("{\"id\":4,\"request\":{\"op\":\"list_policies\"}}\n");
     assert_eq!(r["id"], 4);
     assert_eq!(r["response"]["status"], "policies");
+}
+
+#[test]
+fn a_change_the_rest_of_the_data_plane_refuses_is_undone_and_fails_the_request() {
+    let dir = TempDir::new("refused");
+    let tables = Arc::new(Tables::new(Backend::available()[0]));
+    let (_tx, rx) = sync_channel(1);
+    let _server = api_server::spawn(
+        &dir.socket(),
+        ApiShared {
+            tables: tables.clone(),
+            workers: Vec::new().into(),
+            expiries: rx,
+            // As an XDP map that is full: at most one policy fits.
+            on_change: Box::new(|t: &Tables| {
+                if t.policies().len() > 1 {
+                    Err("PROTECT_V4 is full".to_owned())
+                } else {
+                    Ok(())
+                }
+            }),
+        },
+    )
+    .unwrap();
+    let cfg = config();
+    let mut c = ApiClient::connect(dir.socket()).unwrap();
+    for sa in &cfg.sas {
+        c.add_sa(sa.clone()).unwrap();
+    }
+    let mut policies = cfg.policies.iter().cloned();
+    c.add_policy(policies.next().unwrap()).unwrap();
+    let refused = c.add_policy(policies.next().unwrap()).unwrap_err();
+    let text = refused.to_string();
+    assert!(text.contains("PROTECT_V4 is full"), "{text}");
+    assert_eq!(server_code(Err(refused)), ErrorCode::Internal);
+    assert_eq!(tables.policies().len(), 1, "the refused policy was left in");
+    assert_eq!(c.list_policies().unwrap().len(), 1);
 }

@@ -50,7 +50,7 @@ fn server(socket: &Path) -> ApiServer {
             tables,
             workers,
             expiries: rx,
-            on_change: Box::new(|_: &Tables| {}),
+            on_change: Box::new(|_: &Tables| Ok(())),
         },
     )
     .unwrap();

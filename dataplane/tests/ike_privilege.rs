@@ -39,7 +39,7 @@ fn api(socket: &Path) -> ApiServer {
             tables,
             workers,
             expiries: rx,
-            on_change: Box::new(|_: &Tables| {}),
+            on_change: Box::new(|_: &Tables| Ok(())),
         },
     )
     .unwrap()

@@ -15,7 +15,8 @@ fn without_capabilities_the_data_plane_names_what_it_needs() {
     std::fs::write(
         &config,
         format!(
-            "[dataplane]\napi_socket = \"{}/api.sock\"\nworkers = 1\n\n\
+            "[dataplane]\napi_socket = \"{0}/api.sock\"\nstate_dir = \"{0}/state\"\n\
+             workers = 1\n\n\
              [[interface]]\nname = \"lo\"\nrole = \"both\"\nqueues = 1\n",
             dir.display()
         ),

@@ -270,10 +270,11 @@ fn daemon_section(dir: &Path) -> String {
 
 fn gateway_configs(dir: &Path, snat: bool) -> (String, String) {
     let mut dataplane = format!(
-        "[dataplane]\napi_socket = \"{}\"\n\n\
+        "[dataplane]\napi_socket = \"{}\"\nstate_dir = \"{}\"\n\n\
          [[interface]]\nname = \"lan0\"\nrole = \"inside\"\n\n\
          [[interface]]\nname = \"wan0\"\nrole = \"outside\"\n",
-        dir.join("api.sock").display()
+        dir.join("api.sock").display(),
+        dir.join("state").display()
     );
     if snat {
         dataplane
@@ -294,10 +295,11 @@ fn gateway_configs(dir: &Path, snat: bool) -> (String, String) {
 
 fn device_configs(dir: &Path, i: usize) -> (String, String) {
     let dataplane = format!(
-        "[dataplane]\napi_socket = \"{}\"\n\n\
+        "[dataplane]\napi_socket = \"{}\"\nstate_dir = \"{}\"\n\n\
          [[interface]]\nname = \"wan0\"\nrole = \"outside\"\n\n\
          [[interface]]\nname = \"xtun0\"\nrole = \"tunnel\"\n",
-        dir.join("api.sock").display()
+        dir.join("api.sock").display(),
+        dir.join("state").display()
     );
     let ike = format!(
         "{}[connections.home]\nlocal_addrs = [\"{}\"]\nremote_addrs = [\"{GW_WAN}\"]\n\

@@ -10,8 +10,9 @@
 //! - with an AF_XDP socket registered at the index, `bpf_redirect_map`
 //!   succeeds and the program returns `XDP_REDIRECT` (4): the frame is not
 //!   delivered anywhere, and `data_out` is the unchanged frame;
-//! - with none, the helper returns the low bits of its flags, `XDP_PASS`,
-//!   which the program returns too, counting `redirect_failed`.
+//! - with none, the helper returns the low bits of its flags, `XDP_DROP`,
+//!   which the program returns too, counting `redirect_failed` (fail
+//!   closed: the kernel would forward a protected packet in cleartext).
 //!
 //! The tests below bind real AF_XDP sockets (on veth interfaces in a
 //! namespace the test creates) and register them, so both outcomes are
@@ -36,6 +37,7 @@ use xdpsec_dataplane::steer::{AttachMode, Role, Steer, SteerError, Verdict, Verd
 use xdpsec_ebpf_common::MAX_QUEUES;
 use xdpsec_testbed::{Netns, Testbed};
 
+const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
 const XDP_REDIRECT: u32 = 4;
 
@@ -387,6 +389,8 @@ impl Bed {
         .unwrap_or_else(|err| panic!("BPF_PROG_TEST_RUN on {name}: {err}"));
         let action = if want.is_redirect() {
             XDP_REDIRECT
+        } else if want.is_drop() {
+            XDP_DROP
         } else {
             XDP_PASS
         };

@@ -870,6 +870,7 @@ fn bad_configs_fail_naming_the_field_or_interface() {
     let good = format!(
         r#"[dataplane]
 api_socket = "{}"
+state_dir = "{}"
 workers = 1
 
 [[interface]]
@@ -895,7 +896,8 @@ direction = "out"
 action = "protect"
 spi = 0x1001
 "#,
-        socket.display()
+        socket.display(),
+        dir.join("state").display()
     );
     let cases: [(&str, String, &[&str]); 4] = [
         (

@@ -100,6 +100,38 @@ pub struct DataplaneConfig {
     /// How long an incomplete datagram may wait for its fragments, in ms.
     #[serde(default = "default_reassembly_timeout_ms")]
     pub reassembly_timeout_ms: u32,
+    /// Where the data plane keeps what must outlive it: the sequence
+    /// number reservations of static SAs (so no AES-GCM nonce repeats
+    /// across restarts), the replay floors of static inbound SAs, and the
+    /// policies the SA API installed (restored as blocking until their SAs
+    /// come back). Created with mode 0700; must be on persistent storage.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// What a clean stop (SIGTERM) does with the fail-closed guard (the
+    /// nftables table `inet xdpsec_guard`): `keep` it, so protected
+    /// traffic stays blocked while the data plane is down, or `remove` it.
+    #[serde(default)]
+    pub guard_on_stop: GuardOnStop,
+}
+
+/// `[dataplane] guard_on_stop`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GuardOnStop {
+    /// Leave the guard in place: protected traffic is dropped, not sent in
+    /// cleartext, until the data plane is back (XFRM's block).
+    #[default]
+    Keep,
+    /// Lift it: protected traffic goes wherever the kernel routes it, in
+    /// cleartext, once the data plane is gone.
+    Remove,
+}
+
+/// Default `[dataplane] state_dir`.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/xdpsec";
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from(DEFAULT_STATE_DIR)
 }
 
 fn default_true() -> bool {
@@ -144,6 +176,8 @@ impl Default for DataplaneConfig {
             icmp_rate: default_icmp_rate(),
             reassembly_slots: default_reassembly_slots(),
             reassembly_timeout_ms: default_reassembly_timeout_ms(),
+            state_dir: default_state_dir(),
+            guard_on_stop: GuardOnStop::Keep,
         }
     }
 }
@@ -197,9 +231,13 @@ pub struct InterfaceConfig {
     pub name: String,
     /// Inside, outside, or both (one-armed).
     pub role: Role,
-    /// RX/TX queue pairs to open an AF_XDP socket on (queues 0..n).
-    #[serde(default = "one")]
-    pub queues: u32,
+    /// The RX queues the interface has, as a check: absent, the data plane
+    /// serves every RX queue it finds; present, it refuses to start if the
+    /// interface has another number (every queue is served or the data
+    /// plane does not start: a queue without a socket would drop protected
+    /// traffic).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queues: Option<u32>,
     /// Tunnel interfaces only: which decrypted packets go back into it.
     #[serde(default, skip_serializing_if = "is_default")]
     pub deliver: Deliver,
@@ -222,10 +260,6 @@ pub enum Deliver {
     /// masquerade). Routes for the clients' addresses point into the
     /// tunnel so the replies come back to the data plane.
     All,
-}
-
-fn one() -> u32 {
-    1
 }
 
 /// A config that cannot be used: the file, the field and what is wrong.
@@ -442,7 +476,7 @@ impl StaticConfig {
                     format!("{name:?} is already listed at interface[{j}]"),
                 ));
             }
-            if iface.queues == 0 {
+            if iface.queues == Some(0) {
                 return Err(ValidationError::new(
                     format!("interface[{i}].queues"),
                     "must be at least 1",

@@ -508,4 +508,21 @@ pub struct WorkerStats {
     /// and reassembled, path MTUs learned); absent when zero.
     #[serde(default)]
     pub events: BTreeMap<String, u64>,
+    /// The receive queues it serves, as `interface:queue`.
+    #[serde(default)]
+    pub queues: Vec<String>,
+    /// Whether its thread is running (false between its death and its
+    /// restart: its queues drop what is steered to them).
+    #[serde(default = "running")]
+    pub running: bool,
+    /// Times it died and was restarted.
+    #[serde(default)]
+    pub restarts: u32,
+    /// Why it last died, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<String>,
+}
+
+fn running() -> bool {
+    true
 }

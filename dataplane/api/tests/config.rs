@@ -58,8 +58,8 @@ spi = 0x1001
 fn base_config_parses() {
     let cfg = StaticConfig::parse(BASE, FILE).unwrap();
     assert_eq!(cfg.dataplane.worker_count(), 2);
-    assert_eq!(cfg.interfaces[1].queues, 4);
-    assert_eq!(cfg.interfaces[0].queues, 1, "default queues");
+    assert_eq!(cfg.interfaces[1].queues, Some(4));
+    assert_eq!(cfg.interfaces[0].queues, None, "every queue by default");
     assert_eq!(cfg.sas.len(), 2);
     assert_eq!(cfg.sas[0].replay_window, 1024, "default window");
     assert_eq!(cfg.sas[1].key.bits(), 256);

@@ -163,8 +163,11 @@ pub struct TunnelOptions {
     pub encap: Encapsulation,
     /// AES-GCM-128 or -256.
     pub key_size: KeySize,
-    /// Data-plane workers per gateway; every veth gets this many queues.
+    /// Data-plane workers per gateway.
     pub workers: u32,
+    /// RX and TX queues of every veth (as a multi-queue NIC has); `None`:
+    /// one per worker. The data plane serves them all.
+    pub queues: Option<u32>,
     /// Start the data planes with `--null-cipher-benchmark` (no
     /// encryption: the captured ESP cannot be decrypted).
     pub null_cipher: bool,
@@ -209,6 +212,7 @@ impl Default for TunnelOptions {
             encap: Encapsulation::Esp,
             key_size: KeySize::Aes128,
             workers: 1,
+            queues: None,
             null_cipher: false,
             xdp_generic: false,
             split_families: false,
@@ -370,7 +374,7 @@ impl TunnelBed {
         }
         let testbed = Testbed::new()?;
         let topo = testbed.standard_topology_with(&TopologyOptions {
-            queues: options.workers,
+            queues: options.queues.unwrap_or(options.workers),
             underlay_tap: true,
         })?;
         if let Some(mtu) = options.narrow_underlay_mtu {
@@ -1251,15 +1255,17 @@ fn gateway_config(side: Side, sas: &[TunnelSa], options: &TunnelOptions, socket:
         "# xdpsec test bed: {side}'s side of the tunnel (generated, keys are random)\n\n\
          [dataplane]\n\
          api_socket = \"{}\"\n\
+         state_dir = \"{}\"\n\
          workers = {n}\n\
          cpus = []\n\
          busy_poll = false\n\
          xdp_mode = \"{}\"\n\
          mss_clamp = {}\n\
          outer_fragmentation = {}\n\n\
-         [[interface]]\nname = \"lan0\"\nrole = \"inside\"\nqueues = {n}\n\n\
-         [[interface]]\nname = \"wan0\"\nrole = \"outside\"\nqueues = {n}\n",
+         [[interface]]\nname = \"lan0\"\nrole = \"inside\"\n\n\
+         [[interface]]\nname = \"wan0\"\nrole = \"outside\"\n",
         socket.display(),
+        socket.with_extension("state").display(),
         if options.xdp_generic {
             "generic"
         } else {
@@ -1446,7 +1452,7 @@ mod tests {
         assert!(a.contains("spi = 0x00010002\ndirection = \"in\""), "{a}");
         assert!(a.contains("tunnel_local = \"198.18.0.1\""), "{a}");
         assert!(a.contains("encap = { sport = 4500, dport = 4500 }"), "{a}");
-        assert!(a.contains("queues = 2"), "{a}");
+        assert!(a.contains("workers = 2"), "{a}");
         let b = gateway_config(Side::B, &sas, &options, Path::new("/tmp/b.sock"));
         assert!(b.contains("spi = 0x00010001\ndirection = \"in\""), "{b}");
         assert!(

@@ -62,8 +62,8 @@ pub const FRAG_TO_WORKER: u32 = 1;
 /// Value of [`UDP_FRAGS_MAP`]: they go to the kernel (fragmented IKE).
 pub const FRAG_TO_KERNEL: u32 = 0;
 
-/// Receive queues per interface slot in [`XSKS_MAP`]. Frames that arrive on
-/// a higher queue are never redirected (counted as
+/// Receive queues per interface slot in [`XSKS_MAP`]. Frames due for a
+/// redirect that arrive on a higher queue are dropped (counted as
 /// [`Verdict::RedirectFailed`]).
 pub const MAX_QUEUES: u32 = 64;
 /// Interface slots in [`XSKS_MAP`] (inside, outside, tunnel veth, ... ).
@@ -196,8 +196,8 @@ impl Role {
 /// verdicts get new indices at the end).
 ///
 /// Every frame the program sees is counted under exactly one verdict. The
-/// `*Redirected` verdicts are `XDP_REDIRECT` into [`XSKS_MAP`]; all others
-/// are `XDP_PASS`.
+/// `*Redirected` verdicts are `XDP_REDIRECT` into [`XSKS_MAP`],
+/// [`Verdict::RedirectFailed`] is `XDP_DROP`; all others are `XDP_PASS`.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Verdict {
@@ -209,7 +209,9 @@ pub enum Verdict {
     /// Inside: an IPv4/IPv6 packet to a protected prefix, redirected.
     ProtectedRedirected = 2,
     /// A redirect was due but no socket is registered at the XSKS index (or
-    /// the queue or slot is beyond the map): passed to the kernel.
+    /// the queue or slot is beyond the map): dropped. Fail closed: a
+    /// protected packet passed to the kernel would be forwarded in
+    /// cleartext (a queue no worker serves, a worker that died).
     RedirectFailed = 3,
     /// Outside: IKE (UDP 500, or UDP 4500 with the zero non-ESP marker).
     IkePass = 4,
@@ -296,6 +298,13 @@ impl Verdict {
                 | Self::FragmentRedirected
                 | Self::IcmpTooBigRedirected
         )
+    }
+
+    /// Whether frames with this verdict are dropped (`XDP_DROP`): due for a
+    /// worker that is not there. Neither redirected nor passed.
+    #[inline(always)]
+    pub const fn is_drop(self) -> bool {
+        matches!(self, Self::RedirectFailed)
     }
 
     /// Counter name (snake case), for logs and counters output.

@@ -21,7 +21,9 @@
 //!   not local, truncated) is the verdict, else the inside rule's.
 //!
 //! A redirect goes to `XSKS[slot * MAX_QUEUES + rx_queue]`; with no socket
-//! there the frame is passed instead ([`Verdict::RedirectFailed`]).
+//! there the frame is dropped ([`Verdict::RedirectFailed`]): the data plane
+//! fails closed, since the kernel would forward a protected packet in
+//! cleartext, and has no ESP to make sense of an ESP one.
 
 use xdpsec_ebpf_common::{
     xsk_index, FragKey, IfaceConfig, Verdict, FRAG_TO_KERNEL, FRAG_TO_WORKER,

@@ -66,6 +66,8 @@ pub fn steer(ctx: XdpContext) -> u32 {
     count(verdict.index());
     if verdict.is_redirect() {
         xdp_action::XDP_REDIRECT
+    } else if verdict.is_drop() {
+        xdp_action::XDP_DROP
     } else {
         xdp_action::XDP_PASS
     }
@@ -124,8 +126,8 @@ impl Tables for Maps {
     #[inline(always)]
     fn redirect(&self, index: u32) -> bool {
         // The low bits of the flags are the helper's result when the slot
-        // is empty: XDP_PASS, which the caller also returns.
-        XSKS.redirect(index, u64::from(xdp_action::XDP_PASS))
+        // is empty: XDP_DROP, which the caller also returns (fail closed).
+        XSKS.redirect(index, u64::from(xdp_action::XDP_DROP))
             .is_ok()
     }
 }

@@ -57,14 +57,7 @@ impl CtlArgs {
 /// Runs the daemon until SIGTERM or SIGINT. Logs go to stderr through
 /// `tracing` (`RUST_LOG` filters them; default `info`).
 pub fn run_daemon(args: IkeArgs) -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .init();
+    crate::init_logging();
     let options = DaemonOptions {
         config: args.config,
         api_socket: args.api_socket,

@@ -8,6 +8,7 @@
 //! xdpsec connect CONNECTION [--tunnel NAME] [--subnet PREFIX]... [--no-firewall]
 //! xdpsec disconnect [--state-file PATH]
 //! xdpsec status      [--socket PATH] [--json]
+//! xdpsec guard status|remove
 //! xdpsec sa list     [--socket PATH] [--ike-socket PATH] [--json]
 //! xdpsec policy list [--socket PATH] [--json]
 //! ```
@@ -50,6 +51,16 @@ enum Command {
         /// Attach XDP in generic (skb) mode instead of native.
         #[arg(long)]
         xdp_generic: bool,
+        /// Test only (feature `fault-injection`): worker 0 panics once after
+        /// receiving this many packets.
+        #[cfg(feature = "fault-injection")]
+        #[arg(long, value_name = "PACKETS")]
+        fault_worker_panic_after: Option<u64>,
+        /// Test only (feature `fault-injection`): inserting this protected
+        /// prefix into the XDP map fails.
+        #[cfg(feature = "fault-injection")]
+        #[arg(long, value_name = "PREFIX")]
+        fault_fail_prefix: Option<xdpsec_api::Prefix>,
     },
     /// Run the IKEv2 daemon: negotiates SAs and installs them in the data
     /// plane over the SA API. Needs CAP_NET_BIND_SERVICE for port 500 and
@@ -89,8 +100,13 @@ enum Command {
     /// End the `xdpsec connect` session: connection down, routes, resolver
     /// and firewall as they were.
     Disconnect(connect::DisconnectArgs),
-    /// Worker statistics of the running data plane.
+    /// Worker statistics of the running data plane, the queues each worker
+    /// serves, and the fail-closed guard (also when the data plane is down).
     Status(ApiArgs),
+    /// The fail-closed guard: the nftables table that drops protected
+    /// traffic the kernel would otherwise send in cleartext.
+    #[command(subcommand)]
+    Guard(GuardCommand),
     /// Security associations.
     #[command(subcommand)]
     Sa(SaCommand),
@@ -117,6 +133,15 @@ struct SaListArgs {
 }
 
 #[derive(Debug, Subcommand)]
+enum GuardCommand {
+    /// Whether the guard is in place, its rules and what it dropped.
+    Status,
+    /// Lift the guard (in this network namespace): protected traffic then
+    /// leaves in cleartext whenever no data plane takes it.
+    Remove,
+}
+
+#[derive(Debug, Subcommand)]
 enum PolicyCommand {
     /// List the policies.
     List(ApiArgs),
@@ -139,17 +164,33 @@ fn main() -> ExitCode {
             config,
             null_cipher_benchmark,
             xdp_generic,
+            #[cfg(feature = "fault-injection")]
+            fault_worker_panic_after,
+            #[cfg(feature = "fault-injection")]
+            fault_fail_prefix,
         } => {
+            #[cfg(feature = "fault-injection")]
+            {
+                if let Some(n) = fault_worker_panic_after {
+                    xdpsec_dataplane::fault::panic_worker_after(n);
+                }
+                if let Some(p) = fault_fail_prefix {
+                    xdpsec_dataplane::fault::fail_prefix(p.addr(), p.prefix_len());
+                }
+            }
             return dataplane(DaemonOptions {
                 config,
                 null_cipher_benchmark,
                 xdp_generic,
-            })
+            });
         }
-        Command::Status(args) => query(&args, Request::WorkerStats, |r| match r {
-            Response::WorkerStats { workers } => Some(show::worker_table(workers)),
-            _ => None,
-        }),
+        Command::Status(args) => status(&args),
+        Command::Guard(GuardCommand::Status) => {
+            print(&show::guard_line(&xdpsec_dataplane::guard::status()))
+        }
+        Command::Guard(GuardCommand::Remove) => {
+            xdpsec_dataplane::guard::remove().map_err(|e| format!("removing the guard: {e:#}"))
+        }
         Command::Ike(args) => return ike::run_daemon(args),
         Command::Initiate { connection, ctl } => {
             ike::command(&ctl, CtlRequest::Initiate { connection })
@@ -192,7 +233,21 @@ fn main() -> ExitCode {
     }
 }
 
+/// Daemon logs go to stderr through `tracing` (`RUST_LOG` filters them;
+/// default `info`).
+fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+}
+
 fn dataplane(options: DaemonOptions) -> ExitCode {
+    init_logging();
     // Config errors (they name the file, the field and the line) come first,
     // whatever the rest of the start-up would fail on.
     if let Err(e) = StaticConfig::load(&options.config) {
@@ -209,6 +264,28 @@ fn dataplane(options: DaemonOptions) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `xdpsec status`: the workers, then the guard. With the data plane down,
+/// says so and what protects the host meanwhile, and fails.
+fn status(args: &ApiArgs) -> Result<(), String> {
+    let guard = xdpsec_dataplane::guard::status();
+    let response = match request_one(args, Request::WorkerStats) {
+        Ok(response) => response,
+        Err(e) => {
+            print(&show::guard_line(&guard))?;
+            return Err(format!("the data plane is not reachable: {e}"));
+        }
+    };
+    let text = if args.json {
+        json_text(&response)?
+    } else {
+        let Response::WorkerStats { workers } = &response else {
+            return Err(unexpected(&Request::WorkerStats, &response));
+        };
+        show::worker_table(workers) + &show::guard_line(&guard)
+    };
+    print(&text)
 }
 
 /// Sends one request and prints the reply, as JSON or through `table`.

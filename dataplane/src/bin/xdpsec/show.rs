@@ -379,7 +379,45 @@ pub fn worker_table(workers: &[WorkerStats]) -> String {
         let events: Vec<String> = w.events.iter().map(|(e, n)| format!("{e}={n}")).collect();
         let _ = writeln!(out, "worker {} events: {}", w.worker, events.join(","));
     }
+    for w in workers {
+        let state = if w.running { "running" } else { "DEAD" };
+        let _ = write!(
+            out,
+            "worker {} {state}, queues: {}",
+            w.worker,
+            if w.queues.is_empty() {
+                "none".to_owned()
+            } else {
+                w.queues.join(",")
+            }
+        );
+        if w.restarts > 0 {
+            let _ = write!(out, ", restarted {} time(s)", w.restarts);
+        }
+        if let Some(why) = &w.last_failure {
+            let _ = write!(out, ", last failure: {why}");
+        }
+        out.push('\n');
+    }
     out
+}
+
+/// The fail-closed guard's line of `xdpsec status`.
+pub fn guard_line(guard: &anyhow::Result<Option<xdpsec_dataplane::guard::GuardStatus>>) -> String {
+    match guard {
+        Ok(Some(g)) => format!(
+            "guard: nftables table inet {} in place ({} rules): protected traffic the kernel \
+             would carry is dropped, also while the data plane is down; blocked {} out, {} in\n",
+            xdpsec_dataplane::guard::TABLE,
+            g.rules,
+            g.blocked_out,
+            g.blocked_in
+        ),
+        Ok(None) => "guard: NONE: nothing keeps the kernel from sending protected traffic in \
+                     cleartext while no worker takes it\n"
+            .to_owned(),
+        Err(e) => format!("guard: unknown ({e:#})\n"),
+    }
 }
 
 #[cfg(test)]
@@ -466,9 +504,20 @@ mod tests {
             },
             ..WorkerStats::default()
         };
-        let text = worker_table(&[w(0, 640, 10), w(1, 0, 0)]);
+        let mut running = w(0, 640, 10);
+        running.running = true;
+        running.queues = vec!["lan0:0".into(), "lan0:2".into()];
+        let mut dead = w(1, 0, 0);
+        dead.restarts = 1;
+        dead.last_failure = Some("panicked: boom".into());
+        let text = worker_table(&[running, dead]);
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 5, "{text}");
+        assert_eq!(lines.len(), 7, "{text}");
+        assert_eq!(lines[5], "worker 0 running, queues: lan0:0,lan0:2");
+        assert_eq!(
+            lines[6],
+            "worker 1 DEAD, queues: none, restarted 1 time(s), last failure: panicked: boom"
+        );
         let cells = |l: &str| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
         assert_eq!(
             cells(lines[1]),
