@@ -7,8 +7,8 @@
 //! Fail closed, in every state: the guard (`guard.rs`) is in before XDP is
 //! attached and stays when the process dies; a frame due for a worker on a
 //! queue without a socket is dropped by the XDP program; a worker that
-//! dies leaves its queues dropping until it is restarted; a queue count
-//! that changes under the data plane stops it (non-zero, guard in place).
+//! dies, or a queue count that changes under the data plane, stops it
+//! (non-zero exit, guard in place) for its supervisor to restart.
 
 use crate::afxdp::{self, SocketConfig, Umem, UmemConfig, XskSocket};
 use crate::api_server::{self, ApiShared};
@@ -47,11 +47,6 @@ pub struct DaemonOptions {
 /// Soft-expiry reports waiting for the API server; more are dropped (the
 /// control side also sees the SA counters).
 const EXPIRY_QUEUE: usize = 1024;
-
-/// A worker that dies more often than this within [`RESTART_WINDOW`] is not
-/// restarted again: the data plane exits non-zero (guard in place).
-const MAX_RESTARTS: usize = 3;
-const RESTART_WINDOW: Duration = Duration::from_secs(60);
 
 /// How often the RX queue counts are compared with those served.
 const QUEUE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
@@ -221,7 +216,6 @@ pub fn run(options: &DaemonOptions) -> Result<()> {
                 index: w,
                 cpu: config.dataplane.cpus.get(w as usize).copied(),
                 thread: None,
-                deaths: Vec::new(),
             })
             .collect(),
         interfaces: interfaces.clone(),
@@ -314,7 +308,7 @@ pub fn run(options: &DaemonOptions) -> Result<()> {
 }
 
 /// The main loop until SIGTERM: keeps the static SAs' numbers on disk,
-/// restarts workers that died, and watches the RX queue counts.
+/// watches the workers and the RX queue counts.
 fn supervise(
     term: &AtomicBool,
     pool: &mut WorkerPool,
@@ -330,7 +324,7 @@ fn supervise(
         keeper
             .keep(tables)
             .context("storing the static SAs' sequence state")?;
-        pool.restart_dead()?;
+        pool.check_alive()?;
         if last_queue_check.elapsed() >= QUEUE_CHECK_INTERVAL {
             last_queue_check = Instant::now();
             for iface in interfaces {
@@ -390,8 +384,6 @@ struct WorkerSlot {
     index: u32,
     cpu: Option<u32>,
     thread: Option<JoinHandle<()>>,
-    /// When it died, within the restart window.
-    deaths: Vec<Instant>,
 }
 
 impl WorkerPool {
@@ -448,12 +440,13 @@ impl WorkerPool {
         Ok(())
     }
 
-    /// Restarts the workers whose thread ended. Their sockets closed with
-    /// them, which took them out of the XDP program's map: their queues
-    /// dropped what was steered to them meanwhile.
-    fn restart_dead(&mut self) -> Result<()> {
-        for w in 0..self.workers.len() {
-            let slot = &mut self.workers[w];
+    /// Fails if a worker's thread ended: the data plane then stops with a
+    /// non-zero exit (its supervisor restarts it) rather than run on half
+    /// working. The dead worker's sockets closed with it, which took them
+    /// out of the XDP program's map: its queues drop what is steered to
+    /// them, and once the process is gone the guard drops it.
+    fn check_alive(&mut self) -> Result<()> {
+        for (w, slot) in self.workers.iter_mut().enumerate() {
             if !slot.thread.as_ref().is_some_and(JoinHandle::is_finished) {
                 continue;
             }
@@ -465,24 +458,12 @@ impl WorkerPool {
                     .map_or_else(|| "panicked".to_owned(), |m| format!("panicked: {m}")),
                 _ => "its thread ended".to_owned(),
             };
-            let index = slot.index;
             self.shared.stats[w].died(why.clone());
-            let now = Instant::now();
-            slot.deaths
-                .retain(|t| now.duration_since(*t) < RESTART_WINDOW);
-            slot.deaths.push(now);
-            if slot.deaths.len() > MAX_RESTARTS {
-                bail!(
-                    "worker {index} died {} times within {RESTART_WINDOW:?} ({why}); stopping \
-                     (its queues drop what is steered to them, the guard stays in place)",
-                    slot.deaths.len()
-                );
-            }
-            tracing::error!("worker {index} died ({why}); its queues drop until it is back");
-            self.shared.stats[w].restarting();
-            self.start(w)
-                .with_context(|| format!("restarting worker {index}"))?;
-            tracing::warn!("worker {index} restarted");
+            bail!(
+                "worker {} died ({why}): stopping, so that nothing runs half working; its \
+                 queues dropped what was steered to them, and the guard stays in place",
+                slot.index
+            );
         }
         Ok(())
     }

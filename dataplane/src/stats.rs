@@ -77,7 +77,7 @@ pub struct WorkerStatsCell {
     events: [AtomicU64; Event::ALL.len()],
     packet_ns: Mutex<LatencyPercentiles>,
     /// What the supervisor knows: the queues served, whether the thread
-    /// runs, its restarts and its last failure. Written off the hot path.
+    /// runs, and why it died. Written off the hot path.
     supervision: Mutex<Supervision>,
 }
 
@@ -86,7 +86,6 @@ pub struct WorkerStatsCell {
 struct Supervision {
     queues: Vec<String>,
     running: bool,
-    restarts: u32,
     last_failure: Option<String>,
 }
 
@@ -113,7 +112,7 @@ impl WorkerStatsCell {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The worker (re)started, serving `queues` (`interface:queue`).
+    /// The worker started, serving `queues` (`interface:queue`).
     pub fn started(&self, queues: Vec<String>) {
         let mut s = self.supervision();
         s.queues = queues;
@@ -125,11 +124,6 @@ impl WorkerStatsCell {
         let mut s = self.supervision();
         s.running = false;
         s.last_failure = Some(why);
-    }
-
-    /// The supervisor is restarting it.
-    pub fn restarting(&self) {
-        self.supervision().restarts += 1;
     }
 
     /// What `worker_stats` answers for this worker.
@@ -168,7 +162,6 @@ impl WorkerStatsCell {
                 .collect(),
             queues: supervision.queues,
             running: supervision.running,
-            restarts: supervision.restarts,
             last_failure: supervision.last_failure,
         }
     }

@@ -511,14 +511,10 @@ pub struct WorkerStats {
     /// The receive queues it serves, as `interface:queue`.
     #[serde(default)]
     pub queues: Vec<String>,
-    /// Whether its thread is running (false between its death and its
-    /// restart: its queues drop what is steered to them).
+    /// Whether its thread is running (a dead worker stops the data plane).
     #[serde(default = "running")]
     pub running: bool,
-    /// Times it died and was restarted.
-    #[serde(default)]
-    pub restarts: u32,
-    /// Why it last died, if it did.
+    /// Why it died, if it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_failure: Option<String>,
 }

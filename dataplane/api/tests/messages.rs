@@ -148,7 +148,6 @@ fn all_responses() -> Vec<Response> {
                     events: [("icmp_too_big_sent".to_owned(), 4)].into_iter().collect(),
                     queues: vec!["lan0:0".to_owned(), "wan0:0".to_owned()],
                     running: true,
-                    restarts: 1,
                     last_failure: Some("panicked: test".to_owned()),
                 },
                 WorkerStats::default(),

@@ -165,6 +165,9 @@ pub struct TunnelOptions {
     pub key_size: KeySize,
     /// Data-plane workers per gateway.
     pub workers: u32,
+    /// More arguments for both `xdpsec dataplane` processes (test-only
+    /// fault switches, say).
+    pub dataplane_args: Vec<String>,
     /// RX and TX queues of every veth (as a multi-queue NIC has); `None`:
     /// one per worker. The data plane serves them all.
     pub queues: Option<u32>,
@@ -213,6 +216,7 @@ impl Default for TunnelOptions {
             key_size: KeySize::Aes128,
             workers: 1,
             queues: None,
+            dataplane_args: Vec::new(),
             null_cipher: false,
             xdp_generic: false,
             split_families: false,
@@ -537,6 +541,7 @@ impl TunnelBed {
         if self.options.xdp_generic {
             argv.push("--xdp-generic".into());
         }
+        argv.extend(self.options.dataplane_args.iter().map(Into::into));
         let daemon = &self.daemons[side.index()];
         // A socket left by a previous run would look like a ready one.
         std::fs::remove_file(&daemon.socket).ok();
@@ -800,6 +805,17 @@ impl TunnelBed {
             .take()
             .ok_or_else(|| Error::Timeout(format!("the data plane of {side} is not running")))?;
         child.terminate()?;
+        Ok(child.wait_timeout(Duration::from_secs(10))?.status)
+    }
+
+    /// Kills the data plane of `side` with SIGKILL (by PID), as a crash
+    /// would: nothing of its clean stop happens. Its exit status.
+    pub fn kill(&mut self, side: Side) -> Result<ExitStatus> {
+        let child = self.daemons[side.index()]
+            .child
+            .take()
+            .ok_or_else(|| Error::Timeout(format!("the data plane of {side} is not running")))?;
+        child.signal(nix::sys::signal::Signal::SIGKILL)?;
         Ok(child.wait_timeout(Duration::from_secs(10))?.status)
     }
 

@@ -273,8 +273,10 @@ fn status(args: &ApiArgs) -> Result<(), String> {
     let response = match request_one(args, Request::WorkerStats) {
         Ok(response) => response,
         Err(e) => {
-            print(&show::guard_line(&guard))?;
-            return Err(format!("the data plane is not reachable: {e}"));
+            return Err(format!(
+                "the data plane is not reachable: {e}\n{}",
+                show::guard_line(&guard).trim_end()
+            ));
         }
     };
     let text = if args.json {

@@ -391,9 +391,6 @@ pub fn worker_table(workers: &[WorkerStats]) -> String {
                 w.queues.join(",")
             }
         );
-        if w.restarts > 0 {
-            let _ = write!(out, ", restarted {} time(s)", w.restarts);
-        }
         if let Some(why) = &w.last_failure {
             let _ = write!(out, ", last failure: {why}");
         }
@@ -508,7 +505,6 @@ mod tests {
         running.running = true;
         running.queues = vec!["lan0:0".into(), "lan0:2".into()];
         let mut dead = w(1, 0, 0);
-        dead.restarts = 1;
         dead.last_failure = Some("panicked: boom".into());
         let text = worker_table(&[running, dead]);
         let lines: Vec<&str> = text.lines().collect();
@@ -516,7 +512,7 @@ mod tests {
         assert_eq!(lines[5], "worker 0 running, queues: lan0:0,lan0:2");
         assert_eq!(
             lines[6],
-            "worker 1 DEAD, queues: none, restarted 1 time(s), last failure: panicked: boom"
+            "worker 1 DEAD, queues: none, last failure: panicked: boom"
         );
         let cells = |l: &str| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
         assert_eq!(
