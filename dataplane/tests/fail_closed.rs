@@ -356,11 +356,23 @@ fn a_worker_that_panics_stops_the_data_plane_and_nothing_leaks() {
     );
     let guard = guard_status(&bed, Side::A);
     assert!(guard.contains("in place"), "{guard}");
-    // Started again (as its service manager would), it carries traffic.
-    bed.start(Side::A).unwrap();
-    bed.wait_for_socket(Side::A).unwrap();
+    // Started again without the fault (as a service manager would; gateway
+    // B's worker has the switch too and dies the same way once it has seen
+    // enough), they carry traffic.
+    bed.set_dataplane_args(Vec::new());
+    for side in Side::BOTH {
+        bed.stop(side).ok();
+        bed.start(side).unwrap();
+        bed.wait_for_socket(side).unwrap();
+    }
     let stats = bed.ping(Side::A, Side::B, false, 3).unwrap();
-    assert!(stats.all_answered_once(), "{}", stats.output);
+    assert!(
+        stats.all_answered_once(),
+        "{}\n{}\n{}",
+        stats.output,
+        bed.log(Side::A),
+        bed.cli(Side::A, &["sa", "list"]).unwrap_or_default()
+    );
 }
 
 #[cfg(feature = "fault-injection")]

@@ -808,6 +808,11 @@ impl TunnelBed {
         Ok(child.wait_timeout(Duration::from_secs(10))?.status)
     }
 
+    /// Replaces [`TunnelOptions::dataplane_args`] for the next starts.
+    pub fn set_dataplane_args(&mut self, args: Vec<String>) {
+        self.options.dataplane_args = args;
+    }
+
     /// Kills the data plane of `side` with SIGKILL (by PID), as a crash
     /// would: nothing of its clean stop happens. Its exit status.
     pub fn kill(&mut self, side: Side) -> Result<ExitStatus> {
