@@ -82,7 +82,13 @@ fn sample_config_parses() {
     assert_eq!(sample_config(), on_disk);
     let cfg = StaticConfig::parse(sample_config(), "static-tunnel.toml").unwrap();
     assert_eq!(cfg.dataplane.api_socket, Path::new(DEFAULT_API_SOCKET));
-    assert_eq!(cfg.dataplane.worker_count(), 2);
+    assert_eq!(cfg.dataplane.worker_count(), 1);
+    assert_eq!(cfg.dataplane.state_dir, Path::new("/var/lib/xdpsec"));
+    assert_eq!(
+        cfg.dataplane.guard_on_stop,
+        xdpsec_api::config::GuardOnStop::Keep
+    );
+    assert!(cfg.interfaces.iter().all(|i| i.queues.is_none()));
     assert_eq!(cfg.dataplane.xdp_mode, XdpMode::Native);
     let roles: Vec<Role> = cfg.interfaces.iter().map(|i| i.role).collect();
     assert_eq!(roles, vec![Role::Inside, Role::Outside]);
