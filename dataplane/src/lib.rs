@@ -13,6 +13,7 @@ pub mod esp;
 pub mod fragment;
 pub mod host_session;
 pub mod icmp;
+pub mod l4_checksum;
 pub mod mss;
 pub mod nexthop;
 pub mod pipeline;
