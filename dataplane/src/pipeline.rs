@@ -10,6 +10,7 @@
 use crate::esp::{self, EspError};
 use crate::fragment;
 use crate::icmp::{self, RateLimit, SourceAddrs};
+use crate::l4_checksum::{self, Outcome};
 use crate::mss;
 use crate::nexthop::{Lookup, MissReason, NextHopTable, Resolver};
 use crate::pmtu::{self, MIN_PMTU_V6};
@@ -207,6 +208,13 @@ pub fn outbound(
         Verdict::Drop => return Err(Dropped::PolicyDrop),
         Verdict::NoPolicy => return Err(Dropped::NoPolicy),
     };
+    // Before MSS clamping: its RFC 1624 update is right on a full checksum
+    // but turns a partial one into garbage (l4_checksum's tests show it).
+    finish_checksum(
+        ctx,
+        &mut buf[l3..l3 + inner_len],
+        Event::ChecksumFinishedOutbound,
+    );
     // The next hop is looked up before sealing so its MTU is known for the
     // size check and MSS clamping; a miss is still reported only after the
     // ESP transform, so the drop reasons and counters stay the same.
@@ -255,6 +263,17 @@ pub fn outbound(
         forward(ctx, buf, outer, hop, &entry.stats, inner_len as u64, expiry)?;
     transmit.fragments = plan;
     Ok((transmit, expiry))
+}
+
+/// Finishes the partial TCP/UDP checksum of the inner packet `packet`, if
+/// it has one, counting `finished` (see [`l4_checksum`]).
+#[inline]
+fn finish_checksum(ctx: &Context<'_>, packet: &mut [u8], finished: Event) {
+    match l4_checksum::finish(packet) {
+        Outcome::Finished => ctx.events.event(finished),
+        Outcome::AlreadyValid => ctx.events.event(Event::ChecksumPartialLookalike),
+        Outcome::Skipped | Outcome::NoChecksum | Outcome::NotPartial => {}
+    }
 }
 
 /// What to do with an inner packet that does not fit the tunnel.
@@ -445,6 +464,13 @@ fn decapsulate(
         outbound: false,
         event,
     });
+    // A peer that does not finish its hosts' partial checksums (an older
+    // xdpsec; anything that encrypts what a veth hands it) would otherwise
+    // have this LAN's hosts drop its TCP and UDP. The packet is
+    // authenticated, so a partial value in it is what the far host wrote,
+    // not damage on the way; finishing costs a header read when the peer
+    // did its job.
+    finish_checksum(ctx, &mut buf[inner.clone()], Event::ChecksumFinishedInbound);
     let inner_len = inner.len() as u64;
     // No MSS clamping here: the inbound SA does not know the outbound
     // path's MTU or overhead. A peer gateway that clamps its own outbound

@@ -35,15 +35,27 @@ pub enum Event {
     Reassembled,
     /// An ICMP "too big" from the underlay set an SA's path MTU.
     PathMtuLearned,
+    /// A LAN host's partial TCP/UDP checksum (TX checksum offload) was
+    /// finished before encryption (`l4_checksum`).
+    ChecksumFinishedOutbound,
+    /// A decrypted packet's partial TCP/UDP checksum (a peer that does not
+    /// finish them) was finished before delivery.
+    ChecksumFinishedInbound,
+    /// A checksum field held the partial value but the segment verified
+    /// as it was (a 1-in-65536 coincidence): left alone.
+    ChecksumPartialLookalike,
 }
 
 impl Event {
-    pub const ALL: [Event; 5] = [
+    pub const ALL: [Event; 8] = [
         Event::IcmpTooBigSent,
         Event::OuterFragmented,
         Event::FragmentReceived,
         Event::Reassembled,
         Event::PathMtuLearned,
+        Event::ChecksumFinishedOutbound,
+        Event::ChecksumFinishedInbound,
+        Event::ChecksumPartialLookalike,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -53,6 +65,9 @@ impl Event {
             Event::FragmentReceived => "outer_fragments_received",
             Event::Reassembled => "datagrams_reassembled",
             Event::PathMtuLearned => "path_mtu_learned",
+            Event::ChecksumFinishedOutbound => "l4_checksums_finished_outbound",
+            Event::ChecksumFinishedInbound => "l4_checksums_finished_inbound",
+            Event::ChecksumPartialLookalike => "l4_checksums_partial_lookalike",
         }
     }
 }
