@@ -207,7 +207,7 @@ fn default_host_offloads_udp_and_tcp_through_the_tunnel() {
     for side in Side::BOTH {
         let host = bed.host(side);
         eprintln!(
-            "host {side}: {}",
+            "host behind {side}: {}",
             default_offloads(&host.ns, &host.eth.name)
         );
     }
