@@ -55,8 +55,8 @@ fn diagnostics(bed: &TunnelBed) -> String {
 fn default_offloads(ns: &Netns, eth: &str) -> String {
     ns.run(["ethtool", "-K", eth, "tx", "on"])
         .unwrap_or_else(|e| panic!("ethtool -K {eth} tx on: {e}"));
-    // Requested even where the kernel keeps them off (see above); ethtool
-    // may then exit non-zero, which is the kernel's answer, not a failure.
+    // Requested even where the kernel keeps them off (see above): ethtool
+    // then answers "tx-tcp-segmentation: off [requested on]".
     let tso = ns.run(["ethtool", "-K", eth, "tso", "on", "gso", "on"]);
     let features = ns.run(["ethtool", "-k", eth]).expect("ethtool -k");
     let wanted = [

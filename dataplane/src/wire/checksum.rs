@@ -12,7 +12,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 /// Pieces passed one after the other must each have an even length except the
 /// last one, as the words of the checksummed message would otherwise shift.
 #[inline]
-pub fn add(mut acc: u64, data: &[u8]) -> u64 {
+pub fn add(acc: u64, data: &[u8]) -> u64 {
     // One's-complement addition is associative and commutative, does not
     // care about the word size as long as carries wrap around, and commutes
     // with swapping the bytes of every word (RFC 1071 section 2). So the
