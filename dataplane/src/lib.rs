@@ -16,6 +16,7 @@ pub mod fragment;
 pub mod guard;
 pub mod host_session;
 pub mod icmp;
+pub mod l4_checksum;
 pub mod mss;
 pub mod nexthop;
 pub mod persist;

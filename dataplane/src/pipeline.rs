@@ -10,6 +10,7 @@
 use crate::esp::{self, EspError};
 use crate::fragment;
 use crate::icmp::{self, RateLimit, SourceAddrs};
+use crate::l4_checksum::{self, Outcome};
 use crate::mss;
 use crate::nexthop::{Lookup, MissReason, NextHopTable, Resolver};
 use crate::pmtu::{self, MIN_PMTU_V6};
@@ -201,6 +202,13 @@ pub fn outbound(
         Verdict::Drop => return Err(Dropped::PolicyDrop),
         Verdict::NoPolicy => return Err(Dropped::NoPolicy),
     };
+    // Before MSS clamping: its RFC 1624 update is right on a full checksum
+    // but turns a partial one into garbage (l4_checksum's tests show it).
+    finish_checksum(
+        ctx,
+        &mut buf[l3..l3 + inner_len],
+        Event::ChecksumFinishedOutbound,
+    );
     // The next hop is looked up before sealing so its MTU is known for the
     // size check and MSS clamping; a miss is still reported only after the
     // ESP transform, so the drop reasons and counters stay the same.
@@ -262,6 +270,8 @@ fn bypass(
     len: usize,
     dst: IpAddr,
 ) -> Result<(Transmit, Option<SoftExpiry>), Dropped> {
+    // As after encryption: nothing past XDP would finish it.
+    finish_checksum(ctx, &mut buf[l3..l3 + len], Event::ChecksumFinishedOutbound);
     decrement_ttl(&mut buf[l3..l3 + len])?;
     let hop = resolve_inbound(ctx, dst)?;
     let frame = with_ethernet(buf, l3..l3 + len, &hop)?;
@@ -274,6 +284,17 @@ fn bypass(
         },
         None,
     ))
+}
+
+/// Finishes the partial TCP/UDP checksum of the inner packet `packet`, if
+/// it has one, counting `finished` (see [`l4_checksum`]).
+#[inline]
+fn finish_checksum(ctx: &Context<'_>, packet: &mut [u8], finished: Event) {
+    match l4_checksum::finish(packet) {
+        Outcome::Finished => ctx.events.event(finished),
+        Outcome::AlreadyValid => ctx.events.event(Event::ChecksumPartialLookalike),
+        Outcome::Skipped | Outcome::NoChecksum | Outcome::NotPartial => {}
+    }
 }
 
 /// What to do with an inner packet that does not fit the tunnel.
@@ -464,6 +485,13 @@ fn decapsulate(
         outbound: false,
         event,
     });
+    // A peer that does not finish its hosts' partial checksums (an older
+    // xdpsec; anything that encrypts what a veth hands it) would otherwise
+    // have this LAN's hosts drop its TCP and UDP. The packet is
+    // authenticated, so a partial value in it is what the far host wrote,
+    // not damage on the way; finishing costs a header read when the peer
+    // did its job.
+    finish_checksum(ctx, &mut buf[inner.clone()], Event::ChecksumFinishedInbound);
     let inner_len = inner.len() as u64;
     // No MSS clamping here: the inbound SA does not know the outbound
     // path's MTU or overhead. A peer gateway that clamps its own outbound

@@ -38,16 +38,28 @@ pub enum Event {
     /// A packet a bypass policy covers, inside a protected prefix (so the
     /// XDP program steered it here), was forwarded in cleartext.
     BypassForwarded,
+    /// A LAN host's partial TCP/UDP checksum (TX checksum offload) was
+    /// finished before encryption (`l4_checksum`).
+    ChecksumFinishedOutbound,
+    /// A decrypted packet's partial TCP/UDP checksum (a peer that does not
+    /// finish them) was finished before delivery.
+    ChecksumFinishedInbound,
+    /// A checksum field held the partial value but the segment verified
+    /// as it was (a 1-in-65536 coincidence): left alone.
+    ChecksumPartialLookalike,
 }
 
 impl Event {
-    pub const ALL: [Event; 6] = [
+    pub const ALL: [Event; 9] = [
         Event::IcmpTooBigSent,
         Event::OuterFragmented,
         Event::FragmentReceived,
         Event::Reassembled,
         Event::PathMtuLearned,
         Event::BypassForwarded,
+        Event::ChecksumFinishedOutbound,
+        Event::ChecksumFinishedInbound,
+        Event::ChecksumPartialLookalike,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -58,6 +70,9 @@ impl Event {
             Event::Reassembled => "datagrams_reassembled",
             Event::PathMtuLearned => "path_mtu_learned",
             Event::BypassForwarded => "bypass_forwarded",
+            Event::ChecksumFinishedOutbound => "l4_checksums_finished_outbound",
+            Event::ChecksumFinishedInbound => "l4_checksums_finished_inbound",
+            Event::ChecksumPartialLookalike => "l4_checksums_partial_lookalike",
         }
     }
 }

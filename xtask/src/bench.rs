@@ -173,3 +173,114 @@ fn ratios(nanos: &Estimates) -> Result<Vec<EspCoreRow>> {
     rows.sort_by(|a, b| (a.size, &a.backend, a.key_bits).cmp(&(b.size, &b.backend, b.key_bits)));
     Ok(rows)
 }
+
+/// The criterion group the `l4_checksum` bench writes, ids as in `esp-core`.
+const CSUM_GROUP: &str = "l4-checksum";
+
+#[derive(Debug, Serialize)]
+struct CsumRow {
+    size: usize,
+    /// The cipher `seal` ran with.
+    backend: String,
+    key_bits: u32,
+    seal_ns: f64,
+    finish_partial_ns: f64,
+    finish_full_ns: f64,
+    verify_ns: f64,
+    sum_ns: f64,
+    /// Time of the step over the seal's time, same size, same run.
+    finish_partial_over_seal: f64,
+    finish_full_over_seal: f64,
+    verify_over_seal: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct CsumReport {
+    benchmark: &'static str,
+    command: &'static str,
+    unix_time: u64,
+    machine: Machine,
+    load_average: String,
+    results: Vec<CsumRow>,
+}
+
+/// `cargo xtask bench csum`: what finishing a partial TCP/UDP checksum
+/// (issue 12) costs next to AES-GCM, as ratios.
+pub fn csum() -> Result<()> {
+    let criterion_dir = target_dir()?.join("criterion").join(CSUM_GROUP);
+    if criterion_dir.exists() {
+        std::fs::remove_dir_all(&criterion_dir)?;
+    }
+    step(
+        "criterion: finishing partial L4 checksums against the AES-GCM seal",
+        &[
+            "cargo",
+            "bench",
+            "--package",
+            "xdpsec-bench",
+            "--bench",
+            "l4_checksum",
+            "--",
+            "--noplot",
+        ],
+    )?;
+    let nanos = read_estimates(&criterion_dir)?;
+    let mut rows = Vec::new();
+    for (op, backend, key_bits, size) in nanos.keys() {
+        if op != "seal" {
+            continue;
+        }
+        let time = |op: &str| -> Result<f64> {
+            nanos
+                .get(&(op.to_owned(), backend.clone(), *key_bits, *size))
+                .copied()
+                .with_context(|| format!("no {op} result for size {size}"))
+        };
+        let seal = time("seal")?;
+        let (partial, full, verify) = (
+            time("finish-partial")?,
+            time("finish-full")?,
+            time("verify")?,
+        );
+        rows.push(CsumRow {
+            size: *size,
+            backend: backend.clone(),
+            key_bits: *key_bits,
+            seal_ns: seal,
+            finish_partial_ns: partial,
+            finish_full_ns: full,
+            verify_ns: verify,
+            sum_ns: time("sum")?,
+            finish_partial_over_seal: partial / seal,
+            finish_full_over_seal: full / seal,
+            verify_over_seal: verify / seal,
+        });
+    }
+    rows.sort_by_key(|r| r.size);
+    for r in &rows {
+        println!(
+            "l4-checksum size={} seal_ns={:.1} finish_partial/seal={:.3} finish_full/seal={:.3} verify/seal={:.3}",
+            r.size, r.seal_ns, r.finish_partial_over_seal, r.finish_full_over_seal, r.verify_over_seal
+        );
+    }
+    let report = CsumReport {
+        benchmark: CSUM_GROUP,
+        command: "cargo xtask bench csum",
+        unix_time: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs(),
+        machine: Machine::describe(),
+        // A shared 2-core machine: say how busy it was.
+        load_average: std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+            .to_owned(),
+        results: rows,
+    };
+    let dir = workspace_root().join("perf-results");
+    std::fs::create_dir_all(&dir)?;
+    let out = dir.join("l4-checksum.json");
+    std::fs::write(&out, serde_json::to_string_pretty(&report)? + "\n")?;
+    println!("wrote {}", out.display());
+    Ok(())
+}

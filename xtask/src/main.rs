@@ -22,6 +22,7 @@ commands:
   test          setup, format and lint checks, then every test (the CI command)
   demo          two xdpsec gateways in namespaces: ping, capture, tshark and iperf3 through the tunnel
   bench esp     criterion benchmarks of the ESP core, summary and perf-results/esp-core.json
+  bench csum    criterion: finishing partial TCP/UDP checksums against the AES-GCM seal, perf-results/l4-checksum.json
   bench dataplane  64 and 1400-byte UDP through the tunnel (null cipher ceiling vs AES-GCM), perf-results/dataplane.json
   bench peer    xdpsec (null, AES-GCM-128/256) against strongSwan on one topology: loss-free rate,
                 latency, CPU, iperf3; --workers 1,2 sweeps; perf-results/peer.json (see --help)
@@ -42,6 +43,7 @@ fn run() -> Result<()> {
         ["test"] => test(),
         ["demo"] => demo::run(),
         ["bench", "esp"] => bench::esp(),
+        ["bench", "csum"] => bench::csum(),
         ["bench", "dataplane"] => bench_dataplane::run(),
         ["bench", "peer", rest @ ..] => bench_peer::run(rest),
         [] | ["help"] | ["-h"] | ["--help"] => {

@@ -15,7 +15,10 @@
 //!   XDP redirects never reach a packet socket on the gateways' own
 //!   interfaces, so the underlay can only be captured from in between;
 //! - on the hosts, full checksums and no TSO/GSO (`ethtool -K eth0 tx off
-//!   tso off gso off`: AF_XDP hands frames on as they are), and an inner MTU
+//!   tso off gso off`: AF_XDP hands frames on as they are; the data plane
+//!   finishes partial checksums since issue 12, and
+//!   dataplane/tests/host_offloads.rs turns the offloads back on to show
+//!   it), and an inner MTU
 //!   of 1400 on both ends of each LAN link, so that ESP-encapsulated frames
 //!   fit the 1500-byte underlay;
 //! - on the gateways, a route to the far inner prefix via the other
