@@ -276,14 +276,7 @@ fn bypass(
     let hop = resolve_inbound(ctx, dst)?;
     let frame = with_ethernet(buf, l3..l3 + len, &hop)?;
     ctx.events.event(Event::BypassForwarded);
-    Ok((
-        Transmit {
-            range: frame,
-            ifindex: hop.ifindex,
-            fragments: None,
-        },
-        None,
-    ))
+    Ok(whole_frame(frame, &hop))
 }
 
 /// Finishes the partial TCP/UDP checksum of the inner packet `packet`, if
@@ -351,14 +344,23 @@ fn too_big(
     }
     let frame = with_ethernet(buf, icmp, &hop)?;
     ctx.events.event(Event::IcmpTooBigSent);
-    Ok((
+    Ok(whole_frame(frame, &hop))
+}
+
+/// A frame the pipeline built without an SA (an ICMP error, a bypass):
+/// sent whole towards `hop`, nothing to report.
+fn whole_frame(
+    frame: Range<usize>,
+    hop: &crate::nexthop::Resolved,
+) -> (Transmit, Option<SoftExpiry>) {
+    (
         Transmit {
             range: frame,
             ifindex: hop.ifindex,
             fragments: None,
         },
         None,
-    ))
+    )
 }
 
 /// A WAN frame the XDP program took for ESP: decapsulate and send the inner

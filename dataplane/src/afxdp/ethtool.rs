@@ -55,9 +55,9 @@ pub fn disable_tx_checksum_offload(name: &str) -> io::Result<()> {
     for (dst, src) in req.name.iter_mut().zip(bytes) {
         *dst = *src as libc::c_char;
     }
-    // SAFETY: `req` is a complete, NUL-terminated ifreq whose data pointer
-    // points at `value`, and both outlive the call; SIOCETHTOOL reads the
-    // ifreq and reads/writes only the ethtool_value it points at.
+    // `req` is a complete, NUL-terminated ifreq whose data pointer points
+    // at `value`, and both outlive the call.
+    // SAFETY: SIOCETHTOOL reads that ifreq and reads/writes only the ethtool_value it points at.
     let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCETHTOOL, &mut req) };
     if rc < 0 {
         return Err(io::Error::last_os_error());
