@@ -111,10 +111,13 @@ pub fn finish(packet: &mut [u8]) -> Outcome {
         return Outcome::AlreadyValid;
     }
     // The field holds the pseudo-header's sum, so the segment's sum as it
-    // stands is the whole sum a device would complement (what
-    // skb_checksum_help does, 0 sent as 0xffff for UDP's sake).
+    // stands is the whole sum a device would complement. A complemented
+    // sum of 0 goes out as 0xffff only for UDP, where 0 means "none"
+    // (RFC 768); TCP sends it as 0x0000, the only value a computation
+    // from scratch gives (RFC 1624 section 3). Receivers accept either,
+    // but a checker that follows RFC 1624 (tshark) calls 0xffff bad.
     let full = match !sum {
-        0 => 0xffff,
+        0 if seg.udp => 0xffff,
         v => v,
     };
     l4[at..at + 2].copy_from_slice(&full.to_be_bytes());
@@ -479,6 +482,31 @@ mod tests {
                 let mut p = packet(v6, true, &body, Ck::Partial);
                 assert_eq!(finish(&mut p), Outcome::Finished);
                 assert_eq!(p[at..at + 2], [0xff, 0xff]);
+                assert_eq!(verifies(&p), Some(true));
+                hit = true;
+                break;
+            }
+            assert!(hit);
+        }
+    }
+
+    /// TCP sends a computed 0 as 0x0000 (RFC 1624): 0xffff would verify
+    /// at a Linux receiver but is flagged bad by RFC 1624 checkers.
+    #[test]
+    fn tcp_sum_of_zero_is_sent_as_0000() {
+        for v6 in [false, true] {
+            let mut hit = false;
+            for w in 0..=u16::MAX {
+                let mut body = payload(16);
+                body[..2].copy_from_slice(&w.to_be_bytes());
+                let full = packet(v6, false, &body, Ck::Full);
+                let at = if v6 { 40 } else { 20 } + TCP_CHECKSUM;
+                if full[at..at + 2] != [0, 0] {
+                    continue;
+                }
+                let mut p = packet(v6, false, &body, Ck::Partial);
+                assert_eq!(finish(&mut p), Outcome::Finished);
+                assert_eq!(p[at..at + 2], [0, 0], "v6={v6}");
                 assert_eq!(verifies(&p), Some(true));
                 hit = true;
                 break;

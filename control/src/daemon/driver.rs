@@ -17,6 +17,7 @@ use xdpsec_api::{ApiClient, ApiError, Event as ApiEvent, Lifetimes, SaInfo};
 use super::ctl_server::{CtlCall, CtlFd, CtlServer};
 use super::install::{unix_now, Installer, Ledger, OwnedChild};
 use super::state::StateFile;
+use super::takeover::{self, Takeover, TAKEOVER_POLL};
 use super::udp::{IkeSockets, Received, MAX_DATAGRAM};
 use super::SavedState;
 use crate::ctl::{ChildSaInfo, CtlErrorCode, CtlRequest, CtlResponse, IkeSaInfo, RekeyTarget};
@@ -85,8 +86,9 @@ struct DeferredSwitch {
     policies: Vec<xdpsec_api::Policy>,
 }
 
-/// The child that `child` replaces, from its up event in `events`.
-fn replaced(child: ChildSaId, events: &[Event]) -> Option<ChildSaId> {
+/// The child that `child` replaces (rekeys), from its up event in
+/// `events`.
+pub(super) fn replaced(child: ChildSaId, events: &[Event]) -> Option<ChildSaId> {
     events.iter().find_map(|e| match e {
         Event::ChildSaUp {
             child: c, replaces, ..
@@ -125,6 +127,11 @@ pub(super) struct Driver {
     lingering: Vec<(Instant, ChildSaId, u32)>,
     /// Policy switches waiting for the old child to go.
     deferred: Vec<DeferredSwitch>,
+    /// Policy moves waiting for the peer's first packet under a new child
+    /// of another IKE SA (see `takeover`).
+    takeovers: Vec<Takeover>,
+    /// When the takeovers' inbound SAs are looked at next.
+    takeover_poll: Option<Instant>,
     saved: Option<Ledger>,
     ike_remote: HashMap<IkeSaId, SocketAddr>,
     /// Virtual IPs and DNS servers assigned to our IKE SAs, for `sa list`
@@ -178,6 +185,8 @@ impl Driver {
             orphan_timers: Vec::new(),
             lingering: Vec::new(),
             deferred: Vec::new(),
+            takeovers: Vec::new(),
+            takeover_poll: None,
             saved: None,
             ike_remote: HashMap::new(),
             virtual_ips: HashMap::new(),
@@ -280,6 +289,7 @@ impl Driver {
             self.orphan_timers.iter().map(|t| t.at).min(),
             self.lingering.iter().map(|l| l.0).min(),
             self.deferred.iter().map(|d| d.at).min(),
+            self.takeover_poll,
         ]
         .into_iter()
         .flatten()
@@ -401,9 +411,38 @@ impl Driver {
         loop {
             let events: Vec<Event> = std::iter::from_fn(|| self.endpoint.poll_event()).collect();
             let mut progressed = !events.is_empty();
+            for t in takeover::find(&self.ledger, &events, now) {
+                tracing::debug!(child = %t.child, old = %t.old, "outbound policies move when the peer sends under the new child");
+                self.takeover_poll.get_or_insert(now + TAKEOVER_POLL);
+                self.takeovers.push(t);
+            }
             for i in 0..events.len() {
                 let later = &events[i + 1..];
                 match &events[i] {
+                    Event::InstallPolicies { child, .. }
+                        if self.takeovers.iter().any(|t| t.child == *child) => {}
+                    event if self.takeovers.iter().any(|t| t.holds(event)) => {
+                        if let Some(t) = self.takeovers.iter_mut().find(|t| t.holds(event)) {
+                            t.held.push(event.clone());
+                        }
+                    }
+                    Event::DeleteSa {
+                        child,
+                        direction: xdpsec_api::Direction::Out,
+                        ..
+                    } if self.takeovers.iter().any(|t| t.child == *child) => {
+                        // The new child goes before its policies moved:
+                        // the old child's held deletions are still due.
+                        let (gone, rest) = std::mem::take(&mut self.takeovers)
+                            .into_iter()
+                            .partition(|t| t.child == *child);
+                        self.takeovers = rest;
+                        for mut t in gone {
+                            t.policies.clear();
+                            self.release_takeover(now, t)?;
+                        }
+                        self.apply(now, events[i].clone())?;
+                    }
                     Event::InstallPolicies { child, policies }
                         if self.switch_later(*child, later) =>
                     {
@@ -424,6 +463,9 @@ impl Driver {
                         let keys: Vec<_> = policies.iter().map(|p| p.key()).collect();
                         self.deferred
                             .retain(|d| !d.policies.iter().any(|p| keys.contains(&p.key())));
+                        for t in &mut self.takeovers {
+                            t.policies.retain(|p| !keys.contains(&p.key()));
+                        }
                         self.apply(now, events[i].clone())?;
                     }
                     event => self.apply(now, event.clone())?,
@@ -488,6 +530,61 @@ impl Driver {
                 .installer
                 .install_policies(&mut self.ledger, d.child.0, d.policies);
             self.api_result("installing policies", r)?;
+        }
+        Ok(())
+    }
+
+    /// Moves the policies of the takeovers whose new inbound SA has
+    /// accepted a packet, or whose time is up; then carries out what each
+    /// held back.
+    fn check_takeovers(&mut self, now: Instant) -> anyhow::Result<()> {
+        if self.takeover_poll.is_none_or(|at| at > now) {
+            return Ok(());
+        }
+        let heard: Vec<u32> = match self.installer.api().list_sas() {
+            Ok(sas) => sas
+                .iter()
+                .filter(|s| s.direction == xdpsec_api::Direction::In && s.seq > 0)
+                .map(|s| s.spi)
+                .collect(),
+            Err(e) => {
+                self.api_result("listing SAs", Err(e))?;
+                Vec::new()
+            }
+        };
+        let (due, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.takeovers)
+            .into_iter()
+            .partition(|t| {
+                t.deadline <= now
+                    || self
+                        .ledger
+                        .child(t.child.0)
+                        .and_then(|c| c.spi_in)
+                        .is_some_and(|spi| heard.contains(&spi))
+            });
+        self.takeovers = rest;
+        self.takeover_poll = (!self.takeovers.is_empty()).then(|| now + TAKEOVER_POLL);
+        for t in due {
+            let why = if t.deadline <= now {
+                "nothing arrived under it in time"
+            } else {
+                "the peer sends under it"
+            };
+            tracing::debug!(child = %t.child, old = %t.old, "moving the outbound policies to the new child: {why}");
+            self.release_takeover(now, t)?;
+        }
+        Ok(())
+    }
+
+    fn release_takeover(&mut self, now: Instant, t: Takeover) -> anyhow::Result<()> {
+        if !t.policies.is_empty() {
+            let r = self
+                .installer
+                .install_policies(&mut self.ledger, t.child.0, t.policies);
+            self.api_result("installing policies", r)?;
+        }
+        for event in t.held {
+            self.apply(now, event)?;
         }
         Ok(())
     }
@@ -813,6 +910,7 @@ impl Driver {
     /// answers commands whose time is up.
     fn expire(&mut self, now: Instant) -> anyhow::Result<()> {
         self.release_switches(now, None)?;
+        self.check_takeovers(now)?;
         let (due, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.lingering)
             .into_iter()
             .partition(|l| l.0 <= now);

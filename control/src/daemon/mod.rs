@@ -30,6 +30,7 @@ pub mod ctl_server;
 mod driver;
 pub mod install;
 pub mod state;
+mod takeover;
 pub mod udp;
 
 use std::collections::{BTreeSet, HashMap};
