@@ -18,6 +18,7 @@ pub mod host_session;
 pub mod icmp;
 pub mod l4_checksum;
 pub mod mss;
+pub mod neighbour_queue;
 pub mod nexthop;
 pub mod persist;
 pub mod pipeline;

@@ -12,7 +12,7 @@ use crate::fragment;
 use crate::icmp::{self, RateLimit, SourceAddrs};
 use crate::l4_checksum::{self, Outcome};
 use crate::mss;
-use crate::nexthop::{Lookup, MissReason, NextHopTable, Resolver};
+use crate::nexthop::{Lookup, MissReason, NeighbourKey, NextHopTable, Resolved, Resolver};
 use crate::pmtu::{self, MIN_PMTU_V6};
 use crate::reassembly::{FragDrop, Reassembly};
 use crate::sa::{DfPolicy, OutboundSa};
@@ -33,6 +33,51 @@ pub struct Transmit {
     /// to be written into frames of their own from this plan (each behind
     /// a copy of the first's Ethernet header).
     pub fragments: Option<fragment::Plan>,
+    /// The next hop's neighbour entry is being resolved: `range` is the IP
+    /// packet without its Ethernet header, to wait in the worker's
+    /// [`crate::neighbour_queue`] (with the path MTU its lookup gave).
+    pub awaiting: Option<(NeighbourKey, u32)>,
+}
+
+/// Where a packet goes next.
+#[derive(Debug, Clone, Copy)]
+enum Hop {
+    /// Everything for its Ethernet header is known.
+    Ready(Resolved),
+    /// The kernel is resolving the neighbour (asked by [`hop_or_drop`]);
+    /// the packet waits for it.
+    Awaiting { neighbour: NeighbourKey, mtu: u32 },
+}
+
+impl Hop {
+    fn mtu(&self) -> u32 {
+        match self {
+            Hop::Ready(hop) => hop.mtu,
+            Hop::Awaiting { mtu, .. } => *mtu,
+        }
+    }
+
+    fn ifindex(&self) -> u32 {
+        match self {
+            Hop::Ready(hop) => hop.ifindex,
+            Hop::Awaiting { neighbour, .. } => neighbour.ifindex,
+        }
+    }
+
+    /// The transmit of the IP packet at `ip` towards this hop: with its
+    /// Ethernet header when the hop is ready, bare while it is awaited.
+    fn transmit(&self, buf: &mut [u8], ip: Range<usize>) -> Result<Transmit, Dropped> {
+        let (range, awaiting) = match self {
+            Hop::Ready(hop) => (with_ethernet(buf, ip, hop)?, None),
+            Hop::Awaiting { neighbour, mtu } => (ip, Some((*neighbour, *mtu))),
+        };
+        Ok(Transmit {
+            range,
+            ifindex: self.ifindex(),
+            fragments: None,
+            awaiting,
+        })
+    }
 }
 
 /// Why a frame was dropped. Counted per worker; drops that belong to an SA
@@ -66,13 +111,17 @@ pub enum Dropped {
     IcmpNotForAnSa,
     /// No free frame for the second or a later outer fragment.
     NoFrameForFragment,
+    /// The packet's next hop is being resolved and its queue (or the
+    /// worker's, see [`crate::neighbour_queue`]) is full; or it was to leave
+    /// in outer fragments, which are not held.
+    NeighbourQueueFull,
     /// An outer fragment (or the datagram it belongs to) was refused.
     Fragment(FragDrop),
 }
 
 impl Dropped {
     /// Every reason's counter slot: [`Dropped::index`] is below this.
-    pub const COUNT: usize = 7 + EspError::COUNT + MissReason::COUNT + 3 + FragDrop::ALL.len();
+    pub const COUNT: usize = 7 + EspError::COUNT + MissReason::COUNT + 4 + FragDrop::ALL.len();
 
     pub fn index(self) -> usize {
         match self {
@@ -88,7 +137,8 @@ impl Dropped {
             Dropped::TooBigNoIcmp => 7 + EspError::COUNT + MissReason::COUNT,
             Dropped::IcmpNotForAnSa => 8 + EspError::COUNT + MissReason::COUNT,
             Dropped::NoFrameForFragment => 9 + EspError::COUNT + MissReason::COUNT,
-            Dropped::Fragment(f) => 10 + EspError::COUNT + MissReason::COUNT + f.index(),
+            Dropped::NeighbourQueueFull => 10 + EspError::COUNT + MissReason::COUNT,
+            Dropped::Fragment(f) => 11 + EspError::COUNT + MissReason::COUNT + f.index(),
         }
     }
 
@@ -110,6 +160,7 @@ impl Dropped {
             Dropped::TooBigNoIcmp,
             Dropped::IcmpNotForAnSa,
             Dropped::NoFrameForFragment,
+            Dropped::NeighbourQueueFull,
         ])
         .chain(FragDrop::ALL.into_iter().map(Dropped::Fragment))
     }
@@ -128,6 +179,7 @@ impl Dropped {
             Dropped::TooBigNoIcmp => "too_big_no_icmp_sent",
             Dropped::IcmpNotForAnSa => "icmp_not_for_an_sa",
             Dropped::NoFrameForFragment => "no_frame_for_fragment",
+            Dropped::NeighbourQueueFull => "neighbour_queue_full",
             Dropped::Fragment(f) => f.as_str(),
         }
     }
@@ -216,7 +268,7 @@ pub fn outbound(
     let hop = resolve(ctx, towards);
     let mut fragment_to = None;
     if let Ok(hop) = &hop {
-        let path_mtu = entry.stats.pmtu.effective(hop.mtu, ctx.now);
+        let path_mtu = entry.stats.pmtu.effective(hop.mtu(), ctx.now);
         let inner_mtu = mss::inner_mtu(path_mtu, entry.sa.headroom());
         if inner_len > inner_mtu as usize {
             match oversize(ctx, &entry.sa, &buf[l3..l3 + inner_len], inner_mtu) {
@@ -274,9 +326,9 @@ fn bypass(
     finish_checksum(ctx, &mut buf[l3..l3 + len], Event::ChecksumFinishedOutbound);
     decrement_ttl(&mut buf[l3..l3 + len])?;
     let hop = resolve_inbound(ctx, dst)?;
-    let frame = with_ethernet(buf, l3..l3 + len, &hop)?;
+    let transmit = hop.transmit(buf, l3..l3 + len)?;
     ctx.events.event(Event::BypassForwarded);
-    Ok(whole_frame(frame, &hop))
+    Ok((transmit, None))
 }
 
 /// Finishes the partial TCP/UDP checksum of the inner packet `packet`, if
@@ -331,36 +383,20 @@ fn too_big(
     let icmp = match sender {
         IpAddr::V4(_) => ctx
             .sources
-            .v4(hop.ifindex)
+            .v4(hop.ifindex())
             .and_then(|from| icmp::frag_needed_v4(buf, l3, len, mtu, from)),
         IpAddr::V6(_) => ctx
             .sources
-            .v6(hop.ifindex)
+            .v6(hop.ifindex())
             .and_then(|from| icmp::packet_too_big_v6(buf, l3, len, mtu, from)),
     };
     let icmp = icmp.ok_or(Dropped::TooBigNoIcmp)?;
     if !local.icmp_limit.allow(ctx.now) {
         return Err(Dropped::TooBigNoIcmp);
     }
-    let frame = with_ethernet(buf, icmp, &hop)?;
+    let transmit = hop.transmit(buf, icmp)?;
     ctx.events.event(Event::IcmpTooBigSent);
-    Ok(whole_frame(frame, &hop))
-}
-
-/// A frame the pipeline built without an SA (an ICMP error, a bypass):
-/// sent whole towards `hop`, nothing to report.
-fn whole_frame(
-    frame: Range<usize>,
-    hop: &crate::nexthop::Resolved,
-) -> (Transmit, Option<SoftExpiry>) {
-    (
-        Transmit {
-            range: frame,
-            ifindex: hop.ifindex,
-            fragments: None,
-        },
-        None,
-    )
+    Ok((transmit, None))
 }
 
 /// A WAN frame the XDP program took for ESP: decapsulate and send the inner
@@ -510,7 +546,7 @@ fn forward(
     ctx: &Context<'_>,
     buf: &mut [u8],
     ip: Range<usize>,
-    hop: Result<crate::nexthop::Resolved, Dropped>,
+    hop: Result<Hop, Dropped>,
     stats: &SaStats,
     carried_bytes: u64,
     expiry: Option<SoftExpiry>,
@@ -521,16 +557,9 @@ fn forward(
             _ => PathDrop::NoNeighbour,
         })
     })?;
-    let frame = with_ethernet(buf, ip, &hop)?;
+    let transmit = hop.transmit(buf, ip)?;
     stats.add_carried(1, carried_bytes, ctx.now);
-    Ok((
-        Transmit {
-            range: frame,
-            ifindex: hop.ifindex,
-            fragments: None,
-        },
-        expiry,
-    ))
+    Ok((transmit, expiry))
 }
 
 /// For one-armed gateways, where both directions arrive on one port:
@@ -653,41 +682,51 @@ fn decrement_ttl(packet: &mut [u8]) -> Result<(), Dropped> {
     }
 }
 
-fn resolve(ctx: &Context<'_>, dst: IpAddr) -> Result<crate::nexthop::Resolved, Dropped> {
+fn resolve(ctx: &Context<'_>, dst: IpAddr) -> Result<Hop, Dropped> {
     hop_or_drop(ctx, ctx.next_hops.lookup(None, dst))
 }
 
 /// [`resolve`] for decrypted packets: what is for the host itself goes into
 /// the tunnel interface, if there is one.
-fn resolve_inbound(ctx: &Context<'_>, dst: IpAddr) -> Result<crate::nexthop::Resolved, Dropped> {
+fn resolve_inbound(ctx: &Context<'_>, dst: IpAddr) -> Result<Hop, Dropped> {
     let lookup = ctx.next_hops.lookup(None, dst);
     if let Some(hop) = ctx
         .tunnel
         .and_then(|t| t.inbound_hop(ctx.next_hops, dst, &lookup))
     {
-        return Ok(hop);
+        return Ok(Hop::Ready(hop));
     }
     hop_or_drop(ctx, lookup)
 }
 
-fn hop_or_drop(ctx: &Context<'_>, lookup: Lookup) -> Result<crate::nexthop::Resolved, Dropped> {
+/// The hop of a lookup. A neighbour the kernel does not know yet, or is
+/// resolving, is asked for and awaited, as the kernel's own ARP/ND queue
+/// does; one it failed to resolve drops the packet.
+fn hop_or_drop(ctx: &Context<'_>, lookup: Lookup) -> Result<Hop, Dropped> {
     match lookup {
-        Lookup::Resolved(hop) => Ok(hop),
+        Lookup::Resolved(hop) => Ok(Hop::Ready(hop)),
         Lookup::Miss(miss) => {
             // Off the hot path's clock: a bounded try_send the resolver
             // thread drains; a full queue only means this one is not asked.
             ctx.resolver.request(&miss);
-            Err(Dropped::NextHop(miss.reason))
+            match (miss.reason, miss.neighbour, miss.mtu) {
+                (
+                    MissReason::NeighbourUnknown | MissReason::NeighbourIncomplete,
+                    Some(neighbour),
+                    Some(mtu),
+                ) => Ok(Hop::Awaiting { neighbour, mtu }),
+                _ => Err(Dropped::NextHop(miss.reason)),
+            }
         }
     }
 }
 
 /// Writes the next hop's Ethernet header in front of the IP packet at `ip`
 /// and returns the frame's range.
-fn with_ethernet(
+pub fn with_ethernet(
     buf: &mut [u8],
     ip: Range<usize>,
-    hop: &crate::nexthop::Resolved,
+    hop: &Resolved,
 ) -> Result<Range<usize>, Dropped> {
     let start = ip
         .start

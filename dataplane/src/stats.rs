@@ -47,10 +47,13 @@ pub enum Event {
     /// A checksum field held the partial value but the segment verified
     /// as it was (a 1-in-65536 coincidence): left alone.
     ChecksumPartialLookalike,
+    /// A packet waited for its next hop's neighbour entry to be resolved
+    /// (`neighbour_queue`).
+    HeldForNeighbour,
 }
 
 impl Event {
-    pub const ALL: [Event; 9] = [
+    pub const ALL: [Event; 10] = [
         Event::IcmpTooBigSent,
         Event::OuterFragmented,
         Event::FragmentReceived,
@@ -60,6 +63,7 @@ impl Event {
         Event::ChecksumFinishedOutbound,
         Event::ChecksumFinishedInbound,
         Event::ChecksumPartialLookalike,
+        Event::HeldForNeighbour,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -73,6 +77,7 @@ impl Event {
             Event::ChecksumFinishedOutbound => "l4_checksums_finished_outbound",
             Event::ChecksumFinishedInbound => "l4_checksums_finished_inbound",
             Event::ChecksumPartialLookalike => "l4_checksums_partial_lookalike",
+            Event::HeldForNeighbour => "held_for_neighbour",
         }
     }
 }

@@ -7,10 +7,11 @@
 use crate::afxdp::{Frame, FrameBatch, PollSet, Umem, XskSocket, BATCH_SIZE};
 use crate::fragment;
 use crate::icmp::{RateLimit, SourceAddrs};
+use crate::neighbour_queue::{NeighbourQueue, Released};
 use crate::nexthop::{NextHopReader, Resolver};
 use crate::pipeline::{self, Context, Dropped, Local, SoftExpiry, Transmit};
 use crate::reassembly::{FragDrop, Reassembly, ReassemblyLimits};
-use crate::stats::{WorkerRecorder, WorkerStatsCell};
+use crate::stats::{Event, WorkerRecorder, WorkerStatsCell};
 use crate::tables::Tables;
 use crate::wire::ethernet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -47,6 +48,13 @@ const TX_BATCH: usize = 3 * BATCH_SIZE;
 
 /// How long an idle worker sleeps in poll() before it looks at the stop flag.
 const IDLE_POLL_MS: i32 = 100;
+/// ... and while packets wait for a neighbour: the kernel answers a
+/// resolution on a LAN in well under a millisecond.
+const WAITING_POLL_MS: i32 = 1;
+
+/// A packet waiting for its next hop's neighbour entry: the port it leaves
+/// on and its frame, narrowed to the IP packet.
+type Waiting = NeighbourQueue<(usize, Frame)>;
 
 /// What a worker needs besides its own sockets.
 #[derive(Debug, Clone)]
@@ -100,6 +108,7 @@ pub fn run(index: usize, mut umem: Umem, mut ports: Vec<Port>, shared: WorkerSha
         .iter()
         .map(|_| FrameBatch::with_capacity(TX_BATCH))
         .collect();
+    let mut waiting = Waiting::default();
     let now = Instant::now();
     let mut local = Local {
         icmp_limit: RateLimit::new(shared.mtu.icmp_rate, now),
@@ -135,6 +144,7 @@ pub fn run(index: usize, mut umem: Umem, mut ports: Vec<Port>, shared: WorkerSha
                 ports[p].role,
                 &mut rx,
                 &mut tx,
+                &mut waiting,
                 &recorder,
                 started,
             );
@@ -145,6 +155,16 @@ pub fn run(index: usize, mut umem: Umem, mut ports: Vec<Port>, shared: WorkerSha
             recorder.maybe_publish(started);
         }
         expire_fragments(&mut local, cell);
+        if !waiting.is_empty() {
+            release_waiting(
+                &shared,
+                &mut umem,
+                &mut ports,
+                &mut waiting,
+                &mut tx,
+                &recorder,
+            );
+        }
         if received > 0 {
             continue;
         }
@@ -159,8 +179,58 @@ pub fn run(index: usize, mut umem: Umem, mut ports: Vec<Port>, shared: WorkerSha
             continue;
         }
         recorder.woke_up();
-        poll.wait(IDLE_POLL_MS).ok();
+        poll.wait(if waiting.is_empty() {
+            IDLE_POLL_MS
+        } else {
+            WAITING_POLL_MS
+        })
+        .ok();
         recorder.maybe_publish(Instant::now());
+    }
+}
+
+/// Sends the packets whose neighbour the kernel has resolved, behind their
+/// Ethernet header; drops (and counts) those it could not resolve in time.
+fn release_waiting(
+    shared: &WorkerShared,
+    umem: &mut Umem,
+    ports: &mut [Port],
+    waiting: &mut Waiting,
+    tx: &mut [FrameBatch],
+    recorder: &WorkerRecorder<'_>,
+) {
+    let table = shared.next_hops.load();
+    waiting.release(&table, Instant::now(), |(port, mut frame), released| {
+        let hop = match released {
+            Released::Send(hop) => hop,
+            Released::Drop(reason) => {
+                umem.free(frame);
+                recorder.dropped(Dropped::NextHop(reason));
+                return;
+            }
+        };
+        let framed = umem
+            .push_head(&mut frame, ethernet::HEADER_LEN)
+            .ok()
+            .and_then(|buf| {
+                let len = buf.len();
+                pipeline::with_ethernet(buf, ethernet::HEADER_LEN..len, &hop).ok()
+            });
+        match framed {
+            Some(_) => {
+                if let Err(frame) = tx[port].push(frame) {
+                    umem.free(frame);
+                    recorder.dropped(Dropped::TxRingFull);
+                }
+            }
+            None => {
+                umem.free(frame);
+                recorder.dropped(Dropped::Esp(crate::esp::EspError::NoHeadroom));
+            }
+        }
+    });
+    for (port, batch) in ports.iter_mut().zip(tx.iter_mut()) {
+        send_all(umem, port, batch, recorder);
     }
 }
 
@@ -184,6 +254,7 @@ fn process_batch(
     role: PortRole,
     rx: &mut FrameBatch,
     tx: &mut [FrameBatch],
+    waiting: &mut Waiting,
     recorder: &WorkerRecorder<'_>,
     now: Instant,
 ) {
@@ -235,6 +306,33 @@ fn process_batch(
             Ok(Some((port, out)))
         });
         match target {
+            Ok(Some((
+                port,
+                Transmit {
+                    range,
+                    fragments,
+                    awaiting: Some((neighbour, mtu)),
+                    ..
+                },
+            ))) => {
+                // Outer fragments are written from the frame as it is now;
+                // a packet that needs them is not held.
+                let narrowed = umem
+                    .pull_head(&mut frame, range.start)
+                    .and_then(|()| umem.set_len(&mut frame, range.len()));
+                if fragments.is_some() || narrowed.is_err() {
+                    umem.free(frame);
+                    recorder.dropped(Dropped::NeighbourQueueFull);
+                    continue;
+                }
+                match waiting.hold(neighbour, mtu, (port, frame), now) {
+                    Ok(()) => recorder.cell().event(Event::HeldForNeighbour),
+                    Err((_, frame)) => {
+                        umem.free(frame);
+                        recorder.dropped(Dropped::NeighbourQueueFull);
+                    }
+                }
+            }
             Ok(Some((
                 port,
                 Transmit {

@@ -208,7 +208,8 @@ fn unknown_destination_is_no_route() {
                 cache.lookup(None, ip(dst)),
                 Lookup::Miss(Miss {
                     reason: MissReason::NoRoute,
-                    neighbour: None
+                    neighbour: None,
+                    mtu: None,
                 }),
                 "{dst}"
             );
@@ -243,6 +244,7 @@ fn request_resolution_makes_the_kernel_resolve_a_missing_neighbour() {
         let miss = Miss {
             reason: MissReason::NeighbourUnknown,
             neighbour: Some(gw),
+            mtu: Some(1500),
         };
         assert_eq!(cache.lookup(None, ip("10.1.2.3")), Lookup::Miss(miss));
         // Nothing resolves it by itself.

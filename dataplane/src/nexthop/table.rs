@@ -108,6 +108,9 @@ pub struct Miss {
     /// For the neighbour reasons: the entry to ask the kernel to resolve
     /// (pass it to [`crate::nexthop::Resolver::request`]).
     pub neighbour: Option<NeighbourKey>,
+    /// For the neighbour reasons: the path MTU the hop will have once
+    /// resolved (a packet waiting for it is sized against it).
+    pub mtu: Option<u32>,
 }
 
 /// The answer of [`NextHopTable::lookup`].
@@ -513,23 +516,35 @@ impl NextHopTable {
             ifindex,
             addr: next_hop,
         };
+        let mtu = mtu.unwrap_or(iface.mtu);
+        let unresolved = |reason| {
+            Lookup::Miss(Miss {
+                reason,
+                neighbour: Some(key),
+                mtu: Some(mtu),
+            })
+        };
         match self.neighbour(ifindex, next_hop) {
             Some(NeighbourState::Usable(dst_mac)) => Lookup::Resolved(Resolved {
                 ifindex,
                 src_mac,
                 dst_mac,
-                mtu: mtu.unwrap_or(iface.mtu),
+                mtu,
                 next_hop,
             }),
-            Some(NeighbourState::Incomplete) => miss(MissReason::NeighbourIncomplete, Some(key)),
-            Some(NeighbourState::Failed) => miss(MissReason::NeighbourFailed, Some(key)),
-            None => miss(MissReason::NeighbourUnknown, Some(key)),
+            Some(NeighbourState::Incomplete) => unresolved(MissReason::NeighbourIncomplete),
+            Some(NeighbourState::Failed) => unresolved(MissReason::NeighbourFailed),
+            None => unresolved(MissReason::NeighbourUnknown),
         }
     }
 }
 
 fn miss(reason: MissReason, neighbour: Option<NeighbourKey>) -> Lookup {
-    Lookup::Miss(Miss { reason, neighbour })
+    Lookup::Miss(Miss {
+        reason,
+        neighbour,
+        mtu: None,
+    })
 }
 
 #[cfg(test)]
@@ -649,6 +664,7 @@ mod tests {
                     ifindex: 3,
                     addr: ip("198.18.2.8")
                 }),
+                mtu: Some(1500),
             })
         );
     }

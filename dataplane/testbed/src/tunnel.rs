@@ -14,17 +14,17 @@
 //!   through a bridge in a `wire` namespace: AF_XDP copy-mode TX and frames
 //!   XDP redirects never reach a packet socket on the gateways' own
 //!   interfaces, so the underlay can only be captured from in between;
-//! - on the hosts, full checksums and no TSO/GSO (`ethtool -K eth0 tx off
-//!   tso off gso off`: AF_XDP hands frames on as they are; the data plane
-//!   finishes partial checksums since issue 12, and
-//!   dataplane/tests/host_offloads.rs turns the offloads back on to show
-//!   it), and an inner MTU
-//!   of 1400 on both ends of each LAN link, so that ESP-encapsulated frames
-//!   fit the 1500-byte underlay;
+//! - hosts as a user has them: default offloads (TX checksum offload on,
+//!   so their TCP and UDP checksums arrive partial and the data plane
+//!   finishes them), 1500-byte LAN links (the data plane clamps MSS and
+//!   answers larger packets with ICMP "too big"), IP forwarding on the
+//!   gateways, and cold neighbour tables (the data plane's first packets
+//!   wait for the kernel to resolve their next hop, see
+//!   `dataplane/src/neighbour_queue.rs`). A test that needs another setting
+//!   says so in its options ([`TunnelOptions::inner_mtu`]);
 //! - on the gateways, a route to the far inner prefix via the other
 //!   gateway's underlay address (XDP takes that traffic before the kernel
-//!   routes it), and warm neighbour tables (each gateway pings its host and
-//!   the other gateway through the kernel first);
+//!   routes it);
 //! - a random SA per direction (SPIs and AES-GCM keys from /dev/urandom),
 //!   or with [`TunnelOptions::split_families`] one per direction and inner
 //!   family (IPv4 and IPv6 each with their own SA pair), the two TOML configs and API sockets in a private temp directory, and both
@@ -69,13 +69,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
-/// MTU of the inner (LAN) links: ESP adds up to ~80 bytes, and the
-/// encapsulated frame must fit the 1500-byte underlay. A tuned setting, not
-/// a user's (whose LANs are 1500): the tests built on this bed measure the
-/// tunnel without ICMP "too big" and PMTU in the way. The data plane
-/// handles 1500-byte LANs itself (`dataplane/tests/mtu.rs` runs them); the
-/// default moving to 1500 is issue 12's item 2, still open.
-pub const INNER_MTU: u32 = 1400;
+/// MTU of the LAN links by default: what a user's Ethernet LAN has.
+pub const LAN_MTU: u32 = 1500;
+
+/// The LAN MTU the benchmarks choose: ESP adds up to ~80 bytes, so with it
+/// their largest packets fit the 1500-byte underlay whole, on xdpsec and
+/// on strongSwan alike.
+pub const BENCH_LAN_MTU: u32 = 1400;
 
 /// TCP port of the iperf3 server on host B.
 pub const IPERF_PORT: u16 = 5201;
@@ -189,8 +189,10 @@ pub struct TunnelOptions {
     pub split_families: bool,
     /// How long to wait for each data plane's API socket to appear.
     pub start_timeout: Duration,
-    /// MTU of the hosts' and gateways' LAN links ([`INNER_MTU`] by
-    /// default; 1500 leaves full-size segments to MSS clamping).
+    /// MTU of the hosts' and gateways' LAN links ([`LAN_MTU`] by default:
+    /// full-size segments are left to MSS clamping and ICMP "too big"; a
+    /// smaller one lets a benchmark's largest packets fit the tunnel
+    /// without PMTU in the way).
     pub inner_mtu: u32,
     /// `[dataplane] mss_clamp` of both gateways (on by default).
     pub mss_clamp: bool,
@@ -228,7 +230,7 @@ impl Default for TunnelOptions {
             xdp_generic: false,
             split_families: false,
             start_timeout: Duration::from_secs(10),
-            inner_mtu: INNER_MTU,
+            inner_mtu: LAN_MTU,
             mss_clamp: true,
             outer_fragmentation: true,
             narrow_underlay_mtu: None,
@@ -1089,26 +1091,11 @@ fn route_underlay(topo: &StandardTopology, mtu: u32) -> Result<()> {
     Ok(())
 }
 
-/// Host offloads and MTUs, gateway routes, warm neighbour tables.
+/// LAN MTUs and gateway routes; hosts keep their offloads and the
+/// neighbour tables start empty, as on a user's machines.
 fn prepare_network(topo: &StandardTopology, options: &TunnelOptions) -> Result<()> {
     let mtu = options.inner_mtu.to_string();
     for (host, gw) in [(&topo.host_a, &topo.gw_a), (&topo.host_b, &topo.gw_b)] {
-        // A tuned setting, not a user's: full checksums, no TSO/GSO on the
-        // hosts. The data plane no longer needs it (it finishes partial
-        // checksums; `tests/host_offloads.rs` runs hosts with their default
-        // offloads); the other tests still run on it until the bed's
-        // default moves (issue 12's item 2, still open).
-        host.ns.run([
-            "ethtool",
-            "-K",
-            &host.eth.name,
-            "tx",
-            "off",
-            "tso",
-            "off",
-            "gso",
-            "off",
-        ])?;
         host.ns
             .ip(["link", "set", "dev", &host.eth.name, "mtu", &mtu])?;
         gw.ns
@@ -1130,19 +1117,6 @@ fn prepare_network(topo: &StandardTopology, options: &TunnelOptions) -> Result<(
         if options.ipv6 {
             gw.ns.add_route(far_v6, peer.wan.ipv6.into())?;
         }
-    }
-    // Through the kernel, before any data plane runs: each gateway learns
-    // its host's and its peer's MAC, so the data plane's first packets do
-    // not wait on neighbour resolution.
-    for (gw, host, peer) in [(a, &topo.host_a, b), (b, &topo.host_b, a)] {
-        gw.ns.ping(host.eth.ipv4.into(), 1)?;
-        gw.ns.ping(host.eth.ipv6.into(), 1)?;
-        gw.ns.ping(peer.wan.ipv4.into(), 1)?;
-        if options.underlay_ipv6 {
-            gw.ns.ping(peer.wan.ipv6.into(), 1)?;
-        }
-        host.ns.ping(gw.lan.ipv4.into(), 1)?;
-        host.ns.ping(gw.lan.ipv6.into(), 1)?;
     }
     Ok(())
 }

@@ -16,7 +16,7 @@ use xdpsec_testbed::{format_mac, NsChild};
 /// and iperf3 to host B never reach the sink).
 pub const SINK_ADDR: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 3);
 /// The tunnel's inner MTU: IMIX's 1500-byte member is capped to it.
-pub const PATH_MTU: usize = xdpsec_testbed::tunnel::INNER_MTU as usize;
+pub const PATH_MTU: usize = xdpsec_testbed::tunnel::BENCH_LAN_MTU as usize;
 
 /// What stays the same across the trials of one tunnel.
 #[derive(Debug)]
