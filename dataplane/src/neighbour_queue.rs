@@ -68,6 +68,18 @@ impl<T> NeighbourQueue<T> {
         self.held.len()
     }
 
+    /// How many more packets `neighbour` may have held now.
+    pub fn room(&self, neighbour: NeighbourKey) -> usize {
+        let mine = self
+            .held
+            .iter()
+            .filter(|h| h.neighbour == neighbour)
+            .count();
+        PER_NEIGHBOUR
+            .saturating_sub(mine)
+            .min(TOTAL.saturating_sub(self.held.len()))
+    }
+
     /// Holds `item` until `neighbour` resolves (`mtu`: the path MTU its
     /// lookup gave); gives it back if its neighbour's queue or the whole is
     /// full (the caller drops and counts it).
@@ -78,12 +90,7 @@ impl<T> NeighbourQueue<T> {
         item: T,
         now: Instant,
     ) -> Result<(), T> {
-        let mine = self
-            .held
-            .iter()
-            .filter(|h| h.neighbour == neighbour)
-            .count();
-        if mine >= PER_NEIGHBOUR || self.held.len() >= TOTAL {
+        if self.room(neighbour) == 0 {
             return Err(item);
         }
         self.held.push(Held {
@@ -240,6 +247,8 @@ mod tests {
             q.hold(key("198.18.0.2"), 1500, i, now).unwrap();
         }
         assert_eq!(q.hold(key("198.18.0.2"), 1500, 999, now), Err(999));
+        assert_eq!(q.room(key("198.18.0.2")), 0);
+        assert_eq!(q.room(key("198.18.0.3")), PER_NEIGHBOUR);
         // Other neighbours still have room, up to the total.
         let mut i = 0u32;
         while q.len() < TOTAL {

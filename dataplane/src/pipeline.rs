@@ -112,8 +112,8 @@ pub enum Dropped {
     /// No free frame for the second or a later outer fragment.
     NoFrameForFragment,
     /// The packet's next hop is being resolved and its queue (or the
-    /// worker's, see [`crate::neighbour_queue`]) is full; or it was to leave
-    /// in outer fragments, which are not held.
+    /// worker's, see [`crate::neighbour_queue`]) has no room for it (and
+    /// all its outer fragments).
     NeighbourQueueFull,
     /// An outer fragment (or the datagram it belongs to) was refused.
     Fragment(FragDrop),

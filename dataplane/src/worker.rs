@@ -189,6 +189,57 @@ pub fn run(index: usize, mut umem: Umem, mut ports: Vec<Port>, shared: WorkerSha
     }
 }
 
+/// Puts the packet in `frame` (the IP packet at `ip`, without Ethernet
+/// header) in the waiting queue of its next hop, with its later outer
+/// fragments written out now (from the frame as the pipeline left it),
+/// all or none; returns how many frames wait.
+fn hold_for_neighbour(
+    umem: &mut Umem,
+    waiting: &mut Waiting,
+    mut frame: Frame,
+    ip: &std::ops::Range<usize>,
+    fragments: Option<&fragment::Plan>,
+    (neighbour, mtu, port): (crate::nexthop::NeighbourKey, u32, usize),
+    now: Instant,
+) -> Result<usize, Dropped> {
+    let room = waiting.room(neighbour);
+    let mut rest = Fragments::default();
+    if let Some(plan) = fragments {
+        // The fragments get a copy of the bytes in front of the first as
+        // their Ethernet header; the real one is written on release.
+        let first = ip.start.saturating_sub(ethernet::HEADER_LEN)..ip.end;
+        match write_fragments(umem, &frame, &first, plan, room) {
+            Ok(written) => rest = written,
+            Err(_) => {
+                umem.free(frame);
+                return Err(Dropped::NeighbourQueueFull);
+            }
+        }
+    }
+    let extra = rest.iter().flatten().count();
+    let narrowed = umem
+        .pull_head(&mut frame, ip.start)
+        .and_then(|()| umem.set_len(&mut frame, ip.len()));
+    let rest_narrowed = rest
+        .iter_mut()
+        .flatten()
+        .all(|f| umem.pull_head(f, ethernet::HEADER_LEN).is_ok());
+    if room < extra + 1 || narrowed.is_err() || !rest_narrowed {
+        umem.free(frame);
+        for f in rest.iter_mut().filter_map(Option::take) {
+            umem.free(f);
+        }
+        return Err(Dropped::NeighbourQueueFull);
+    }
+    // `room` covers them all: none of these is refused.
+    for f in std::iter::once(frame).chain(rest.iter_mut().filter_map(Option::take)) {
+        if let Err((_, f)) = waiting.hold(neighbour, mtu, (port, f), now) {
+            umem.free(f);
+        }
+    }
+    Ok(extra + 1)
+}
+
 /// Sends the packets whose neighbour the kernel has resolved, behind their
 /// Ethernet header; drops (and counts) those it could not resolve in time.
 fn release_waiting(
@@ -315,22 +366,18 @@ fn process_batch(
                     ..
                 },
             ))) => {
-                // Outer fragments are written from the frame as it is now;
-                // a packet that needs them is not held.
-                let narrowed = umem
-                    .pull_head(&mut frame, range.start)
-                    .and_then(|()| umem.set_len(&mut frame, range.len()));
-                if fragments.is_some() || narrowed.is_err() {
-                    umem.free(frame);
-                    recorder.dropped(Dropped::NeighbourQueueFull);
-                    continue;
-                }
-                match waiting.hold(neighbour, mtu, (port, frame), now) {
-                    Ok(()) => recorder.cell().event(Event::HeldForNeighbour),
-                    Err((_, frame)) => {
-                        umem.free(frame);
-                        recorder.dropped(Dropped::NeighbourQueueFull);
-                    }
+                let held = hold_for_neighbour(
+                    umem,
+                    waiting,
+                    frame,
+                    &range,
+                    fragments.as_ref(),
+                    (neighbour, mtu, port),
+                    now,
+                );
+                match held {
+                    Ok(n) => (0..n).for_each(|_| recorder.cell().event(Event::HeldForNeighbour)),
+                    Err(reason) => recorder.dropped(reason),
                 }
             }
             Ok(Some((

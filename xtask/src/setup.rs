@@ -44,7 +44,10 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
 ];
 
 /// strongswan-charon pulls in strongswan-starter, whose service would start a
-/// host-wide charon; the tests run their own per namespace only.
+/// host-wide charon at the next boot. The tests never need it (each runs
+/// its own charon in its own namespaces, with a private /run and config),
+/// so a service *this setup* brought onto the machine is left disabled; one
+/// that was there before belongs to the user and is never touched.
 const STRONGSWAN_SERVICES: &[&str] = &["strongswan-starter.service", "strongswan.service"];
 
 /// Debian's hook that lets package scripts start services; exit 101 = "no".
@@ -94,9 +97,43 @@ fn ensure_debian_packages() -> Result<()> {
         "--no-install-recommends",
     ];
     argv.extend(&missing);
+    let systemd = Path::new("/run/systemd/system").exists();
+    let known_before: Vec<&str> = STRONGSWAN_SERVICES
+        .iter()
+        .copied()
+        .filter(|unit| systemd && unit_known(unit))
+        .collect();
     let _no_service_starts = ServiceStartsDenied::new()?;
     step("install Debian packages", &argv)?;
-    mask_strongswan_services()
+    if !systemd {
+        return Ok(());
+    }
+    let known_after: Vec<&str> = STRONGSWAN_SERVICES
+        .iter()
+        .copied()
+        .filter(|unit| unit_known(unit))
+        .collect();
+    for unit in units_we_brought(&known_before, &known_after) {
+        step(
+            "leave the strongSwan service this setup installed disabled",
+            &["systemctl", "disable", unit],
+        )?;
+    }
+    Ok(())
+}
+
+fn unit_known(unit: &str) -> bool {
+    output(&["systemctl", "cat", unit]).is_some()
+}
+
+/// The service units that exist only since this setup's install: the only
+/// ones it may change. A unit the machine had before is the user's.
+fn units_we_brought<'a>(before: &[&str], after: &[&'a str]) -> Vec<&'a str> {
+    after
+        .iter()
+        .copied()
+        .filter(|unit| !before.contains(unit))
+        .collect()
 }
 
 /// Denies service starts from package scripts while it lives, unless the
@@ -127,24 +164,6 @@ impl Drop for ServiceStartsDenied {
             let _ = std::fs::remove_file(POLICY_RC_D);
         }
     }
-}
-
-/// Where systemd runs, policy-rc.d does not stop a later boot from starting
-/// strongSwan's service: mask it (and stop one that runs already).
-fn mask_strongswan_services() -> Result<()> {
-    if !Path::new("/run/systemd/system").exists() {
-        return Ok(());
-    }
-    for unit in STRONGSWAN_SERVICES {
-        let known = output(&["systemctl", "cat", unit]).is_some();
-        if known {
-            step(
-                "keep strongSwan's host-wide service off",
-                &["systemctl", "mask", "--now", unit],
-            )?;
-        }
-    }
-    Ok(())
 }
 
 fn nightly_sysroot() -> Result<PathBuf> {
@@ -245,4 +264,21 @@ fn symlink_replacing(target: &Path, link: &Path) -> Result<()> {
     }
     std::os::unix::fs::symlink(target, link)
         .with_context(|| format!("cannot link {} -> {}", link.display(), target.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_services_the_install_brought_are_changed() {
+        let [starter, swanctl] = [STRONGSWAN_SERVICES[0], STRONGSWAN_SERVICES[1]];
+        // A machine that runs strongSwan already: nothing is touched.
+        assert!(units_we_brought(&[starter], &[starter]).is_empty());
+        assert!(units_we_brought(&[starter, swanctl], &[starter, swanctl]).is_empty());
+        // A machine without it: what the install added is disabled.
+        assert_eq!(units_we_brought(&[], &[starter]), [starter]);
+        // The user's unit stays, the newcomer is disabled.
+        assert_eq!(units_we_brought(&[swanctl], &[starter, swanctl]), [starter]);
+    }
 }
