@@ -34,7 +34,11 @@ fn sample_parses() {
     );
     assert_eq!(psk.local.auth, AuthMethod::Psk);
     let net = &psk.children["net"];
-    assert_eq!(net.start_action, StartAction::Start);
+    assert_eq!(
+        net.start_action,
+        StartAction::None,
+        "the README initiates it with `xdpsec initiate sun-psk`"
+    );
     assert_eq!(net.esp_proposals[1].esn, vec![Esn::Esn, Esn::NoEsn]);
     assert_eq!(net.esp_proposals[0].dh, vec![DhGroup::Curve25519]);
     let cert = &cfg.connections["sun-cert"];

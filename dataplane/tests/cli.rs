@@ -188,7 +188,7 @@ fn policy_list_shows_a_row_per_policy() {
         socket.to_str().unwrap(),
     ]));
     assert_eq!(rows(&out, "out").len(), 3, "{out}");
-    assert_eq!(rows(&out, "in").len(), 1, "{out}");
+    assert_eq!(rows(&out, "in").len(), 2, "{out}");
     assert!(out.contains("10.2.99.0/24"), "{out}");
     assert!(out.contains("drop"), "{out}");
 }

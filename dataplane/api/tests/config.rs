@@ -103,8 +103,11 @@ fn sample_config_parses() {
     assert_eq!(inb.key.bits(), 128);
     assert_eq!(inb.replay_window, 2048);
     assert_eq!(inb.lifetime.hard_packets, Some(1_000_000_000));
-    assert_eq!(cfg.policies.len(), 4);
-    assert_eq!(cfg.policies[3].action, PolicyAction::Drop);
+    // Both families both ways (dataplane/tests/examples.rs pings over them).
+    assert_eq!(inb.selectors.len(), 2);
+    assert!(inb.selectors.iter().all(|s| s.protocol.is_none()));
+    assert_eq!(cfg.policies.len(), 5);
+    assert_eq!(cfg.policies[4].action, PolicyAction::Drop);
     // And the whole file is also valid as API input.
     let json = serde_json::to_string(&cfg).unwrap();
     let back: StaticConfig = serde_json::from_str(&json).unwrap();
