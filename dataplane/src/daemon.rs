@@ -172,9 +172,17 @@ pub fn run(options: &DaemonOptions) -> Result<()> {
     let mut xdp_sync = XdpMapSync::default();
     xdp_sync.apply(&mut steer, &tables)?;
     for iface in &interfaces {
-        steer
-            .attach(&iface.name, mode)
-            .with_context(|| format!("attaching XDP ({mode}) to {}", iface.name))?;
+        steer.attach(&iface.name, mode).map_err(|e| {
+            let e = anyhow::Error::new(e);
+            // veth_xdp_set refuses with ENOSPC, which says nothing of why.
+            let hint = if format!("{e:#}").contains("No space left on device") {
+                " (a veth needs at least as many RX queues as its peer has TX \
+                 queues for XDP: compare `ethtool -l` of both ends)"
+            } else {
+                ""
+            };
+            e.context(format!("attaching XDP ({mode}) to {}{hint}", iface.name))
+        })?;
     }
 
     let next_hops = NextHopCache::start().context("starting the next-hop cache")?;
