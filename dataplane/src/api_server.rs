@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 use xdpsec_api::framing::write_message;
 use xdpsec_api::{
-    bind_api_socket, serve_connection_with, Direction, ErrorCode, Event, Handler, LifetimeKind,
-    Request, Response, SaInfo, ServeOptions, ServerMessage,
+    bind_api_socket_for_group, serve_connection_with, Direction, ErrorCode, Event, Handler,
+    LifetimeKind, Request, Response, SaInfo, ServeOptions, ServerMessage,
 };
 
 /// Brings the rest of the data plane (XDP maps, the guard, the state
@@ -86,6 +86,9 @@ pub struct ApiServerOptions {
     pub scan_interval: Duration,
     /// Per-connection protocol options.
     pub serve: ServeOptions,
+    /// The group (gid) that may connect, besides root: the socket is then
+    /// mode 0660 (`[dataplane] api_socket_group`).
+    pub socket_group: Option<u32>,
 }
 
 impl Default for ApiServerOptions {
@@ -95,6 +98,7 @@ impl Default for ApiServerOptions {
             idle_after: DEFAULT_IDLE_AFTER,
             scan_interval: DEFAULT_SCAN_INTERVAL,
             serve: ServeOptions::default(),
+            socket_group: None,
         }
     }
 }
@@ -194,7 +198,8 @@ pub fn spawn_with(
             "scan_interval must be more than zero".to_owned(),
         ));
     }
-    let listener = bind_api_socket(path).map_err(ApiServerError::Bind)?;
+    let listener =
+        bind_api_socket_for_group(path, options.socket_group).map_err(ApiServerError::Bind)?;
     let socket_err = |source| ApiServerError::Socket {
         path: path.to_owned(),
         source,

@@ -257,13 +257,23 @@ pub fn run(options: &DaemonOptions) -> Result<()> {
                 .map_err(|e| format!("the state directory: {e:#}"))
         })
     };
-    let api = api_server::spawn(
+    let socket_group = config
+        .dataplane
+        .api_socket_group
+        .as_deref()
+        .map(|g| group_id(g).with_context(|| format!("config {path}: dataplane.api_socket_group")))
+        .transpose()?;
+    let api = api_server::spawn_with(
         &config.dataplane.api_socket,
         ApiShared {
             tables: tables.clone(),
             workers: stats.clone(),
             expiries: expiry_rx,
             on_change,
+        },
+        api_server::ApiServerOptions {
+            socket_group,
+            ..Default::default()
         },
     )
     .with_context(|| {
@@ -350,6 +360,16 @@ fn supervise(
         }
     }
     Ok(())
+}
+
+/// A group named by name or number.
+fn group_id(group: &str) -> Result<u32> {
+    match nix::unistd::Group::from_name(group) {
+        Ok(Some(g)) => Ok(g.gid.as_raw()),
+        _ => group
+            .parse()
+            .map_err(|_| anyhow::anyhow!("no group {group:?} on this system")),
+    }
 }
 
 /// The RX queues `name` has now (`real_num_rx_queues`: what AF_XDP can

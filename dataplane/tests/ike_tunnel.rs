@@ -410,3 +410,53 @@ fn ike_ecdsa_certificates_between_xdpsec_gateways() {
     ping_ok(&bed, Side::A, Side::B, false, 3);
     ping_ok(&bed, Side::B, Side::A, true, 3);
 }
+
+/// `[daemon] user`/`group`: each IKE daemon binds its ports, opens its
+/// sockets, then runs as nobody with no capability; the data planes open
+/// their SA API socket to its group. The tunnel comes up, carries traffic
+/// and is rekeyed (an IKE rekey too, the exchanges that use the most).
+#[test]
+fn ike_daemons_run_as_an_unprivileged_user_and_still_rekey() {
+    let options = IkeOptions {
+        run_as: Some(("nobody".into(), "nogroup".into())),
+        ..options()
+    };
+    let bed = bed(Encapsulation::Esp, XDPSEC, options, false);
+    for side in Side::BOTH {
+        let pid = bed.ike_child(side).expect("the IKE daemon runs").pid();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(str::trim)
+                .unwrap_or_else(|| panic!("no {name} in {status}"))
+                .to_string()
+        };
+        let uids: Vec<String> = field("Uid:").split_whitespace().map(String::from).collect();
+        assert!(uids.iter().all(|u| u == "65534"), "{side}: Uid {uids:?}");
+        for caps in ["CapEff:", "CapPrm:", "CapInh:", "CapAmb:"] {
+            assert_eq!(field(caps), "0000000000000000", "{side}: {caps}");
+        }
+        assert_eq!(field("NoNewPrivs:"), "1", "{side}");
+        assert!(bed.ike_log(side).contains("running as nobody"), "{side}");
+    }
+    ping_ok(&bed, Side::A, Side::B, false, 2);
+    let before = child_spis(&bed, Side::A);
+    for args in [&["rekey", "--child"][..], &["rekey", "--ike"][..]] {
+        let out = ike_command_when_ready(&bed, Side::B, args);
+        assert!(out.contains("rekeyed"), "{out}\n{}", bed.ike_logs());
+    }
+    assert_ne!(child_spis(&bed, Side::A), before, "the child has new SPIs");
+    ping_ok(&bed, Side::B, Side::A, false, 2);
+    // The state file is written by the unprivileged daemon.
+    wait_until(&bed, "the state file names the rekeyed child", || {
+        std::fs::read_to_string(bed.ike_state_path(Side::A)).is_ok_and(|s| {
+            s.contains(
+                &u32::from_str_radix(&child_spis(&bed, Side::A).0, 16)
+                    .unwrap()
+                    .to_string(),
+            )
+        })
+    });
+}

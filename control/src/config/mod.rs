@@ -101,6 +101,10 @@ pub struct DaemonConfig {
     /// (charon.init_limit_half_open); bounds memory under a flood.
     #[serde(default = "default_half_open_limit", alias = "init_limit_half_open")]
     pub half_open_limit: u32,
+    /// Half-open IKE SAs one source address may hold
+    /// (charon.block_threshold): one host cannot take the table.
+    #[serde(default = "default_half_open_per_source", alias = "block_threshold")]
+    pub half_open_per_source: u32,
     /// First retransmission timeout (charon.retransmit_timeout).
     #[serde(
         default = "default_retransmit_timeout",
@@ -120,6 +124,15 @@ pub struct DaemonConfig {
     /// capture can be decrypted. Never set in production.
     #[serde(default)]
     pub log_keys: bool,
+    /// Once the ports are bound and the sockets open, run as this user
+    /// (a name or a numeric uid) with no capabilities left; absent: keep
+    /// the user it was started as.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// ... and this group (a name or a numeric gid); absent: the user's
+    /// primary group.
+    #[serde(default)]
+    pub group: Option<String>,
 }
 
 fn default_api_socket() -> PathBuf {
@@ -136,6 +149,9 @@ fn nat_t_port() -> u16 {
 }
 fn default_cookie_threshold() -> u32 {
     30
+}
+fn default_half_open_per_source() -> u32 {
+    5
 }
 fn default_half_open_limit() -> u32 {
     1000
@@ -163,11 +179,14 @@ impl Default for DaemonConfig {
             port_nat_t: NAT_T_PORT,
             cookie_threshold: default_cookie_threshold(),
             half_open_limit: default_half_open_limit(),
+            half_open_per_source: default_half_open_per_source(),
             retransmit_timeout: default_retransmit_timeout(),
             retransmit_base: default_retransmit_base(),
             retransmit_tries: default_retransmit_tries(),
             keep_alive: default_keep_alive(),
             log_keys: false,
+            user: None,
+            group: None,
         }
     }
 }
@@ -730,6 +749,12 @@ impl IkeConfig {
         if d.half_open_limit == 0 {
             return Err(ValidationError::new(
                 "daemon.half_open_limit",
+                "must be at least 1",
+            ));
+        }
+        if d.half_open_per_source == 0 {
+            return Err(ValidationError::new(
+                "daemon.half_open_per_source",
                 "must be at least 1",
             ));
         }

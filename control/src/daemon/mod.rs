@@ -29,6 +29,7 @@
 pub mod ctl_server;
 mod driver;
 pub mod install;
+mod privilege;
 pub mod state;
 mod takeover;
 pub mod udp;
@@ -233,6 +234,22 @@ pub fn run(options: &DaemonOptions) -> anyhow::Result<()> {
     endpoint.reserve_spis(held_in.iter().copied());
     let ctl = CtlServer::bind(&ctl_socket)
         .with_context(|| format!("serving the control socket {}", ctl_socket.display()))?;
+    // Everything that needed privilege is open: what is left parses what
+    // the network sends.
+    match (&config.daemon.user, &config.daemon.group) {
+        (Some(user), group) => {
+            let target = privilege::resolve(user, group.as_deref())?;
+            privilege::prepare_state_dir(&options.state_file, target)?;
+            privilege::drop_to(target)?;
+            tracing::info!(
+                uid = target.uid.as_raw(),
+                gid = target.gid.as_raw(),
+                "running as {user} with no capabilities"
+            );
+        }
+        (None, Some(_)) => anyhow::bail!("daemon.group is set without daemon.user"),
+        (None, None) => {}
+    }
     let mut driver = driver::Driver::new(
         endpoint,
         sockets,

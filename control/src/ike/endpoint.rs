@@ -36,6 +36,11 @@ pub struct Settings {
     /// Half-open IKE SAs beyond which new IKE_SA_INIT requests are dropped
     /// even with a valid cookie: memory stays bounded under any flood.
     pub max_half_open: usize,
+    /// Half-open IKE SAs one source address may hold (strongSwan's
+    /// `block_threshold`): one host, even one that answers cookies, cannot
+    /// take the table from everyone else. A source at its quota must also
+    /// answer a cookie, so spoofing its address makes no state.
+    pub max_half_open_per_source: usize,
     /// How long a half-open IKE SA may wait for IKE_AUTH.
     pub half_open_timeout: Duration,
     /// How often the cookie secret changes (the previous one stays valid).
@@ -64,6 +69,7 @@ impl Default for Settings {
             retransmit_tries: 5,
             cookie_threshold: 10,
             max_half_open: 1000,
+            max_half_open_per_source: 5,
             half_open_timeout: Duration::from_secs(30),
             cookie_secret_lifetime: Duration::from_secs(120),
             keepalive_interval: Some(Duration::from_secs(20)),
@@ -87,6 +93,7 @@ impl Settings {
             retransmit_tries: d.retransmit_tries,
             cookie_threshold: usize::try_from(d.cookie_threshold).unwrap_or(usize::MAX),
             max_half_open: usize::try_from(d.half_open_limit).unwrap_or(usize::MAX),
+            max_half_open_per_source: usize::try_from(d.half_open_per_source).unwrap_or(usize::MAX),
             keepalive_interval: (!d.keep_alive.is_zero()).then_some(d.keep_alive),
             log_keys: d.log_keys,
             ..defaults
@@ -151,6 +158,9 @@ pub struct Drops {
     pub cookie_requested: u64,
     /// IKE_SA_INIT requests dropped because the half-open table was full.
     pub half_open_full: u64,
+    /// IKE_SA_INIT requests (with a valid cookie) dropped because their
+    /// source already holds its quota of half-open IKE SAs.
+    pub half_open_source_full: u64,
 }
 
 /// Every IKE SA of the process; see the [module docs](super).
@@ -172,6 +182,8 @@ pub struct Endpoint {
     pub(super) next_ike_id: u64,
     pub(super) next_child_id: u64,
     pub(super) drops: Drops,
+    /// Log budget of the IKE_SA_INIT lines anyone can cause.
+    pub(super) init_log: super::log_limit::LogLimit,
     /// Inbound ESP SPIs in use or reserved, so a new one never collides.
     pub(super) child_spis: HashSet<u32>,
     /// Connections to initiate again (keyingtries, DPD action restart,
@@ -202,6 +214,7 @@ impl Endpoint {
             next_ike_id: 1,
             next_child_id: 1,
             drops: Drops::default(),
+            init_log: Default::default(),
             child_spis: HashSet::new(),
             restart: Vec::new(),
             wall_clock: None,
@@ -470,5 +483,13 @@ impl Endpoint {
 
     pub(super) fn half_open(&self) -> usize {
         self.sas.values().filter(|sa| sa.is_half_open()).count()
+    }
+
+    /// Half-open IKE SAs that `source` started.
+    pub(super) fn half_open_from(&self, source: std::net::IpAddr) -> usize {
+        self.sas
+            .values()
+            .filter(|sa| !sa.we_initiated && sa.is_half_open() && sa.remote.ip() == source)
+            .count()
     }
 }

@@ -155,7 +155,10 @@ impl Endpoint {
         self.cookies
             .rotate(now, self.settings.cookie_secret_lifetime, &mut *self.rng);
         let half_open = self.half_open();
-        if half_open >= self.settings.cookie_threshold {
+        // A source at its quota proves its address before anything else:
+        // spoofing a victim's address then makes no state in its name.
+        let at_quota = self.half_open_from(remote.ip()) >= self.settings.max_half_open_per_source;
+        if half_open >= self.settings.cookie_threshold || at_quota {
             let valid = notify_of(p, notify::COOKIE).is_some_and(|c| {
                 self.cookies
                     .check(&c.data, &nonce_i, remote.ip(), header.spi_i)
@@ -170,6 +173,21 @@ impl Endpoint {
         }
         if half_open >= self.settings.max_half_open {
             self.drops.half_open_full += 1;
+            if let Some(suppressed) = self.init_log.allow(now) {
+                info!(%remote, suppressed, "IKE_SA_INIT dropped: the half-open table is full");
+            }
+            return;
+        }
+        if at_quota {
+            self.drops.half_open_source_full += 1;
+            if let Some(suppressed) = self.init_log.allow(now) {
+                info!(
+                    %remote,
+                    suppressed,
+                    quota = self.settings.max_half_open_per_source,
+                    "IKE_SA_INIT dropped: this source holds its quota of half-open IKE SAs"
+                );
+            }
             return;
         }
         let Some(Payload::Sa(offer)) = p.iter().find(|x| matches!(x, Payload::Sa(_))) else {
@@ -196,7 +214,9 @@ impl Endpoint {
                 .map(|(a, _)| (c.clone(), a))
         });
         let Some((conn, algs)) = chosen else {
-            info!(%remote, connections = candidates.len(), "IKE_SA_INIT: no proposal chosen");
+            if let Some(suppressed) = self.init_log.allow(now) {
+                info!(%remote, connections = candidates.len(), suppressed, "IKE_SA_INIT: no proposal chosen");
+            }
             self.stateless_reply(
                 local,
                 remote,
@@ -210,7 +230,9 @@ impl Endpoint {
             _ => None,
         });
         let Some(ke) = ke.filter(|k| k.group == algs.dh.id()) else {
-            info!(%remote, group = algs.dh.name(), "IKE_SA_INIT: asking for another DH group");
+            if let Some(suppressed) = self.init_log.allow(now) {
+                info!(%remote, group = algs.dh.name(), suppressed, "IKE_SA_INIT: asking for another DH group");
+            }
             self.stateless_reply(
                 local,
                 remote,
@@ -225,7 +247,9 @@ impl Endpoint {
         if let Err(r) = self.create_responder(
             now, local, remote, header, conn, algs, ke, nonce_i, &msg, datagram,
         ) {
-            info!(%remote, reason = %r, "IKE_SA_INIT refused");
+            if let Some(suppressed) = self.init_log.allow(now) {
+                info!(%remote, reason = %r, suppressed, "IKE_SA_INIT refused");
+            }
             self.stateless_reply(
                 local,
                 remote,
@@ -370,7 +394,9 @@ impl Endpoint {
         sa.init_response = bytes.clone();
         sa.chan = Some(chan);
         sa.transmit(&[bytes], self);
-        info!(ike = %id, %remote, algorithms = %algs, nat = sa.nat_local || sa.nat_remote, "IKE_SA_INIT: responded");
+        if let Some(suppressed) = self.init_log.allow(now) {
+            info!(ike = %id, %remote, algorithms = %algs, nat = sa.nat_local || sa.nat_remote, suppressed, "IKE_SA_INIT: responded");
+        }
         self.by_spi.insert(spi_r, id);
         self.by_init.insert((header.spi_i, remote), id);
         self.sas.insert(id, sa);

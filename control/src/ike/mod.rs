@@ -64,6 +64,7 @@ mod exchange;
 mod fragment;
 mod informational;
 mod init;
+mod log_limit;
 mod proposal;
 mod sa;
 mod ts;

@@ -112,6 +112,11 @@ pub struct DataplaneConfig {
     /// traffic stays blocked while the data plane is down, or `remove` it.
     #[serde(default)]
     pub guard_on_stop: GuardOnStop,
+    /// The group (a name or a gid) that may connect to the SA API socket
+    /// (mode 0660 then): the group an unprivileged `xdpsec ike` runs in.
+    /// Absent: root only (mode 0600).
+    #[serde(default)]
+    pub api_socket_group: Option<String>,
 }
 
 /// `[dataplane] guard_on_stop`.
@@ -178,6 +183,7 @@ impl Default for DataplaneConfig {
             reassembly_timeout_ms: default_reassembly_timeout_ms(),
             state_dir: default_state_dir(),
             guard_on_stop: GuardOnStop::Keep,
+            api_socket_group: None,
         }
     }
 }

@@ -402,13 +402,44 @@ fn with_path(path: &Path, e: io::Error) -> io::Error {
 /// directory is created with mode 0700. A stale socket file (nobody
 /// listening) is replaced; a live one or a non-socket file is an error.
 pub fn bind_api_socket(path: &Path) -> io::Result<UnixListener> {
-    if let Some(parent) = path.parent() {
-        if !parent.as_os_str().is_empty() && !parent.exists() {
+    bind_api_socket_for_group(path, None)
+}
+
+/// [`bind_api_socket`], and with `group` (a gid) the socket is that
+/// group's with mode 0660, so an unprivileged IKE daemon in the group can
+/// connect (`[dataplane] api_socket_group`). A parent directory created
+/// here is then the group's too, mode 0710 (enter, not list); an existing
+/// one the group cannot enter is an error that says so, rather than a
+/// socket nobody in the group can reach.
+pub fn bind_api_socket_for_group(path: &Path, group: Option<u32>) -> io::Result<UnixListener> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if !parent.exists() {
             fs::DirBuilder::new()
                 .recursive(true)
-                .mode(0o700)
+                .mode(if group.is_some() { 0o710 } else { 0o700 })
                 .create(parent)
                 .map_err(|e| with_path(parent, e))?;
+            if group.is_some() {
+                std::os::unix::fs::chown(parent, None, group).map_err(|e| with_path(parent, e))?;
+            }
+        }
+        if let Some(gid) = group {
+            use std::os::unix::fs::MetadataExt;
+            let meta = fs::metadata(parent).map_err(|e| with_path(parent, e))?;
+            let enter = meta.mode() & 0o001 != 0 || (meta.gid() == gid && meta.mode() & 0o010 != 0);
+            if !enter {
+                return Err(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    format!(
+                        "{}: group {gid} cannot enter it (mode {:o}, group {}), so it cannot \
+                         reach the socket; `chgrp {gid} {0}` and `chmod g+x {0}`, or put the \
+                         socket in a directory of its own",
+                        parent.display(),
+                        meta.mode() & 0o7777,
+                        meta.gid()
+                    ),
+                ));
+            }
         }
     }
     match fs::symlink_metadata(path) {
@@ -437,7 +468,11 @@ pub fn bind_api_socket(path: &Path) -> io::Result<UnixListener> {
         Err(e) => return Err(with_path(path, e)),
     }
     let listener = UnixListener::bind(path).map_err(|e| with_path(path, e))?;
-    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(|e| with_path(path, e))?;
+    if group.is_some() {
+        std::os::unix::fs::chown(path, None, group).map_err(|e| with_path(path, e))?;
+    }
+    let mode = if group.is_some() { 0o660 } else { 0o600 };
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(|e| with_path(path, e))?;
     Ok(listener)
 }
 

@@ -35,8 +35,8 @@ pub mod sa;
 pub use client::{ApiClient, ApiError};
 pub use config::{sample_config, ConfigError, StaticConfig};
 pub use framing::{
-    bind_api_socket, serve_connection, serve_connection_with, write_message, Handler, Line,
-    LineReader, ServeOptions,
+    bind_api_socket, bind_api_socket_for_group, serve_connection, serve_connection_with,
+    write_message, Handler, Line, LineReader, ServeOptions,
 };
 pub use messages::{
     ClientMessage, DropReason, ErrorCode, Event, LifetimeKind, Request, Response, SaInfo,

@@ -456,3 +456,26 @@ fn a_silent_server_times_out() {
     assert!(started.elapsed() < Duration::from_millis(450));
     hold.join().unwrap();
 }
+
+/// `[dataplane] api_socket_group`: the socket (and a directory made for it)
+/// is the group's; a directory the group cannot enter is refused.
+#[test]
+fn a_socket_group_opens_the_socket_to_that_group_only() {
+    use std::os::unix::fs::MetadataExt;
+    const GROUP: u32 = 65534;
+    let dir = TempDir::new("group");
+    let path = dir.0.join("run/api.sock");
+    let _listener = xdpsec_api::bind_api_socket_for_group(&path, Some(GROUP)).unwrap();
+    let meta = std::fs::metadata(&path).unwrap();
+    assert_eq!((meta.mode() & 0o777, meta.gid()), (0o660, GROUP));
+    let parent = std::fs::metadata(path.parent().unwrap()).unwrap();
+    assert_eq!((parent.mode() & 0o777, parent.gid()), (0o710, GROUP));
+
+    let closed = dir.0.join("closed");
+    std::fs::create_dir(&closed).unwrap();
+    std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let err =
+        xdpsec_api::bind_api_socket_for_group(&closed.join("api.sock"), Some(GROUP)).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied, "{err}");
+    assert!(err.to_string().contains("cannot enter"), "{err}");
+}

@@ -419,6 +419,13 @@ impl TunnelBed {
         } else {
             Vec::new()
         };
+        let run_as = options.ike.as_ref().and_then(|ike| ike.run_as.clone());
+        if run_as.is_some() {
+            // The unprivileged daemons reach their sockets through it.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))
+                .map_err(sys(format!("chmod {}", dir.display())))?;
+        }
         let mut daemons: Vec<Daemon> = Vec::new();
         for side in Side::BOTH {
             let name = side.gateway_name();
@@ -442,7 +449,7 @@ impl TunnelBed {
         let mut bed = TunnelBed {
             charons: [None, None],
             daemons,
-            ike: TunnelBed::ike_daemons(&dir),
+            ike: TunnelBed::ike_daemons(&dir, run_as.is_some()),
             sas,
             options,
             binary,
@@ -1268,7 +1275,8 @@ fn gateway_config(side: Side, sas: &[TunnelSa], options: &TunnelOptions, socket:
          busy_poll = false\n\
          xdp_mode = \"{}\"\n\
          mss_clamp = {}\n\
-         outer_fragmentation = {}\n\n\
+         outer_fragmentation = {}\n\
+         {}\n\
          [[interface]]\nname = \"lan0\"\nrole = \"inside\"\n\n\
          [[interface]]\nname = \"wan0\"\nrole = \"outside\"\n",
         socket.display(),
@@ -1280,6 +1288,13 @@ fn gateway_config(side: Side, sas: &[TunnelSa], options: &TunnelOptions, socket:
         },
         options.mss_clamp,
         options.outer_fragmentation,
+        options
+            .ike
+            .as_ref()
+            .and_then(|ike| ike.run_as.as_ref())
+            .map_or(String::new(), |(_, group)| format!(
+                "api_socket_group = {group:?}\n"
+            )),
     );
     for sa in sas {
         let selector_list = selectors(side, sa)

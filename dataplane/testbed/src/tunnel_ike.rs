@@ -78,6 +78,12 @@ pub struct IkeOptions {
     pub wait_for_tunnel: bool,
     /// Extra arguments of `xdpsec ike` (e.g. a log filter).
     pub extra_args: Vec<String>,
+    /// Run each xdpsec IKE daemon as this (user, group) once its sockets
+    /// are open (`[daemon] user`/`group`): the data planes then open their
+    /// API socket to the group (`api_socket_group`), the bed's directory
+    /// is enterable by others (0711, not listable), and each daemon keeps
+    /// its state in a directory of its own that it creates.
+    pub run_as: Option<(String, String)>,
 }
 
 impl Default for IkeOptions {
@@ -96,6 +102,7 @@ impl Default for IkeOptions {
             ts_override: [None, None],
             wait_for_tunnel: true,
             extra_args: Vec::new(),
+            run_as: None,
         }
     }
 }
@@ -316,13 +323,17 @@ fn duration(d: Option<Duration>) -> String {
 }
 
 impl TunnelBed {
-    pub(super) fn ike_daemons(dir: &Path) -> [IkeDaemon; 2] {
+    pub(super) fn ike_daemons(dir: &Path, own_state_dir: bool) -> [IkeDaemon; 2] {
         Side::BOTH.map(|side| {
             let name = side.gateway_name();
             IkeDaemon {
                 config: dir.join(format!("{name}-ike.toml")),
                 socket: dir.join(format!("{name}-ike.sock")),
-                state: dir.join(format!("{name}-ike.state")),
+                state: if own_state_dir {
+                    dir.join(format!("{name}-ike")).join("ike.state")
+                } else {
+                    dir.join(format!("{name}-ike.state"))
+                },
                 log: dir.join(format!("{name}-ike.log")),
                 child: None,
             }
@@ -354,7 +365,8 @@ impl TunnelBed {
             "# xdpsec test bed: {side}'s IKE daemon (generated)\n\n\
              [daemon]\n\
              api_socket = \"{}\"\n\
-             control_socket = \"{}\"\n\n\
+             control_socket = \"{}\"\n\
+             {}\n\
              [connections.{CONNECTION}]\n\
              local_addrs = [\"{}\"]\n\
              remote_addrs = [\"{}\"]\n\
@@ -363,6 +375,11 @@ impl TunnelBed {
              rekey_time = {}\n",
             self.api_socket(side).display(),
             daemon.socket.display(),
+            ike.run_as
+                .as_ref()
+                .map_or(String::new(), |(user, group)| format!(
+                    "user = {user:?}\ngroup = {group:?}\n"
+                )),
             gw.wan.ipv4,
             peer.wan.ipv4,
             quoted(proposals),
