@@ -13,10 +13,16 @@
 //! [`MAX_FRAGMENTS`] pieces. Every refusal has a reason ([`FragDrop`]):
 //! overlapping pieces (also exact duplicates, as RFC 5722 asks for IPv6)
 //! drop the whole datagram, as do too many pieces or a datagram larger than
-//! a slot; a fragment that finds the table full of live datagrams is
-//! dropped (live datagrams are not evicted, so a flood cannot flush them);
-//! datagrams not complete within the timeout are dropped when their slot is
-//! looked at.
+//! a slot; datagrams not complete within the timeout are dropped when their
+//! slot is looked at.
+//!
+//! A flood of fragments that never complete must not stop the peer's real
+//! ones, which arrive back to back and need a slot only for microseconds.
+//! So one source address holds at most a quarter of the slots (its oldest
+//! datagram goes when it starts another), and a new datagram that finds
+//! the table full takes the slot of the oldest one: junk ages out of the
+//! table as fast as it comes in, whatever addresses it spoofs. Both
+//! evictions are counted (`reassembly_evicted`).
 
 use crate::wire::{ip_proto, ipv4, ipv6};
 use std::time::{Duration, Instant};
@@ -40,8 +46,9 @@ pub enum FragDrop {
     TooMany,
     /// It would be larger than a slot (the largest frame).
     TooLarge,
-    /// Every slot holds a live datagram.
-    TableFull,
+    /// Its slot went to a newer datagram (its source held its quota, or the
+    /// table was full); counted per datagram.
+    Evicted,
     /// Not a well-formed fragment (bad lengths, a non-last piece that is
     /// not a multiple of 8 bytes, IPv6 extension headers before the
     /// Fragment header).
@@ -54,7 +61,7 @@ impl FragDrop {
         FragDrop::Overlap,
         FragDrop::TooMany,
         FragDrop::TooLarge,
-        FragDrop::TableFull,
+        FragDrop::Evicted,
         FragDrop::Malformed,
     ];
 
@@ -68,7 +75,7 @@ impl FragDrop {
             FragDrop::Overlap => "reassembly_overlap",
             FragDrop::TooMany => "reassembly_too_many_fragments",
             FragDrop::TooLarge => "reassembly_too_large",
-            FragDrop::TableFull => "reassembly_table_full",
+            FragDrop::Evicted => "reassembly_evicted",
             FragDrop::Malformed => "reassembly_malformed_fragment",
         }
     }
@@ -155,9 +162,13 @@ impl Slot {
 pub struct Reassembly {
     slots: Vec<Slot>,
     limits: ReassemblyLimits,
+    /// Slots one source address may hold.
+    per_source: usize,
     in_use: usize,
     /// Datagrams timed out since [`Reassembly::take_timeouts`].
     timeouts: u64,
+    /// Datagrams evicted since [`Reassembly::take_evictions`].
+    evictions: u64,
 }
 
 impl Reassembly {
@@ -172,10 +183,17 @@ impl Reassembly {
             slots: (0..limits.slots)
                 .map(|_| Slot::new(limits.max_datagram, now))
                 .collect(),
+            per_source: (limits.slots / 4).max(2).min(limits.slots),
             limits,
             in_use: 0,
             timeouts: 0,
+            evictions: 0,
         }
+    }
+
+    /// Datagrams evicted for newer ones since the last call.
+    pub fn take_evictions(&mut self) -> u64 {
+        std::mem::take(&mut self.evictions)
     }
 
     /// Datagrams in progress.
@@ -216,7 +234,7 @@ impl Reassembly {
         let index = match self.find(&piece.key, now) {
             Some(i) => i,
             None => {
-                let i = self.free_slot(now).ok_or(FragDrop::TableFull)?;
+                let i = self.slot_for(&piece.key, now);
                 self.slots[i].start(piece.key, now + self.limits.timeout);
                 self.in_use += 1;
                 i
@@ -258,11 +276,41 @@ impl Reassembly {
         Some(i)
     }
 
-    fn free_slot(&mut self, now: Instant) -> Option<usize> {
-        if self.in_use == self.slots.len() {
-            self.expire(now);
+    /// A slot for a new datagram of `key`: a free one, unless its source
+    /// holds its quota (then that source's oldest); with none free, the
+    /// oldest of all. An evicted datagram is counted.
+    fn slot_for(&mut self, key: &Key, now: Instant) -> usize {
+        let oldest = |slots: &[Slot], of_source: bool| {
+            slots
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.key.is_some_and(|k| !of_source || k.src == key.src))
+                .min_by_key(|(_, s)| s.deadline)
+                .map(|(i, _)| i)
+        };
+        let from_source = self
+            .slots
+            .iter()
+            .filter(|s| s.key.is_some_and(|k| k.src == key.src))
+            .count();
+        let victim = if from_source >= self.per_source {
+            oldest(&self.slots, true)
+        } else {
+            if self.in_use == self.slots.len() {
+                self.expire(now);
+            }
+            match self.slots.iter().position(|s| s.key.is_none()) {
+                Some(free) => return free,
+                None => oldest(&self.slots, false),
+            }
+        };
+        // A full table always has an oldest datagram.
+        let i = victim.unwrap_or(0);
+        if self.slots[i].key.take().is_some() {
+            self.in_use -= 1;
+            self.evictions += 1;
         }
-        self.slots.iter().position(|s| s.key.is_none())
+        i
     }
 
     fn forget(&mut self, key: &Key) {
@@ -479,15 +527,15 @@ mod tests {
             t.insert(now, &frag4(4, MAX_FRAGMENTS * 8, 8, true)),
             Err(FragDrop::TooMany)
         );
-        // Table full: two live datagrams, a third is refused, the two are kept.
+        // Table full: a third datagram takes the oldest one's slot.
         t.insert(now, &frag4(5, 0, 8, true)).unwrap();
+        t.insert(now + Duration::from_millis(1), &frag4(6, 0, 8, true))
+            .unwrap();
+        assert_eq!(t.insert(now, &frag4(7, 0, 8, true)), Ok(None));
+        assert_eq!((t.in_use(), t.take_evictions()), (2, 1));
+        assert!(t.insert(now, &frag4(7, 8, 8, false)).unwrap().is_some());
+        assert!(t.insert(now, &frag4(6, 8, 8, false)).unwrap().is_some());
         t.insert(now, &frag4(6, 0, 8, true)).unwrap();
-        assert_eq!(
-            t.insert(now, &frag4(7, 0, 8, true)),
-            Err(FragDrop::TableFull)
-        );
-        assert_eq!(t.in_use(), 2);
-        assert!(t.insert(now, &frag4(5, 8, 8, false)).unwrap().is_some());
         // Malformed: a middle piece not a multiple of 8, a bad checksum.
         assert_eq!(
             t.insert(now, &frag4(8, 0, 13, true)),
@@ -506,6 +554,45 @@ mod tests {
         t.insert(now, &frag4(9, 0, 8, true)).unwrap();
         assert_eq!(t.insert(later, &frag4(9, 8, 8, false)), Ok(None));
         assert_eq!(t.take_timeouts(), 1);
+    }
+
+    /// An IPv4 fragment like [`frag4`] from `src`.
+    fn frag4_from(src: Ipv4Addr, ident: u16) -> Vec<u8> {
+        let mut p = frag4(ident, 0, 8, true);
+        p[12..16].copy_from_slice(&src.octets());
+        p[10..12].copy_from_slice(&[0, 0]);
+        ipv4::Packet::new_unchecked(&mut p[..]).fill_checksum();
+        p
+    }
+
+    #[test]
+    fn one_source_holds_a_quarter_of_the_table_and_a_flood_ages_out() {
+        let mut t = Reassembly::new(limits(16));
+        let now = Instant::now();
+        let peer = Ipv4Addr::new(198, 18, 0, 2);
+        let flood = Ipv4Addr::new(198, 18, 9, 9);
+        // The peer's datagram in progress, then a flood from one source.
+        t.insert(now, &frag4_from(peer, 1)).unwrap();
+        for i in 0..1000u16 {
+            let at = now + Duration::from_micros(u64::from(i) + 1);
+            assert_eq!(t.insert(at, &frag4_from(flood, i)), Ok(None));
+        }
+        // The flood kept to its 4 slots; the peer's datagram is intact.
+        assert_eq!(t.in_use(), 5);
+        assert_eq!(t.take_evictions(), 1000 - 4);
+        let mut last = frag4(1, 8, 8, false);
+        last[12..16].copy_from_slice(&peer.octets());
+        last[10..12].copy_from_slice(&[0, 0]);
+        ipv4::Packet::new_unchecked(&mut last[..]).fill_checksum();
+        assert!(t.insert(now, &last).unwrap().is_some());
+        // Spoofed from everywhere, the table fills and the oldest go first:
+        // a new datagram always finds a slot.
+        for i in 0..1000u16 {
+            let src = Ipv4Addr::new(10, (i >> 8) as u8, i as u8, 1);
+            let at = now + Duration::from_millis(u64::from(i) + 10);
+            assert_eq!(t.insert(at, &frag4_from(src, i)), Ok(None));
+        }
+        assert_eq!(t.in_use(), 16);
     }
 
     #[test]

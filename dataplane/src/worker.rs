@@ -285,7 +285,8 @@ fn release_waiting(
     }
 }
 
-/// Counts the datagrams whose fragments waited too long.
+/// Counts the datagrams whose fragments waited too long, or lost their
+/// slot to newer ones.
 fn expire_fragments(local: &mut Local, cell: &WorkerStatsCell) {
     if local.reassembly.in_use() > 0 {
         local.reassembly.expire(Instant::now());
@@ -293,6 +294,10 @@ fn expire_fragments(local: &mut Local, cell: &WorkerStatsCell) {
     cell.dropped_n(
         Dropped::Fragment(FragDrop::Timeout),
         local.reassembly.take_timeouts(),
+    );
+    cell.dropped_n(
+        Dropped::Fragment(FragDrop::Evicted),
+        local.reassembly.take_evictions(),
     );
 }
 

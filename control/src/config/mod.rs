@@ -105,6 +105,10 @@ pub struct DaemonConfig {
     /// (charon.block_threshold): one host cannot take the table.
     #[serde(default = "default_half_open_per_source", alias = "block_threshold")]
     pub half_open_per_source: u32,
+    /// Bytes of IKE fragments all IKE SAs together may hold while their
+    /// messages are reassembled (each at most 64 KiB).
+    #[serde(default = "default_fragment_memory")]
+    pub fragment_memory: u64,
     /// First retransmission timeout (charon.retransmit_timeout).
     #[serde(
         default = "default_retransmit_timeout",
@@ -150,6 +154,9 @@ fn nat_t_port() -> u16 {
 fn default_cookie_threshold() -> u32 {
     30
 }
+fn default_fragment_memory() -> u64 {
+    64 << 20
+}
 fn default_half_open_per_source() -> u32 {
     5
 }
@@ -180,6 +187,7 @@ impl Default for DaemonConfig {
             cookie_threshold: default_cookie_threshold(),
             half_open_limit: default_half_open_limit(),
             half_open_per_source: default_half_open_per_source(),
+            fragment_memory: default_fragment_memory(),
             retransmit_timeout: default_retransmit_timeout(),
             retransmit_base: default_retransmit_base(),
             retransmit_tries: default_retransmit_tries(),

@@ -50,6 +50,9 @@ pub struct Settings {
     /// Largest IKE datagram before fragmentation (RFC 7383), IP and UDP
     /// headers excluded.
     pub fragment_size: usize,
+    /// Decrypted IKE fragments (RFC 7383) all IKE SAs together may hold
+    /// while their messages are reassembled; each holds at most 64 KiB.
+    pub fragment_memory: usize,
     /// Time a deleted/rekeyed SA's cached state lingers (answers
     /// retransmitted requests, absorbs late packets).
     pub linger: Duration,
@@ -75,6 +78,7 @@ impl Default for Settings {
             keepalive_interval: Some(Duration::from_secs(20)),
             // IPv6's minimum MTU less IPv6, UDP and the non-ESP marker.
             fragment_size: 1280 - 40 - 8 - 4,
+            fragment_memory: 64 << 20,
             linger: Duration::from_secs(10),
             log_keys: false,
         }
@@ -96,6 +100,7 @@ impl Settings {
             max_half_open_per_source: usize::try_from(d.half_open_per_source).unwrap_or(usize::MAX),
             keepalive_interval: (!d.keep_alive.is_zero()).then_some(d.keep_alive),
             log_keys: d.log_keys,
+            fragment_memory: usize::try_from(d.fragment_memory).unwrap_or(usize::MAX),
             ..defaults
         }
     }
@@ -161,6 +166,9 @@ pub struct Drops {
     /// IKE_SA_INIT requests (with a valid cookie) dropped because their
     /// source already holds its quota of half-open IKE SAs.
     pub half_open_source_full: u64,
+    /// IKE fragments refused: fragmentation not negotiated, or holding
+    /// them would pass the reassembly memory of the SA or of all SAs.
+    pub fragments_refused: u64,
 }
 
 /// Every IKE SA of the process; see the [module docs](super).
@@ -483,6 +491,20 @@ impl Endpoint {
 
     pub(super) fn half_open(&self) -> usize {
         self.sas.values().filter(|sa| sa.is_half_open()).count()
+    }
+
+    /// Decrypted IKE fragment bytes held by the IKE SAs in the table (the
+    /// one being worked on is out of it).
+    pub(super) fn fragment_bytes_held(&self) -> usize {
+        self.sas
+            .values()
+            .flat_map(|sa| {
+                sa.chan
+                    .iter()
+                    .chain(sa.old_chan.iter().map(|(chan, _)| chan))
+            })
+            .map(|chan| chan.reassembly.held())
+            .sum()
     }
 
     /// Half-open IKE SAs that `source` started.

@@ -7,6 +7,10 @@ use crate::wire::{IkeHeader, HEADER_LEN};
 
 /// The most fragments accepted for one message; bounds reassembly memory.
 const MAX_FRAGMENTS: u16 = 32;
+/// The most decrypted bytes one IKE SA holds for a message being
+/// reassembled: a certificate chain in IKE_AUTH fits many times over
+/// (strongSwan's whole-message limit, `max_packet`, is 10000 bytes).
+pub(crate) const MAX_REASSEMBLED: usize = 64 * 1024;
 
 /// Seals `inner` (the emitted inner payloads, first one of type `first`)
 /// into one datagram, or several SKF fragments when `fragment_size` is
@@ -69,6 +73,8 @@ pub(crate) struct Reassembly {
     total: u16,
     first: u8,
     parts: Vec<Option<Vec<u8>>>,
+    /// Bytes in `parts`.
+    held: usize,
 }
 
 /// What adding a fragment gave.
@@ -79,10 +85,18 @@ pub(crate) enum Reassembled {
     Complete { first: u8, inner: Vec<u8> },
     /// The fragment was invalid (number out of range, too many fragments).
     Invalid,
+    /// Holding it would pass the bytes allowed: the message is dropped.
+    OverBudget,
 }
 
 impl Reassembly {
-    /// Adds a decrypted fragment.
+    /// Bytes held for the message being reassembled.
+    pub(crate) fn held(&self) -> usize {
+        self.held
+    }
+
+    /// Adds a decrypted fragment, holding at most `budget` bytes for the
+    /// message; past it, what was held is let go.
     pub(crate) fn add(
         &mut self,
         message_id: u32,
@@ -90,6 +104,7 @@ impl Reassembly {
         total: u16,
         first: u8,
         plain: Vec<u8>,
+        budget: usize,
     ) -> Reassembled {
         if total == 0 || total > MAX_FRAGMENTS || number == 0 || number > total {
             return Reassembled::Invalid;
@@ -101,12 +116,21 @@ impl Reassembly {
                 total,
                 first: 0,
                 parts: vec![None; usize::from(total)],
+                held: 0,
             };
+        }
+        let slot = usize::from(number - 1);
+        let replaced = self.parts[slot].as_ref().map_or(0, Vec::len);
+        let held = self.held - replaced + plain.len();
+        if held > budget {
+            *self = Reassembly::default();
+            return Reassembled::OverBudget;
         }
         if number == 1 {
             self.first = first;
         }
-        self.parts[usize::from(number - 1)] = Some(plain);
+        self.parts[slot] = Some(plain);
+        self.held = held;
         if self.parts.iter().any(Option::is_none) {
             return Reassembled::Incomplete;
         }
@@ -114,5 +138,42 @@ impl Reassembly {
         let first = self.first;
         *self = Reassembly::default();
         Reassembled::Complete { first, inner }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_past_its_budget_is_let_go() {
+        let mut r = Reassembly::default();
+        assert!(matches!(
+            r.add(1, 1, 3, 41, vec![0; 600], 1000),
+            Reassembled::Incomplete
+        ));
+        // The same fragment again replaces, not adds.
+        assert!(matches!(
+            r.add(1, 1, 3, 41, vec![0; 600], 1000),
+            Reassembled::Incomplete
+        ));
+        assert_eq!(r.held(), 600);
+        assert!(matches!(
+            r.add(1, 2, 3, 0, vec![0; 500], 1000),
+            Reassembled::OverBudget
+        ));
+        assert_eq!(r.held(), 0);
+        // Within the budget it completes.
+        assert!(matches!(
+            r.add(2, 1, 2, 41, vec![1; 400], 1000),
+            Reassembled::Incomplete
+        ));
+        match r.add(2, 2, 2, 0, vec![2; 400], 1000) {
+            Reassembled::Complete { first, inner } => {
+                assert_eq!((first, inner.len()), (41, 800));
+            }
+            _ => panic!("not complete"),
+        }
+        assert_eq!(r.held(), 0);
     }
 }

@@ -261,6 +261,7 @@ impl IkeSa {
     /// payloads, or `None` when incomplete (more fragments) or dropped.
     /// `Err` carries an unsupported critical payload type to report.
     fn open(
+        &self,
         chan: &mut Channel,
         header: &IkeHeader,
         datagram: &[u8],
@@ -281,6 +282,12 @@ impl IkeSa {
         };
         // The body is a subslice of the datagram: its offset is where the IV starts.
         let body_at = raw.body.as_ptr() as usize - datagram.as_ptr() as usize;
+        // RFC 7383 section 2.5: fragments only once both sides announced
+        // support in IKE_SA_INIT; before that an SKF is held for nobody.
+        if raw.kind == pt::SKF && !(self.peer_fragmentation && self.conn.fragmentation) {
+            ep.drops.fragments_refused += 1;
+            return None;
+        }
         let (iv_at, frag) = if raw.kind == pt::SKF {
             let number = crate::wire::be16(raw.body, 0)?;
             let total = crate::wire::be16(raw.body, 2)?;
@@ -299,10 +306,23 @@ impl IkeSa {
         let (first, inner) = match frag {
             None => (raw.next_payload, plain),
             Some((number, total)) => {
-                match chan
-                    .reassembly
-                    .add(header.message_id, number, total, raw.next_payload, plain)
-                {
+                // Bounded per IKE SA and over all of them together: an
+                // attacker completes IKE_SA_INIT on its own SAs easily.
+                let others = ep.fragment_bytes_held();
+                let budget = fragment::MAX_REASSEMBLED
+                    .min(ep.settings.fragment_memory.saturating_sub(others));
+                match chan.reassembly.add(
+                    header.message_id,
+                    number,
+                    total,
+                    raw.next_payload,
+                    plain,
+                    budget,
+                ) {
+                    Reassembled::OverBudget => {
+                        ep.drops.fragments_refused += 1;
+                        return None;
+                    }
                     Reassembled::Incomplete => return None,
                     Reassembled::Invalid => {
                         ep.drops.malformed += 1;
@@ -514,7 +534,7 @@ impl IkeSa {
                 ep.drops.message_id += 1;
                 return true;
             }
-            let payloads = match Self::open(chan, &header, datagram, ep) {
+            let payloads = match self.open(chan, &header, datagram, ep) {
                 None => return true,
                 Some(Ok(p)) => p,
                 // A critical payload we do not know in a response: the
@@ -554,7 +574,7 @@ impl IkeSa {
                 ep.drops.message_id += 1;
                 return true;
             }
-            let payloads = match Self::open(chan, &header, datagram, ep) {
+            let payloads = match self.open(chan, &header, datagram, ep) {
                 None => return true,
                 Some(Ok(p)) => p,
                 Some(Err(t)) => {
