@@ -11,7 +11,7 @@
 use crate::pipeline::SoftExpiry;
 use crate::stats::WorkerStatsCell;
 use crate::tables::{TableError, Tables};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::io;
 use std::os::unix::fs::MetadataExt;
@@ -63,8 +63,10 @@ pub const DEFAULT_IDLE_AFTER: Duration = Duration::from_secs(300);
 /// How often the SAs are scanned for hard expiries and idleness.
 pub const DEFAULT_SCAN_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Events queued for one subscriber; beyond, that subscriber misses events.
-const SUBSCRIBER_QUEUE: usize = 1024;
+/// Events queued for one subscriber (a few MB at most): 5000 SAs crossing
+/// their soft limit at once fit many times over. A subscriber this far
+/// behind is disconnected, so it knows it missed events.
+const SUBSCRIBER_QUEUE: usize = 65_536;
 /// How long the accept loop sleeps when no connection is waiting; also the
 /// longest a drop of [`ApiServer`] waits for it.
 const ACCEPT_POLL: Duration = Duration::from_millis(20);
@@ -521,8 +523,11 @@ impl Subscribers {
         lock(&self.senders).retain(|tx| match tx.try_send(event.clone()) {
             Ok(()) => true,
             Err(TrySendError::Full(_)) => {
-                eprintln!("xdpsec: SA API: a subscriber is not reading; dropped {event:?}");
-                true
+                tracing::warn!(
+                    "SA API: a subscriber fell {SUBSCRIBER_QUEUE} events behind; disconnecting \
+                     it rather than let it miss {event:?} unawares"
+                );
+                false
             }
             Err(TrySendError::Disconnected(_)) => false,
         });
@@ -555,11 +560,50 @@ pub fn soft_expiry_events(expiry: &SoftExpiry) -> Vec<Event> {
 }
 
 /// What the scanner remembers of an SA.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Tracked {
     age_ms: u64,
     hard_reported: bool,
     idle_reported: bool,
+    /// Soft limits reported, by [`LifetimeKind`]: packets, bytes.
+    soft_reported: [bool; 2],
+}
+
+fn soft_slot(kind: LifetimeKind) -> usize {
+    match kind {
+        LifetimeKind::Packets => 0,
+        LifetimeKind::Bytes => 1,
+    }
+}
+
+/// The soft limits an SA's counters have reached. The workers report a
+/// crossing the moment it happens, through a bounded queue; this is what
+/// the scan finds when a report was lost (5000 SAs crossing at once), so
+/// that no SA runs into its hard limit unreported.
+fn soft_reached(info: &SaInfo) -> Vec<LifetimeKind> {
+    let lifetime = &info.lifetime;
+    let seq_max: u64 = if info.esn {
+        u64::MAX
+    } else {
+        u64::from(u32::MAX)
+    };
+    let seq_nearly_exhausted =
+        info.direction == Direction::Out && info.seq >= seq_max - (seq_max >> 4);
+    let mut reached = Vec::new();
+    if seq_nearly_exhausted
+        || lifetime
+            .soft_packets
+            .is_some_and(|n| info.counters.packets >= n)
+    {
+        reached.push(LifetimeKind::Packets);
+    }
+    if lifetime
+        .soft_bytes
+        .is_some_and(|n| info.counters.bytes >= n)
+    {
+        reached.push(LifetimeKind::Bytes);
+    }
+    reached
 }
 
 /// Finds hard expiries and idle SAs, each reported once (an SA that carries
@@ -578,24 +622,47 @@ impl Scanner {
         }
     }
 
+    /// Whether a worker's soft-expiry report is the first for its SA and
+    /// limit (the scan may have found it first); notes it either way.
+    fn first_soft_report(&mut self, event: &Event) -> bool {
+        let Event::SoftLifetimeExpired {
+            spi,
+            direction,
+            reason,
+        } = event
+        else {
+            return true;
+        };
+        let t = self.seen.entry((*spi, *direction)).or_default();
+        !std::mem::replace(&mut t.soft_reported[soft_slot(*reason)], true)
+    }
+
     fn scan(&mut self, infos: &[SaInfo], out: &mut Vec<Event>) {
-        self.seen
-            .retain(|key, _| infos.iter().any(|i| (i.spi, i.direction) == *key));
+        let present: HashSet<(u32, Direction)> =
+            infos.iter().map(|i| (i.spi, i.direction)).collect();
+        self.seen.retain(|key, _| present.contains(key));
         for info in infos {
             let t = self
                 .seen
                 .entry((info.spi, info.direction))
                 .or_insert(Tracked {
                     age_ms: info.age_ms,
-                    hard_reported: false,
-                    idle_reported: false,
+                    ..Tracked::default()
                 });
             if info.age_ms < t.age_ms {
                 // Deleted and added again between two scans: a new SA.
-                t.hard_reported = false;
-                t.idle_reported = false;
+                *t = Tracked::default();
             }
             t.age_ms = info.age_ms;
+            for reason in soft_reached(info) {
+                if !std::mem::replace(&mut t.soft_reported[soft_slot(reason)], true) {
+                    out.push(Event::SoftLifetimeExpired {
+                        spi: info.spi,
+                        direction: info.direction,
+                        reason,
+                    });
+                }
+            }
             if !t.hard_reported {
                 if let Some(reason) = hard_expiry(info) {
                     t.hard_reported = true;
@@ -663,14 +730,23 @@ fn event_loop(
             .saturating_duration_since(Instant::now())
             .min(EVENT_POLL);
         if expiries_open {
-            match expiries.recv_timeout(wait) {
-                Ok(expiry) => {
-                    for event in soft_expiry_events(&expiry) {
+            let first = match expiries.recv_timeout(wait) {
+                Ok(expiry) => Some(expiry),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => {
+                    expiries_open = false;
+                    None
+                }
+            };
+            for expiry in first
+                .into_iter()
+                .chain(std::iter::from_fn(|| expiries.try_recv().ok()))
+            {
+                for event in soft_expiry_events(&expiry) {
+                    if scanner.first_soft_report(&event) {
                         state.subscribers.publish(&event);
                     }
                 }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => expiries_open = false,
             }
         } else {
             std::thread::sleep(wait);

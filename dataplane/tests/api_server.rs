@@ -538,3 +538,74 @@ fn a_change_the_rest_of_the_data_plane_refuses_is_undone_and_fails_the_request()
     assert_eq!(tables.policies().len(), 1, "the refused policy was left in");
     assert_eq!(c.list_policies().unwrap().len(), 1);
 }
+
+/// 5000 SAs cross their soft lifetime within a second: the workers'
+/// reports overflow their bounded queue (1024 in the data plane), and the
+/// scan reports what was lost. Every SA is reported exactly once, so the
+/// IKE daemon rekeys each before its hard limit.
+#[test]
+fn five_thousand_soft_expiries_at_once_are_each_reported_once() {
+    const SAS: u32 = 5000;
+    let dir = TempDir::new("soft5000");
+    let s = start(
+        &dir.socket(),
+        ApiServerOptions {
+            scan_interval: Duration::from_millis(200),
+            ..ApiServerOptions::default()
+        },
+    );
+    let template = config().sas[0].clone();
+    let mut c = ApiClient::connect(dir.socket()).unwrap();
+    for i in 0..SAS {
+        let mut sa = template.clone();
+        sa.spi = 0x10_0000 + i;
+        sa.lifetime.soft_packets = Some(1);
+        sa.lifetime.hard_packets = Some(1000);
+        c.add_sa(sa).unwrap();
+    }
+    let mut events = ApiClient::connect(dir.socket()).unwrap();
+    events.subscribe_events().unwrap();
+    let snapshot = s.tables.load();
+    let now = Instant::now();
+    for i in 0..SAS {
+        let spi = 0x10_0000 + i;
+        snapshot
+            .outbound_sa(spi)
+            .expect("installed")
+            .stats
+            .add_carried(1, 100, now);
+        // The worker's report; one in ten gets through a full queue (the
+        // scan must not report those again).
+        if i % 10 == 0 {
+            s.expiries
+                .send(SoftExpiry {
+                    spi,
+                    outbound: true,
+                    event: LifetimeEvent {
+                        soft_packets: true,
+                        ..LifetimeEvent::default()
+                    },
+                })
+                .unwrap();
+        }
+    }
+
+    let mut seen = std::collections::HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        match events.next_event(Some(Duration::from_millis(500))).unwrap() {
+            Some(Event::SoftLifetimeExpired {
+                spi,
+                direction: Direction::Out,
+                reason: LifetimeKind::Packets,
+            }) => *seen.entry(spi).or_insert(0) += 1,
+            Some(other) => panic!("{other:?}"),
+            // Quiet for half a second after all arrived: no duplicates.
+            None if seen.len() == SAS as usize => break,
+            None => {}
+        }
+    }
+    assert_eq!(seen.len(), SAS as usize, "SAs reported");
+    let twice: Vec<_> = seen.iter().filter(|(_, &n)| n > 1).collect();
+    assert!(twice.is_empty(), "reported more than once: {}", twice.len());
+}

@@ -267,8 +267,10 @@ pub fn serve_connection_with<H: Handler + ?Sized>(
                 }
             }
             if closed {
-                events = None;
-                reader.get_ref().set_read_timeout(idle_timeout)?;
+                // The server let go of this subscriber (it fell too far
+                // behind, or the server stops): end the connection, so the
+                // client knows its event stream is broken.
+                return Ok(());
             }
         }
 
