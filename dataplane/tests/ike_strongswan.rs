@@ -218,3 +218,23 @@ fn ike_strongswan_with_the_wrong_psk_is_refused_and_xdpsec_keeps_serving() {
     assert!(ike_sas(&bed, Side::A).is_empty());
     assert!(dataplane_sas(&bed, Side::A).is_empty());
 }
+
+/// The xdpsec side's data plane restarts under a tunnel to strongSwan: its
+/// IKE daemon stays, rekeys the child for the new data plane, and the
+/// tunnel carries traffic again without strongSwan's DPD.
+#[test]
+fn a_restarted_data_plane_gets_its_child_rekeyed_with_strongswan() {
+    let mut bed = interop_bed("aes128gcm16-prfsha256-x25519", "aes128gcm16", Side::A);
+    check_tunnel(&bed, false);
+    let before = child_spis(&bed, Side::A);
+    bed.stop(Side::A).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    bed.start(Side::A).unwrap();
+    bed.wait_for_socket(Side::A).unwrap();
+    wait_until(&bed, "a new child after the data plane's restart", || {
+        child_spis(&bed, Side::A) != before && !bed.installed_children(Side::A).unwrap().is_empty()
+    });
+    ping_ok(&bed, Side::A, Side::B, false, 3);
+    ping_ok(&bed, Side::B, Side::A, false, 3);
+    assert!(bed.ike_log(Side::A).contains("the data plane is back"));
+}

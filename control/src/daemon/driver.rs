@@ -22,8 +22,8 @@ use super::udp::{IkeSockets, Received, MAX_DATAGRAM};
 use super::SavedState;
 use crate::ctl::{ChildSaInfo, CtlErrorCode, CtlRequest, CtlResponse, IkeSaInfo, RekeyTarget};
 use crate::ike::{
-    ChildSaId, ChildSaState, Endpoint, Event, IkeSaId, IkeSaSnapshot, IkeSaState, LifetimeSeverity,
-    Target,
+    ChildSaId, ChildSaState, CommandError, Endpoint, Event, IkeSaId, IkeSaSnapshot, IkeSaState,
+    LifetimeSeverity, Target,
 };
 
 /// How long a CLI command waits for its exchange before it is answered
@@ -43,6 +43,8 @@ pub const INBOUND_LINGER: Duration = Duration::from_secs(2);
 /// How long the responder of a Child SA rekey keeps sending under the old
 /// SA when the initiator does not delete it (see `Driver::switch_later`).
 pub const POLICY_SWITCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often a daemon whose data plane went away tries to reach it again.
+const RECONNECT_EVERY: Duration = Duration::from_millis(250);
 /// Datagrams read from one socket per loop turn, so one busy socket does
 /// not starve the others.
 const RECV_BATCH: usize = 64;
@@ -112,6 +114,11 @@ pub(super) struct Driver {
     pub(super) ctl: CtlServer,
     pub(super) installer: Installer,
     pub(super) events_api: ApiClient,
+    /// The SA API's socket, to reach the data plane again after it
+    /// restarted.
+    pub(super) api_path: std::path::PathBuf,
+    /// Since when the data plane is gone, and when to try it next.
+    lost: Option<(Instant, Instant)>,
     pub(super) ledger: Ledger,
     pub(super) state: StateFile,
     pub(super) signals: UnixStream,
@@ -164,6 +171,7 @@ impl Driver {
         ctl: CtlServer,
         installer: Installer,
         events_api: ApiClient,
+        api_path: std::path::PathBuf,
         ledger: Ledger,
         state: StateFile,
         signals: UnixStream,
@@ -176,6 +184,8 @@ impl Driver {
             ctl,
             installer,
             events_api,
+            api_path,
+            lost: None,
             ledger,
             state,
             signals,
@@ -276,6 +286,7 @@ impl Driver {
             if self.endpoint.poll_timeout().is_some_and(|t| t <= now) {
                 self.endpoint.handle_timeout(now);
             }
+            self.reconnect(now);
             self.flush(now)?;
             self.expire(now)?;
             self.ctl.reap();
@@ -290,6 +301,7 @@ impl Driver {
             self.lingering.iter().map(|l| l.0).min(),
             self.deferred.iter().map(|d| d.at).min(),
             self.takeover_poll,
+            self.lost.map(|(_, next)| next),
         ]
         .into_iter()
         .flatten()
@@ -312,8 +324,10 @@ impl Driver {
             fds.push(PollFd::new(fd, PollFlags::POLLIN));
             slots.push(Slot::Udp(i));
         }
-        fds.push(PollFd::new(self.events_api.as_fd(), PollFlags::POLLIN));
-        slots.push(Slot::Api);
+        if self.lost.is_none() {
+            fds.push(PollFd::new(self.events_api.as_fd(), PollFlags::POLLIN));
+            slots.push(Slot::Api);
+        }
         let ctl_fds = self.ctl.fds();
         for (which, fd, want_out) in &ctl_fds {
             let mut flags = PollFlags::POLLIN;
@@ -365,9 +379,8 @@ impl Driver {
                 Ok(Some(e)) => e,
                 Ok(None) => return Ok(()),
                 Err(e) => {
-                    return Err(anyhow::anyhow!(
-                        "the SA API event stream failed ({e}); the data plane went away"
-                    ))
+                    self.data_plane_lost(now, &format!("reading its events: {e}"));
+                    return Ok(());
                 }
             };
             let (spi, severity) = match event {
@@ -589,6 +602,73 @@ impl Driver {
         Ok(())
     }
 
+    /// The data plane went away (stopped, crashed, restarted): its SAs are
+    /// gone with it. The IKE SAs stay; the daemon tries to reach it again
+    /// and then rekeys every child, so the new data plane gets fresh keys
+    /// (no sequence number of the old SAs is ever reused under them).
+    fn data_plane_lost(&mut self, now: Instant, what: &str) {
+        if self.lost.is_none() {
+            tracing::warn!(
+                "the data plane went away ({what}); its SAs are gone: waiting for it to \
+                 come back to rekey the children"
+            );
+            self.lost = Some((now, now + RECONNECT_EVERY));
+        }
+    }
+
+    /// While the data plane is gone: tries to reach it; once back, rekeys
+    /// every installed child.
+    fn reconnect(&mut self, now: Instant) {
+        let Some((since, next)) = self.lost else {
+            return;
+        };
+        if now < next {
+            return;
+        }
+        self.lost = Some((since, now + RECONNECT_EVERY));
+        let connect = || -> Result<(ApiClient, ApiClient), ApiError> {
+            let requests = ApiClient::connect(&self.api_path)?;
+            let mut events = ApiClient::connect(&self.api_path)?;
+            events.subscribe_events()?;
+            events.set_nonblocking(true)?;
+            Ok((requests, events))
+        };
+        let Ok((requests, events)) = connect() else {
+            return;
+        };
+        self.installer = Installer::new(requests);
+        self.events_api = events;
+        self.lost = None;
+        // What the old data plane held is gone: children of an earlier run
+        // and SAs waiting to be deleted.
+        self.ledger.orphans.clear();
+        self.orphan_timers.clear();
+        self.lingering.clear();
+        let children: Vec<u64> = self
+            .ledger
+            .live
+            .iter()
+            .filter(|(_, c)| c.spi_out.is_some() || c.spi_in.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        tracing::info!(
+            after = ?now - since,
+            children = children.len(),
+            "the data plane is back; rekeying the children for it"
+        );
+        for child in children {
+            match self.endpoint.rekey_child(now, ChildSaId(child)) {
+                Ok(()) => {}
+                // Replaced or deleted while the data plane was away (its
+                // deletion could not reach it): nothing left to carry.
+                Err(CommandError::UnknownChildSa(_)) => {
+                    self.ledger.live.remove(&child);
+                }
+                Err(e) => tracing::warn!(child, "cannot rekey for the new data plane: {e}"),
+            }
+        }
+    }
+
     fn save_state(&mut self) {
         save_ledger(&self.state, &mut self.saved, &self.ledger);
     }
@@ -596,9 +676,10 @@ impl Driver {
     fn api_result(&mut self, what: &str, result: Result<(), ApiError>) -> anyhow::Result<bool> {
         match result {
             Ok(()) => Ok(true),
-            Err(e @ (ApiError::Closed | ApiError::Io(_) | ApiError::Timeout(_))) => Err(
-                anyhow::anyhow!("SA API failed while {what}: {e}; the data plane went away"),
-            ),
+            Err(e @ (ApiError::Closed | ApiError::Io(_) | ApiError::Timeout(_))) => {
+                self.data_plane_lost(Instant::now(), &format!("{what}: {e}"));
+                Ok(false)
+            }
             Err(e) => {
                 self.api_errors += 1;
                 tracing::error!("SA API refused {what}: {e}");
@@ -625,7 +706,9 @@ impl Driver {
                     .install_sa(&mut self.ledger, child.0, spec, |ledger| {
                         save_ledger(state, saved, ledger)
                     });
-                if !self.api_result(&what, r)? {
+                // Without a data plane nothing is installed; the child is
+                // rekeyed once it is back, not taken down.
+                if !self.api_result(&what, r)? && self.lost.is_none() {
                     // The peer must not send into an SA we could not
                     // install: take the child down.
                     if let Err(e) = self.endpoint.terminate(now, Target::ChildSa(child)) {

@@ -256,6 +256,7 @@ pub fn run(options: &DaemonOptions) -> anyhow::Result<()> {
         ctl,
         installer,
         events_api,
+        api_socket.clone(),
         ledger,
         state,
         signals,
