@@ -6,12 +6,24 @@
 
 mod common;
 
+use std::alloc::System;
 use std::net::SocketAddr;
 use std::time::Duration;
+
+use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
 
 use common::*;
 use xdpsec_control::ike::{Event, IkeSaState, Settings};
 use xdpsec_control::wire::{Message, Notify, Payload};
+
+/// The heap of this test process, counted: what the responder holds under
+/// the flood is measured, not estimated.
+#[global_allocator]
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+/// What the flood may add to the heap: 17 IKE SAs with their keys and
+/// first messages, and the bookkeeping around them.
+const MEMORY_BOUND: isize = 256 << 10;
 
 const COOKIE: u16 = 16390;
 const ATTACKER: &str = "198.19.9.9";
@@ -72,7 +84,13 @@ fn a_host_that_answers_cookies_and_spoofed_sources_do_not_lock_out_a_peer() {
     };
     let local: SocketAddr = "198.18.0.2:500".parse().unwrap();
     let attacker: SocketAddr = format!("{ATTACKER}:500").parse().unwrap();
-    let mut seen = 0;
+    let region = Region::new(GLOBAL);
+    let live = |r: &Region<System>| {
+        let c = r.change();
+        // Reallocations are in both already (bytes_reallocated repeats them).
+        c.bytes_allocated as isize - c.bytes_deallocated as isize
+    };
+    let mut peak = 0;
     let mut up_after = None;
     let started = sim.now;
     let mut initiated_at = None;
@@ -102,12 +120,14 @@ fn a_host_that_answers_cookies_and_spoofed_sources_do_not_lock_out_a_peer() {
         }
         sim.run_for(Duration::from_millis(1));
         // The host answers every cookie it is sent, at once.
-        let answers: Vec<(u64, Vec<u8>)> = sim.sent[1][seen..]
-            .iter()
+        // What the simulated wire keeps of the flood is not the
+        // responder's memory.
+        let answers: Vec<(u64, Vec<u8>)> = sim.sent[1]
+            .drain(..)
             .filter(|t| t.remote == attacker)
             .filter_map(|t| cookie_of(&t.payload))
             .collect();
-        seen = sim.sent[1].len();
+        sim.sent[0].clear();
         for (spi, cookie) in answers {
             let now = sim.now;
             sim.nodes[1].ep.handle_datagram(
@@ -133,6 +153,8 @@ fn a_host_that_answers_cookies_and_spoofed_sources_do_not_lock_out_a_peer() {
             "{} IKE SAs at step {step}",
             sas.len()
         );
+        drop(sas);
+        peak = peak.max(live(&region));
         if up_after.is_none()
             && sim
                 .events(0)
@@ -151,7 +173,12 @@ fn a_host_that_answers_cookies_and_spoofed_sources_do_not_lock_out_a_peer() {
     assert!(drops.half_open_source_full > 0, "{drops:?}");
     assert!(drops.cookie_requested > 1000, "{drops:?}");
     eprintln!(
-        "{:?} of flood: peer up {up_after:?} after initiating; {drops:?}",
+        "{:?} of flood: peer up {up_after:?} after initiating; heap at most {peak} bytes \
+         above the start; {drops:?}",
         sim.now - started
+    );
+    assert!(
+        peak <= MEMORY_BOUND,
+        "the flood grew the heap by {peak} bytes"
     );
 }
