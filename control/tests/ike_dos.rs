@@ -56,22 +56,7 @@ fn a_host_that_answers_cookies_and_spoofed_sources_do_not_lock_out_a_peer() {
         max_half_open_per_source: 5,
         ..fast_settings()
     };
-    let b = node(
-        &psk_config(B, A, "aes128gcm16-prfsha256-x25519", "", "").replace(
-            "remote_addrs = [\"198.18.0.1\"]",
-            "remote_addrs = [\"%any\"]",
-        ),
-        B,
-        2,
-        settings.clone(),
-    );
-    let a = node(
-        &psk_config(A, B, "aes128gcm16-prfsha256-x25519", "", ""),
-        A,
-        3,
-        settings,
-    );
-    let mut sim = Sim::new(vec![a, b], 4);
+    let mut sim = initiator_and_open_responder(settings);
     let template = {
         let mut probe = node(
             &psk_config(A, B, "aes128gcm16-prfsha256-x25519", "", ""),

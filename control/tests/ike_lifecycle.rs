@@ -429,22 +429,7 @@ fn an_ike_sa_init_flood_brings_cookies_and_stays_bounded() {
         max_half_open: 50,
         ..fast_settings()
     };
-    let b = node(
-        &psk_config(B, A, "aes128gcm16-prfsha256-x25519", "", "").replace(
-            "remote_addrs = [\"198.18.0.1\"]",
-            "remote_addrs = [\"%any\"]",
-        ),
-        B,
-        2,
-        settings.clone(),
-    );
-    let a = node(
-        &psk_config(A, B, "aes128gcm16-prfsha256-x25519", "", ""),
-        A,
-        3,
-        settings,
-    );
-    let mut sim = Sim::new(vec![a, b], 4);
+    let mut sim = initiator_and_open_responder(settings);
     // A real initiator's first request, to copy its shape.
     sim.nodes[0].ep.initiate(sim.now, "gw").unwrap();
     let template = sim.nodes[0].ep.poll_transmit().unwrap().payload;

@@ -120,6 +120,28 @@ pub fn fast_settings() -> Settings {
     }
 }
 
+/// Node 0 (A) a PSK initiator of connection "gw"; node 1 (B) a responder
+/// that takes IKE_SA_INIT from any address (`remote_addrs = %any`), as a
+/// gateway facing the internet does. Both with `settings`.
+pub fn initiator_and_open_responder(settings: Settings) -> Sim {
+    let b = node(
+        &psk_config(B, A, "aes128gcm16-prfsha256-x25519", "", "").replace(
+            "remote_addrs = [\"198.18.0.1\"]",
+            "remote_addrs = [\"%any\"]",
+        ),
+        B,
+        2,
+        settings.clone(),
+    );
+    let a = node(
+        &psk_config(A, B, "aes128gcm16-prfsha256-x25519", "", ""),
+        A,
+        3,
+        settings,
+    );
+    Sim::new(vec![a, b], 4)
+}
+
 /// The NAT's public address for a node behind it.
 const NAT_PUBLIC: &str = "198.18.0.100";
 
