@@ -745,6 +745,53 @@ mod tests {
         assert_eq!(c.iter().filter(|&&n| n == INNER_MTU).count(), 1);
     }
 
+    /// `Tables::add_bulk`, which the big beds are installed with, is all
+    /// or nothing.
+    #[test]
+    fn bulk_install_is_all_or_nothing() {
+        let bed = Bed::new(Shape {
+            cipher: Cipher::Aes128,
+            sas: 3,
+            policies: 2,
+            flows: 1,
+        })
+        .unwrap();
+        let snapshot = bed.out_tables.load();
+        assert_eq!(snapshot.sa_infos().len(), 3);
+        assert_eq!(bed.out_tables.policies().len(), 2);
+        drop(snapshot);
+        let tables = Tables::new(Cipher::Aes128.backend());
+        assert!(bed.out_tables.load().outbound_sa(FIRST_SPI).is_some());
+        // A duplicate SPI in the batch: nothing goes in.
+        let policies = bed.out_tables.policies();
+        let one = |spi: u32| SaSpec {
+            spi,
+            direction: Direction::Out,
+            key: GcmKey::new(&[1; 16], [0; 4]).unwrap(),
+            esn: false,
+            replay_window: 64,
+            tunnel_local: Ipv4Addr::new(198, 18, 0, 1).into(),
+            tunnel_remote: Ipv4Addr::new(198, 18, 0, 2).into(),
+            encap: None,
+            selectors: vec![selector("10.1.0.0/24", "10.0.0.0/8")],
+            lifetime: Default::default(),
+            initial_seq: None,
+        };
+        assert!(tables
+            .add_bulk(&[one(0x101), one(0x102), one(0x101)], &[])
+            .is_err());
+        assert!(tables.load().sa_infos().is_empty());
+        // A duplicate policy: nothing goes in either.
+        let twice = [policies[0].clone(), policies[0].clone()];
+        assert!(tables.add_bulk(&[one(0x101)], &twice).is_err());
+        assert!(tables.load().sa_infos().is_empty() && tables.policies().is_empty());
+        tables
+            .add_bulk(&[one(0x101), one(0x102)], &policies[..1])
+            .unwrap();
+        assert!(tables.load().outbound_sa(0x102).is_some());
+        assert_eq!(tables.policies().len(), 1);
+    }
+
     /// Every kind of cell runs without a drop, on a tiny budget.
     #[test]
     fn every_path_runs_clean() {

@@ -283,8 +283,9 @@ fn summary(r: &PipelineReport) -> String {
     );
     let _ = writeln!(
         s,
-        "Cycles per packet, 1 worker, 1 SA, 1 policy ({}: IMIX is 7:4:1 of 64/576/{} bytes):\n",
-        "inner IP packet size", r.inner_mtu
+        "Cycles per packet, 1 worker, 1 SA, 1 policy, by inner IP packet size (IMIX: \
+         7:4:1 of 64/576/{} bytes):\n",
+        r.inner_mtu
     );
     let _ = writeln!(
         s,
