@@ -14,8 +14,11 @@
 //! `pipeline_mtu_tests.rs` builds them: LAN on interface 2, WAN on 3, MTU
 //! 1500, every neighbour resolved.
 //!
-//! The report is in nanoseconds (`Instant`); `cargo xtask bench pipeline`
-//! turns them into cycles.
+//! Each stretch of packets is timed twice: on the wall clock (`Instant`)
+//! and on this thread's CPU clock (`CLOCK_THREAD_CPUTIME_ID`), which does
+//! not count the time the thread waits for a CPU that other work on the
+//! machine holds. The report is in nanoseconds; `cargo xtask bench
+//! pipeline` turns them into cycles at the nominal clock.
 
 use crate::packet::{self, Flow, SizeSpec};
 use anyhow::{bail, Context as _, Result};
@@ -279,6 +282,55 @@ impl Bed {
     }
 }
 
+/// This thread's CPU time.
+fn thread_cpu() -> Duration {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID).map_or(
+        Duration::ZERO,
+        |ts| {
+            Duration::new(
+                u64::try_from(ts.tv_sec()).unwrap_or(0),
+                u32::try_from(ts.tv_nsec()).unwrap_or(0),
+            )
+        },
+    )
+}
+
+/// Wall and thread CPU time of a stretch of work.
+#[derive(Debug, Clone, Copy, Default)]
+struct Spent {
+    wall: Duration,
+    cpu: Duration,
+}
+
+impl std::ops::AddAssign for Spent {
+    fn add_assign(&mut self, other: Spent) {
+        self.wall += other.wall;
+        self.cpu += other.cpu;
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Stopwatch {
+    wall: Instant,
+    cpu: Duration,
+}
+
+impl Stopwatch {
+    fn start() -> Stopwatch {
+        Stopwatch {
+            wall: Instant::now(),
+            cpu: thread_cpu(),
+        }
+    }
+
+    fn stop(&self) -> Spent {
+        Spent {
+            cpu: thread_cpu().saturating_sub(self.cpu),
+            wall: self.wall.elapsed(),
+        }
+    }
+}
+
 fn local() -> Local {
     Local {
         icmp_limit: RateLimit::new(10, Instant::now()),
@@ -316,10 +368,10 @@ impl<'a> Lane<'a> {
     }
 
     /// Time of `packets` outbound frames (copy included); fails on any drop.
-    fn outbound(&mut self, packets: usize) -> Result<Duration> {
+    fn outbound(&mut self, packets: usize) -> Result<Spent> {
         let bed = self.bed;
         let mut next = 0;
-        let started = Instant::now();
+        let started = Stopwatch::start();
         let mut done = 0;
         while done < packets {
             let snapshot = bed.out_tables.load();
@@ -338,30 +390,30 @@ impl<'a> Lane<'a> {
             }
             done += BATCH;
         }
-        Ok(started.elapsed())
+        Ok(started.stop())
     }
 
     /// Time of the template copies alone, as [`Lane::outbound`] does them.
-    fn copies(&mut self, packets: usize) -> Duration {
+    fn copies(&mut self, packets: usize) -> Spent {
         let mut next = 0;
-        let started = Instant::now();
+        let started = Stopwatch::start();
         for _ in 0..packets {
             let t = &self.templates[next];
             next = (next + 1) % self.templates.len();
             self.buf[FRAME_AT..FRAME_AT + t.len()].copy_from_slice(t);
             black_box(&mut self.buf);
         }
-        started.elapsed()
+        started.stop()
     }
 
     /// Time of inbound frames and of their copies alone, and how many:
     /// `packets` rounded up to whole chunks. The ESP frames come from
     /// gateway A's outbound path, [`CHUNK`] at a time, off the clock.
-    fn inbound(&mut self, packets: usize) -> Result<(Duration, Duration, usize)> {
+    fn inbound(&mut self, packets: usize) -> Result<(Spent, Spent, usize)> {
         let bed = self.bed;
         let mut chunk = vec![0u8; CHUNK * BUF];
         let mut frames = Vec::with_capacity(CHUNK);
-        let (mut on_clock, mut copying) = (Duration::ZERO, Duration::ZERO);
+        let (mut on_clock, mut copying) = (Spent::default(), Spent::default());
         let mut next = 0;
         let mut done = 0;
         while done < packets {
@@ -377,7 +429,7 @@ impl<'a> Lane<'a> {
                 frames.push(tx.range);
             }
             drop(snapshot);
-            let started = Instant::now();
+            let started = Stopwatch::start();
             for (b, batch) in frames.chunks(BATCH).enumerate() {
                 let snapshot = bed.in_tables.load();
                 let ctx = bed.context(&snapshot, &self.events);
@@ -404,14 +456,14 @@ impl<'a> Lane<'a> {
                 }
                 done += batch.len();
             }
-            on_clock += started.elapsed();
-            let started = Instant::now();
+            on_clock += started.stop();
+            let started = Stopwatch::start();
             for (k, range) in frames.iter().enumerate() {
                 let from = &chunk[k * BUF..(k + 1) * BUF];
                 self.buf[range.clone()].copy_from_slice(&from[range.clone()]);
                 black_box(&mut self.buf);
             }
-            copying += started.elapsed();
+            copying += started.stop();
         }
         Ok((on_clock, copying, done))
     }
@@ -469,14 +521,18 @@ pub struct CellResult {
     pub policies: usize,
     pub packets_per_round: usize,
     pub rounds: usize,
-    /// Median over rounds, the template copy included.
+    /// Thread CPU time: median over rounds, the frame copy included.
     pub ns_per_packet_with_copy: f64,
-    /// Median over rounds of the copy alone.
+    /// Thread CPU time: median over rounds of the copy alone.
     pub copy_ns_per_packet: f64,
     /// `ns_per_packet_with_copy - copy_ns_per_packet`.
     pub ns_per_packet: f64,
-    /// The cipher's raw seal of the same inner sizes (median over rounds).
+    /// The same on the wall clock (copy subtracted, median).
+    pub wall_ns_per_packet: f64,
+    /// The cipher's raw seal of the same inner sizes (thread CPU time,
+    /// median over rounds).
     pub raw_aead_ns: f64,
+    /// Thread CPU time per round, copy subtracted.
     pub round_ns_per_packet: Vec<f64>,
 }
 
@@ -488,11 +544,17 @@ pub struct ScalingResult {
     pub sharing: Sharing,
     pub packets_per_worker: usize,
     pub rounds: usize,
-    /// Medians over rounds; a round's 2-worker rate is both workers'
-    /// packets over the slower one's time.
+    /// Medians over rounds, wall clock; a round's 2-worker rate is both
+    /// workers' packets over the slower one's time.
     pub one_worker_pps: f64,
     pub two_worker_pps: f64,
     pub scaling: f64,
+    /// The same with each worker's packets over its own thread CPU time
+    /// (summed over workers): what contention costs, without the time a
+    /// worker waited for a CPU.
+    pub one_worker_cpu_pps: f64,
+    pub two_worker_cpu_pps: f64,
+    pub scaling_cpu: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -512,13 +574,13 @@ fn raw_aead_ns(cipher: Cipher, sizes: &[usize], packets: usize) -> Result<f64> {
     let mut buf = vec![0xabu8; BUF];
     let aad = [0u8; 8];
     let mut nonce = [0u8; NONCE_LEN];
-    let started = Instant::now();
+    let started = Stopwatch::start();
     for i in 0..packets {
         nonce[4..].copy_from_slice(&(i as u64).to_be_bytes());
         let n = sizes[i % sizes.len()];
         black_box(aead.seal_in_place(&nonce, &aad, &mut buf[..n])?);
     }
-    Ok(started.elapsed().as_secs_f64() * 1e9 / packets as f64)
+    Ok(started.stop().cpu.as_secs_f64() * 1e9 / packets as f64)
 }
 
 fn per_packet(d: Duration, packets: usize) -> f64 {
@@ -529,26 +591,28 @@ fn per_packet(d: Duration, packets: usize) -> f64 {
 pub fn cell(bed: &Bed, dir: Dir, size: SizeSpec, limits: Limits) -> Result<CellResult> {
     let sizes = size_cycle(size);
     let mut lane = Lane::new(bed, 0, &sizes);
-    let run = |lane: &mut Lane, n: usize| -> Result<(f64, f64)> {
+    // (pipeline, copy alone, packets)
+    let run = |lane: &mut Lane, n: usize| -> Result<(Spent, Spent, usize)> {
         Ok(match dir {
-            Dir::Out => {
-                let t = lane.outbound(n)?;
-                (per_packet(t, n), per_packet(lane.copies(n), n))
-            }
-            Dir::In => {
-                let (t, c, done) = lane.inbound(n)?;
-                (per_packet(t, done), per_packet(c, done))
-            }
+            Dir::Out => (lane.outbound(n)?, lane.copies(n), n),
+            Dir::In => lane.inbound(n)?,
         })
     };
     // Warm up and size the rounds.
-    let (warm, _) = run(&mut lane, CHUNK * 4)?;
-    let n = packets_per_round(warm, limits.round, limits.min_packets, limits.max_packets);
+    let (warm, _, done) = run(&mut lane, CHUNK * 4)?;
+    let n = packets_per_round(
+        per_packet(warm.wall, done),
+        limits.round,
+        limits.min_packets,
+        limits.max_packets,
+    );
     let (mut with_copy, mut copy, mut raw) = (Vec::new(), Vec::new(), Vec::new());
+    let mut wall = Vec::new();
     for _ in 0..limits.rounds {
-        let (t, c) = run(&mut lane, n)?;
-        with_copy.push(t);
-        copy.push(c);
+        let (t, c, done) = run(&mut lane, n)?;
+        with_copy.push(per_packet(t.cpu, done));
+        copy.push(per_packet(c.cpu, done));
+        wall.push(per_packet(t.wall, done) - per_packet(c.wall, done));
         raw.push(raw_aead_ns(bed.shape.cipher, &sizes, n.min(100_000))?);
     }
     let (with_copy_median, copy_median) = (median(&with_copy), median(&copy));
@@ -563,6 +627,7 @@ pub fn cell(bed: &Bed, dir: Dir, size: SizeSpec, limits: Limits) -> Result<CellR
         ns_per_packet_with_copy: with_copy_median,
         copy_ns_per_packet: copy_median,
         ns_per_packet: with_copy_median - copy_median,
+        wall_ns_per_packet: median(&wall),
         raw_aead_ns: median(&raw),
         round_ns_per_packet: with_copy.iter().zip(&copy).map(|(t, c)| t - c).collect(),
     })
@@ -573,13 +638,14 @@ pub fn cell(bed: &Bed, dir: Dir, size: SizeSpec, limits: Limits) -> Result<CellR
 pub fn two_workers(bed: &Bed, size: SizeSpec, limits: Limits) -> Result<ScalingResult> {
     let sizes = size_cycle(size);
     let mut lanes: Vec<Lane> = (0..2).map(|w| Lane::new(bed, w, &sizes)).collect();
-    let warm = per_packet(lanes[0].outbound(CHUNK * 4)?, CHUNK * 4);
+    let warm = per_packet(lanes[0].outbound(CHUNK * 4)?.wall, CHUNK * 4);
     lanes[1].outbound(CHUNK * 4)?;
     let n = packets_per_round(warm, limits.round, limits.min_packets, limits.max_packets);
-    let (mut one, mut two) = (Vec::new(), Vec::new());
+    let (mut one, mut two, mut one_cpu, mut two_cpu) = (vec![], vec![], vec![], vec![]);
     for _ in 0..limits.rounds {
         let t = lanes[0].outbound(n)?;
-        one.push(n as f64 / t.as_secs_f64());
+        one.push(n as f64 / t.wall.as_secs_f64());
+        one_cpu.push(n as f64 / t.cpu.as_secs_f64());
         let barrier = Barrier::new(2);
         let times = std::thread::scope(|s| {
             let handles: Vec<_> = lanes
@@ -597,10 +663,12 @@ pub fn two_workers(bed: &Bed, size: SizeSpec, limits: Limits) -> Result<ScalingR
                 .map(|h| h.join().expect("a worker thread panicked"))
                 .collect::<Result<Vec<_>>>()
         })?;
-        let slowest = times.iter().max().context("two times")?;
+        let slowest = times.iter().map(|t| t.wall).max().context("two times")?;
         two.push(2.0 * n as f64 / slowest.as_secs_f64());
+        two_cpu.push(times.iter().map(|t| n as f64 / t.cpu.as_secs_f64()).sum());
     }
     let (one, two) = (median(&one), median(&two));
+    let (one_cpu, two_cpu) = (median(&one_cpu), median(&two_cpu));
     Ok(ScalingResult {
         dir: Dir::Out,
         size: size.label(),
@@ -615,6 +683,9 @@ pub fn two_workers(bed: &Bed, size: SizeSpec, limits: Limits) -> Result<ScalingR
         one_worker_pps: one,
         two_worker_pps: two,
         scaling: scaling(one, two),
+        one_worker_cpu_pps: one_cpu,
+        two_worker_cpu_pps: two_cpu,
+        scaling_cpu: scaling(one_cpu, two_cpu),
     })
 }
 
@@ -630,8 +701,8 @@ pub fn run(limits: Limits) -> Result<Report> {
     let mut cells = Vec::new();
     let say = |c: &CellResult| {
         eprintln!(
-            "  dir={:?} size={} cipher={} sas={} policies={}: {:.0} ns/packet (copy {:.0} ns), raw AEAD {:.0} ns",
-            c.dir, c.size, c.cipher.name(), c.sas, c.policies, c.ns_per_packet, c.copy_ns_per_packet, c.raw_aead_ns
+            "  dir={:?} size={} cipher={} sas={} policies={}: {:.0} ns/packet on CPU ({:.0} wall, copy {:.0}), raw AEAD {:.0} ns",
+            c.dir, c.size, c.cipher.name(), c.sas, c.policies, c.ns_per_packet, c.wall_ns_per_packet, c.copy_ns_per_packet, c.raw_aead_ns
         );
     };
     for cipher in [Cipher::Aes128, Cipher::Aes256, Cipher::Null] {
@@ -693,8 +764,8 @@ pub fn run(limits: Limits) -> Result<Report> {
         for size in sweep_sizes {
             let s = two_workers(&bed, size, limits)?;
             eprintln!(
-                "  out size={} sas={:?}: 1 worker {:.0} pps, 2 workers {:.0} pps, scaling {:.2}",
-                s.size, s.sharing, s.one_worker_pps, s.two_worker_pps, s.scaling
+                "  out size={} sas={:?}: 1 worker {:.0} pps, 2 workers {:.0} pps, scaling {:.2} (on CPU time {:.2})",
+                s.size, s.sharing, s.one_worker_pps, s.two_worker_pps, s.scaling, s.scaling_cpu
             );
             scalings.push(s);
         }
