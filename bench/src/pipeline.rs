@@ -587,50 +587,113 @@ fn per_packet(d: Duration, packets: usize) -> f64 {
     d.as_secs_f64() * 1e9 / packets as f64
 }
 
+/// One single-worker measurement in progress: its lane, its round size
+/// and what each round gave.
+struct CellRun<'a> {
+    dir: Dir,
+    size: SizeSpec,
+    sizes: Vec<usize>,
+    lane: Lane<'a>,
+    packets: usize,
+    with_copy: Vec<f64>,
+    copy: Vec<f64>,
+    wall: Vec<f64>,
+    raw: Vec<f64>,
+}
+
+impl<'a> CellRun<'a> {
+    /// A lane on `bed`, warmed up; the round size from the warm-up.
+    fn new(bed: &'a Bed, dir: Dir, size: SizeSpec, limits: Limits) -> Result<CellRun<'a>> {
+        let sizes = size_cycle(size);
+        let mut run = CellRun {
+            dir,
+            size,
+            lane: Lane::new(bed, 0, &sizes),
+            sizes,
+            packets: CHUNK * 4,
+            with_copy: Vec::new(),
+            copy: Vec::new(),
+            wall: Vec::new(),
+            raw: Vec::new(),
+        };
+        let (warm, _, done) = run.run(CHUNK * 4)?;
+        run.packets = packets_per_round(
+            per_packet(warm.wall, done),
+            limits.round,
+            limits.min_packets,
+            limits.max_packets,
+        );
+        Ok(run)
+    }
+
+    /// (pipeline, copies alone, packets)
+    fn run(&mut self, n: usize) -> Result<(Spent, Spent, usize)> {
+        Ok(match self.dir {
+            Dir::Out => (self.lane.outbound(n)?, self.lane.copies(n), n),
+            Dir::In => self.lane.inbound(n)?,
+        })
+    }
+
+    /// One round, and the raw AEAD right after it.
+    fn round(&mut self) -> Result<()> {
+        let (t, c, done) = self.run(self.packets)?;
+        self.with_copy.push(per_packet(t.cpu, done));
+        self.copy.push(per_packet(c.cpu, done));
+        self.wall
+            .push(per_packet(t.wall, done) - per_packet(c.wall, done));
+        let cipher = self.lane.bed.shape.cipher;
+        self.raw
+            .push(raw_aead_ns(cipher, &self.sizes, self.packets.min(100_000))?);
+        Ok(())
+    }
+
+    fn result(&self) -> CellResult {
+        let shape = self.lane.bed.shape;
+        let (with_copy, copy) = (median(&self.with_copy), median(&self.copy));
+        CellResult {
+            dir: self.dir,
+            size: self.size.label(),
+            cipher: shape.cipher,
+            sas: shape.sas,
+            policies: shape.policies,
+            packets_per_round: self.packets,
+            rounds: self.with_copy.len(),
+            ns_per_packet_with_copy: with_copy,
+            copy_ns_per_packet: copy,
+            ns_per_packet: with_copy - copy,
+            wall_ns_per_packet: median(&self.wall),
+            raw_aead_ns: median(&self.raw),
+            round_ns_per_packet: self
+                .with_copy
+                .iter()
+                .zip(&self.copy)
+                .map(|(t, c)| t - c)
+                .collect(),
+        }
+    }
+}
+
+/// Measures cells on one worker, round by round across all of them (round
+/// 1 of every cell, then round 2, ...), so a stretch of time when other
+/// work slows the machine spreads over the cells instead of landing on one.
+pub fn cells(cells: &[(&Bed, Dir, SizeSpec)], limits: Limits) -> Result<Vec<CellResult>> {
+    let mut runs = cells
+        .iter()
+        .map(|&(bed, dir, size)| CellRun::new(bed, dir, size, limits))
+        .collect::<Result<Vec<_>>>()?;
+    for round in 0..limits.rounds {
+        for run in &mut runs {
+            run.round()?;
+        }
+        eprintln!("  round {} of {} done", round + 1, limits.rounds);
+    }
+    Ok(runs.iter().map(CellRun::result).collect())
+}
+
 /// Measures one cell on one worker.
 pub fn cell(bed: &Bed, dir: Dir, size: SizeSpec, limits: Limits) -> Result<CellResult> {
-    let sizes = size_cycle(size);
-    let mut lane = Lane::new(bed, 0, &sizes);
-    // (pipeline, copy alone, packets)
-    let run = |lane: &mut Lane, n: usize| -> Result<(Spent, Spent, usize)> {
-        Ok(match dir {
-            Dir::Out => (lane.outbound(n)?, lane.copies(n), n),
-            Dir::In => lane.inbound(n)?,
-        })
-    };
-    // Warm up and size the rounds.
-    let (warm, _, done) = run(&mut lane, CHUNK * 4)?;
-    let n = packets_per_round(
-        per_packet(warm.wall, done),
-        limits.round,
-        limits.min_packets,
-        limits.max_packets,
-    );
-    let (mut with_copy, mut copy, mut raw) = (Vec::new(), Vec::new(), Vec::new());
-    let mut wall = Vec::new();
-    for _ in 0..limits.rounds {
-        let (t, c, done) = run(&mut lane, n)?;
-        with_copy.push(per_packet(t.cpu, done));
-        copy.push(per_packet(c.cpu, done));
-        wall.push(per_packet(t.wall, done) - per_packet(c.wall, done));
-        raw.push(raw_aead_ns(bed.shape.cipher, &sizes, n.min(100_000))?);
-    }
-    let (with_copy_median, copy_median) = (median(&with_copy), median(&copy));
-    Ok(CellResult {
-        dir,
-        size: size.label(),
-        cipher: bed.shape.cipher,
-        sas: bed.shape.sas,
-        policies: bed.shape.policies,
-        packets_per_round: n,
-        rounds: limits.rounds,
-        ns_per_packet_with_copy: with_copy_median,
-        copy_ns_per_packet: copy_median,
-        ns_per_packet: with_copy_median - copy_median,
-        wall_ns_per_packet: median(&wall),
-        raw_aead_ns: median(&raw),
-        round_ns_per_packet: with_copy.iter().zip(&copy).map(|(t, c)| t - c).collect(),
-    })
+    let mut results = cells(&[(bed, dir, size)], limits)?;
+    results.pop().context("one cell")
 }
 
 /// Outbound with one and with two workers (threads, each with its own
@@ -698,61 +761,61 @@ pub fn run(limits: Limits) -> Result<Report> {
         SizeSpec::Imix,
     ];
     let sweep_sizes = [SizeSpec::Fixed(1400), SizeSpec::Fixed(64)];
-    let mut cells = Vec::new();
-    let say = |c: &CellResult| {
-        eprintln!(
-            "  dir={:?} size={} cipher={} sas={} policies={}: {:.0} ns/packet on CPU ({:.0} wall, copy {:.0}), raw AEAD {:.0} ns",
-            c.dir, c.size, c.cipher.name(), c.sas, c.policies, c.ns_per_packet, c.wall_ns_per_packet, c.copy_ns_per_packet, c.raw_aead_ns
-        );
+    let shape = |cipher, sas, policies| Shape {
+        cipher,
+        sas,
+        policies,
+        flows: 1,
     };
+    let mut beds = Vec::new();
     for cipher in [Cipher::Aes128, Cipher::Aes256, Cipher::Null] {
-        let bed = Bed::new(Shape {
-            cipher,
-            sas: 1,
-            policies: 1,
-            flows: 1,
-        })?;
-        for dir in [Dir::Out, Dir::In] {
-            for size in sizes {
-                let c = cell(&bed, dir, size, limits)?;
-                say(&c);
-                cells.push(c);
-            }
-        }
+        beds.push(Bed::new(shape(cipher, 1, 1))?);
     }
     for sas in [1000, 100_000] {
         let started = Instant::now();
-        let bed = Bed::new(Shape {
-            cipher: Cipher::Aes128,
-            sas,
-            policies: 1,
-            flows: 1,
-        })?;
+        beds.push(Bed::new(shape(Cipher::Aes128, sas, 1))?);
         eprintln!(
             "  {sas} SAs each way installed in {:.2} s",
             started.elapsed().as_secs_f64()
         );
-        for dir in [Dir::Out, Dir::In] {
-            for size in sweep_sizes {
-                let c = cell(&bed, dir, size, limits)?;
-                say(&c);
-                cells.push(c);
+    }
+    for policies in [1000, 10_000] {
+        beds.push(Bed::new(shape(Cipher::Aes128, 1, policies))?);
+    }
+    let mut plan: Vec<(&Bed, Dir, SizeSpec)> = Vec::new();
+    for bed in &beds {
+        let (many_sas, many_policies) = (bed.shape.sas > 1, bed.shape.policies > 1);
+        let dirs: &[Dir] = if many_policies {
+            // Inbound does not look at policies.
+            &[Dir::Out]
+        } else {
+            &[Dir::Out, Dir::In]
+        };
+        let cell_sizes: &[SizeSpec] = if many_sas || many_policies {
+            &sweep_sizes
+        } else {
+            &sizes
+        };
+        for &dir in dirs {
+            for &size in cell_sizes {
+                plan.push((bed, dir, size));
             }
         }
     }
-    for policies in [1000, 10_000] {
-        let bed = Bed::new(Shape {
-            cipher: Cipher::Aes128,
-            sas: 1,
-            policies,
-            flows: 1,
-        })?;
-        for size in sweep_sizes {
-            let c = cell(&bed, Dir::Out, size, limits)?;
-            say(&c);
-            cells.push(c);
-        }
+    eprintln!(
+        "  {} cells, {} rounds each, interleaved",
+        plan.len(),
+        limits.rounds
+    );
+    let cells = cells(&plan, limits)?;
+    for c in &cells {
+        eprintln!(
+            "  dir={:?} size={} cipher={} sas={} policies={}: {:.0} ns/packet on CPU ({:.0} wall, copy {:.0}), raw AEAD {:.0} ns",
+            c.dir, c.size, c.cipher.name(), c.sas, c.policies, c.ns_per_packet, c.wall_ns_per_packet, c.copy_ns_per_packet, c.raw_aead_ns
+        );
     }
+    drop(plan);
+    drop(beds);
     let mut scalings = Vec::new();
     for flows in [1, 2] {
         let bed = Bed::new(Shape {
