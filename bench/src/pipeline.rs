@@ -696,22 +696,44 @@ pub fn cell(bed: &Bed, dir: Dir, size: SizeSpec, limits: Limits) -> Result<CellR
     results.pop().context("one cell")
 }
 
-/// Outbound with one and with two workers (threads, each with its own
-/// frames and counters) on `bed` (one flow: a shared SA; two: per-worker).
-pub fn two_workers(bed: &Bed, size: SizeSpec, limits: Limits) -> Result<ScalingResult> {
-    let sizes = size_cycle(size);
-    let mut lanes: Vec<Lane> = (0..2).map(|w| Lane::new(bed, w, &sizes)).collect();
-    let warm = per_packet(lanes[0].outbound(CHUNK * 4)?.wall, CHUNK * 4);
-    lanes[1].outbound(CHUNK * 4)?;
-    let n = packets_per_round(warm, limits.round, limits.min_packets, limits.max_packets);
-    let (mut one, mut two, mut one_cpu, mut two_cpu) = (vec![], vec![], vec![], vec![]);
-    for _ in 0..limits.rounds {
-        let t = lanes[0].outbound(n)?;
-        one.push(n as f64 / t.wall.as_secs_f64());
-        one_cpu.push(n as f64 / t.cpu.as_secs_f64());
-        let barrier = Barrier::new(2);
+/// One 1-worker/2-worker comparison in progress.
+struct ScalingRun<'a> {
+    size: SizeSpec,
+    lanes: Vec<Lane<'a>>,
+    packets: usize,
+    one: Vec<f64>,
+    two: Vec<f64>,
+    one_cpu: Vec<f64>,
+    two_cpu: Vec<f64>,
+}
+
+impl<'a> ScalingRun<'a> {
+    fn new(bed: &'a Bed, size: SizeSpec, limits: Limits) -> Result<ScalingRun<'a>> {
+        let sizes = size_cycle(size);
+        let mut lanes: Vec<Lane> = (0..2).map(|w| Lane::new(bed, w, &sizes)).collect();
+        let warm = per_packet(lanes[0].outbound(CHUNK * 4)?.wall, CHUNK * 4);
+        lanes[1].outbound(CHUNK * 4)?;
+        Ok(ScalingRun {
+            size,
+            lanes,
+            packets: packets_per_round(warm, limits.round, limits.min_packets, limits.max_packets),
+            one: Vec::new(),
+            two: Vec::new(),
+            one_cpu: Vec::new(),
+            two_cpu: Vec::new(),
+        })
+    }
+
+    /// Worker 0 alone, then both at once (released together by a barrier).
+    fn round(&mut self) -> Result<()> {
+        let n = self.packets;
+        let t = self.lanes[0].outbound(n)?;
+        self.one.push(n as f64 / t.wall.as_secs_f64());
+        self.one_cpu.push(n as f64 / t.cpu.as_secs_f64());
+        let barrier = Barrier::new(self.lanes.len());
         let times = std::thread::scope(|s| {
-            let handles: Vec<_> = lanes
+            let handles: Vec<_> = self
+                .lanes
                 .iter_mut()
                 .map(|lane| {
                     let barrier = &barrier;
@@ -727,29 +749,58 @@ pub fn two_workers(bed: &Bed, size: SizeSpec, limits: Limits) -> Result<ScalingR
                 .collect::<Result<Vec<_>>>()
         })?;
         let slowest = times.iter().map(|t| t.wall).max().context("two times")?;
-        two.push(2.0 * n as f64 / slowest.as_secs_f64());
-        two_cpu.push(times.iter().map(|t| n as f64 / t.cpu.as_secs_f64()).sum());
+        self.two
+            .push(times.len() as f64 * n as f64 / slowest.as_secs_f64());
+        self.two_cpu
+            .push(times.iter().map(|t| n as f64 / t.cpu.as_secs_f64()).sum());
+        Ok(())
     }
-    let (one, two) = (median(&one), median(&two));
-    let (one_cpu, two_cpu) = (median(&one_cpu), median(&two_cpu));
-    Ok(ScalingResult {
-        dir: Dir::Out,
-        size: size.label(),
-        cipher: bed.shape.cipher,
-        sharing: if bed.shape.flows == 1 {
-            Sharing::Shared
-        } else {
-            Sharing::PerWorker
-        },
-        packets_per_worker: n,
-        rounds: limits.rounds,
-        one_worker_pps: one,
-        two_worker_pps: two,
-        scaling: scaling(one, two),
-        one_worker_cpu_pps: one_cpu,
-        two_worker_cpu_pps: two_cpu,
-        scaling_cpu: scaling(one_cpu, two_cpu),
-    })
+
+    fn result(&self) -> ScalingResult {
+        let shape = self.lanes[0].bed.shape;
+        let (one, two) = (median(&self.one), median(&self.two));
+        let (one_cpu, two_cpu) = (median(&self.one_cpu), median(&self.two_cpu));
+        ScalingResult {
+            dir: Dir::Out,
+            size: self.size.label(),
+            cipher: shape.cipher,
+            sharing: if shape.flows == 1 {
+                Sharing::Shared
+            } else {
+                Sharing::PerWorker
+            },
+            packets_per_worker: self.packets,
+            rounds: self.one.len(),
+            one_worker_pps: one,
+            two_worker_pps: two,
+            scaling: scaling(one, two),
+            one_worker_cpu_pps: one_cpu,
+            two_worker_cpu_pps: two_cpu,
+            scaling_cpu: scaling(one_cpu, two_cpu),
+        }
+    }
+}
+
+/// Outbound with one and with two workers (threads, each with its own
+/// frames and counters) on each bed and size (a bed with one flow: a
+/// shared SA; two: per-worker SAs), rounds interleaved across them.
+pub fn two_workers_each(cases: &[(&Bed, SizeSpec)], limits: Limits) -> Result<Vec<ScalingResult>> {
+    let mut runs = cases
+        .iter()
+        .map(|&(bed, size)| ScalingRun::new(bed, size, limits))
+        .collect::<Result<Vec<_>>>()?;
+    for _ in 0..limits.rounds {
+        for run in &mut runs {
+            run.round()?;
+        }
+    }
+    Ok(runs.iter().map(ScalingRun::result).collect())
+}
+
+/// [`two_workers_each`] for one bed and size.
+pub fn two_workers(bed: &Bed, size: SizeSpec, limits: Limits) -> Result<ScalingResult> {
+    let mut results = two_workers_each(&[(bed, size)], limits)?;
+    results.pop().context("one comparison")
 }
 
 /// The whole matrix (see `cargo xtask bench pipeline`); progress on stderr.
@@ -816,22 +867,27 @@ pub fn run(limits: Limits) -> Result<Report> {
     }
     drop(plan);
     drop(beds);
-    let mut scalings = Vec::new();
-    for flows in [1, 2] {
-        let bed = Bed::new(Shape {
-            cipher: Cipher::Aes128,
-            sas: 1,
-            policies: 1,
-            flows,
-        })?;
-        for size in sweep_sizes {
-            let s = two_workers(&bed, size, limits)?;
-            eprintln!(
-                "  out size={} sas={:?}: 1 worker {:.0} pps, 2 workers {:.0} pps, scaling {:.2} (on CPU time {:.2})",
-                s.size, s.sharing, s.one_worker_pps, s.two_worker_pps, s.scaling, s.scaling_cpu
-            );
-            scalings.push(s);
-        }
+    let beds = [1, 2]
+        .into_iter()
+        .map(|flows| {
+            Bed::new(Shape {
+                cipher: Cipher::Aes128,
+                sas: 1,
+                policies: 1,
+                flows,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let cases: Vec<(&Bed, SizeSpec)> = beds
+        .iter()
+        .flat_map(|bed| sweep_sizes.map(|size| (bed, size)))
+        .collect();
+    let scalings = two_workers_each(&cases, limits)?;
+    for s in &scalings {
+        eprintln!(
+            "  out size={} sas={:?}: 1 worker {:.0} pps, 2 workers {:.0} pps, scaling {:.2} (on CPU time {:.2})",
+            s.size, s.sharing, s.one_worker_pps, s.two_worker_pps, s.scaling, s.scaling_cpu
+        );
     }
     Ok(Report {
         backend: Cipher::Aes128.backend().name().to_owned(),

@@ -354,7 +354,9 @@ impl Tables {
     /// Adds many SAs and policies and publishes once: [`Tables::add_sa`] and
     /// [`Tables::add_policy`] publish a new snapshot per edit (a copy of
     /// every map), so installing N entries one by one takes time
-    /// quadratic in N (100 000 SAs: minutes). All or nothing: on an error
+    /// quadratic in N (measured on a 2-vCPU VM: 20 000 outbound SAs one by
+    /// one in 2.7 s, 10 000 in 0.6 s, so about a minute for 100 000; in
+    /// one step, 100 000 each way take 0.6 s). All or nothing: on an error
     /// nothing is installed.
     pub fn add_bulk(&self, sas: &[SaSpec], policies: &[Policy]) -> Result<(), TableError> {
         let mut edit = self.editable();
