@@ -555,6 +555,10 @@ pub struct ScalingResult {
     pub one_worker_cpu_pps: f64,
     pub two_worker_cpu_pps: f64,
     pub scaling_cpu: f64,
+    /// Both workers' CPU time over the slower one's wall time (median): 2
+    /// when they ran side by side all along, 1 when they took turns on
+    /// one CPU (other work held the other), when neither scaling means much.
+    pub parallelism: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -705,6 +709,13 @@ struct ScalingRun<'a> {
     two: Vec<f64>,
     one_cpu: Vec<f64>,
     two_cpu: Vec<f64>,
+    parallelism: Vec<f64>,
+}
+
+/// Pins the calling thread to CPU `cpu` (as the data plane pins its
+/// workers); false if it could not.
+fn pin(cpu: usize) -> bool {
+    core_affinity::set_for_current(core_affinity::CoreId { id: cpu })
 }
 
 impl<'a> ScalingRun<'a> {
@@ -721,13 +732,23 @@ impl<'a> ScalingRun<'a> {
             two: Vec::new(),
             one_cpu: Vec::new(),
             two_cpu: Vec::new(),
+            parallelism: Vec::new(),
         })
     }
 
-    /// Worker 0 alone, then both at once (released together by a barrier).
+    /// Worker 0 alone, then both at once (released together by a
+    /// barrier), each worker pinned to its own CPU (worker w to CPU w).
     fn round(&mut self) -> Result<()> {
         let n = self.packets;
-        let t = self.lanes[0].outbound(n)?;
+        let lane0 = &mut self.lanes[0];
+        let t = std::thread::scope(|s| {
+            s.spawn(|| {
+                pin(0);
+                lane0.outbound(n)
+            })
+            .join()
+            .expect("the worker thread panicked")
+        })?;
         self.one.push(n as f64 / t.wall.as_secs_f64());
         self.one_cpu.push(n as f64 / t.cpu.as_secs_f64());
         let barrier = Barrier::new(self.lanes.len());
@@ -735,9 +756,11 @@ impl<'a> ScalingRun<'a> {
             let handles: Vec<_> = self
                 .lanes
                 .iter_mut()
-                .map(|lane| {
+                .enumerate()
+                .map(|(w, lane)| {
                     let barrier = &barrier;
                     s.spawn(move || {
+                        pin(w);
                         barrier.wait();
                         lane.outbound(n)
                     })
@@ -753,6 +776,8 @@ impl<'a> ScalingRun<'a> {
             .push(times.len() as f64 * n as f64 / slowest.as_secs_f64());
         self.two_cpu
             .push(times.iter().map(|t| n as f64 / t.cpu.as_secs_f64()).sum());
+        let on_cpu: f64 = times.iter().map(|t| t.cpu.as_secs_f64()).sum();
+        self.parallelism.push(on_cpu / slowest.as_secs_f64());
         Ok(())
     }
 
@@ -777,6 +802,7 @@ impl<'a> ScalingRun<'a> {
             one_worker_cpu_pps: one_cpu,
             two_worker_cpu_pps: two_cpu,
             scaling_cpu: scaling(one_cpu, two_cpu),
+            parallelism: median(&self.parallelism),
         }
     }
 }
@@ -885,8 +911,8 @@ pub fn run(limits: Limits) -> Result<Report> {
     let scalings = two_workers_each(&cases, limits)?;
     for s in &scalings {
         eprintln!(
-            "  out size={} sas={:?}: 1 worker {:.0} pps, 2 workers {:.0} pps, scaling {:.2} (on CPU time {:.2})",
-            s.size, s.sharing, s.one_worker_pps, s.two_worker_pps, s.scaling, s.scaling_cpu
+            "  out size={} sas={:?}: 1 worker {:.0} pps, 2 workers {:.0} pps, scaling {:.2} (on CPU time {:.2}), parallelism {:.2}",
+            s.size, s.sharing, s.one_worker_pps, s.two_worker_pps, s.scaling, s.scaling_cpu, s.parallelism
         );
     }
     Ok(Report {

@@ -61,6 +61,7 @@ struct ScalingRow {
     one_worker_cpu_pps: f64,
     two_worker_cpu_pps: f64,
     scaling_cpu: f64,
+    parallelism: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -383,23 +384,26 @@ fn summary(r: &PipelineReport) -> String {
          On this 2-core machine shared with other work, the wall-clock scaling mostly shows \
          how much CPU the scheduler gave; the CPU-time scaling (each worker's packets over \
          its own CPU time) shows what the workers cost each other (the shared SA's atomics, \
-         the shared cache):\n"
+         the shared cache) when they did run side by side: parallelism = both workers' CPU \
+         time over the slower one's wall time, 2 when they did, 1 when they took turns. \
+         Worker w is pinned to CPU w, as the data plane pins its workers:\n"
     );
     let _ = writeln!(
         s,
-        "| size | SA | 1 worker Mpps | 2 workers Mpps | scaling | scaling on CPU time |"
+        "| size | SA | 1 worker Mpps | 2 workers Mpps | scaling | scaling on CPU time | parallelism |"
     );
-    let _ = writeln!(s, "|---:|---|---:|---:|---:|---:|");
+    let _ = writeln!(s, "|---:|---|---:|---:|---:|---:|---:|");
     for x in &r.scaling {
         let _ = writeln!(
             s,
-            "| {} | {} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            "| {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
             x.size,
             x.sharing,
             x.one_worker_pps / 1e6,
             x.two_worker_pps / 1e6,
             x.scaling,
-            x.scaling_cpu
+            x.scaling_cpu,
+            x.parallelism
         );
     }
     let _ = writeln!(
