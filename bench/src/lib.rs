@@ -11,6 +11,9 @@
 //!   transmit time ([`payload`]); the sink counts loss, duplicates and
 //!   reordering ([`accounting`]) and one-way latency (one machine, one
 //!   clock) into an hdrhistogram.
+//! - [`pipeline`]: the worker's per-packet path on frames in memory, no
+//!   kernel I/O (`xdpsec-bench pipeline`, run by `cargo xtask bench
+//!   pipeline`).
 #![deny(unsafe_code)]
 
 pub mod accounting;
@@ -18,5 +21,6 @@ pub mod clock;
 pub mod gen;
 pub mod packet;
 pub mod payload;
+pub mod pipeline;
 pub mod sink;
 pub mod xsk;

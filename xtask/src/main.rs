@@ -6,6 +6,7 @@
 mod bench;
 mod bench_dataplane;
 mod bench_peer;
+mod bench_pipeline;
 mod demo;
 mod machine;
 mod procfs;
@@ -24,6 +25,8 @@ commands:
   bench esp     criterion benchmarks of the ESP core, summary and perf-results/esp-core.json
   bench csum    criterion: finishing partial TCP/UDP checksums against the AES-GCM seal, perf-results/l4-checksum.json
   bench dataplane  64 and 1400-byte UDP through the tunnel (null cipher ceiling vs AES-GCM), perf-results/dataplane.json
+  bench pipeline  the worker's per-packet path on frames in memory (no kernel I/O): cycles per packet
+                by size, cipher, SAs, policies, workers; perf-results/pipeline.json
   bench peer    xdpsec (null, AES-GCM-128/256) against strongSwan on one topology: loss-free rate,
                 latency, CPU, iperf3; --workers 1,2 sweeps; perf-results/peer.json (see --help)
 ";
@@ -45,6 +48,7 @@ fn run() -> Result<()> {
         ["bench", "esp"] => bench::esp(),
         ["bench", "csum"] => bench::csum(),
         ["bench", "dataplane"] => bench_dataplane::run(),
+        ["bench", "pipeline"] => bench_pipeline::run(),
         ["bench", "peer", rest @ ..] => bench_peer::run(rest),
         [] | ["help"] | ["-h"] | ["--help"] => {
             print!("{USAGE}");

@@ -1,6 +1,7 @@
-//! `xdpsec-bench gen|sink`: the AF_XDP traffic generator and sink (see the
-//! `xdpsec_bench` crate). Each prints its report as one JSON object on
-//! stdout; the sink says `ready` on stderr once it receives.
+//! `xdpsec-bench gen|sink|pipeline`: the AF_XDP traffic generator and sink,
+//! and the in-memory pipeline bench (see the `xdpsec_bench` crate). Each
+//! prints its report as one JSON object on stdout; the sink says `ready` on
+//! stderr once it receives.
 #![deny(unsafe_code)]
 
 use anyhow::{Context, Result};
@@ -10,10 +11,14 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 use xdpsec_bench::gen::{self, GenConfig};
 use xdpsec_bench::packet::{Flow, SizeSpec};
+use xdpsec_bench::pipeline;
 use xdpsec_bench::sink::{self, SinkConfig};
 
 #[derive(Parser)]
-#[command(name = "xdpsec-bench", about = "AF_XDP traffic generator and sink")]
+#[command(
+    name = "xdpsec-bench",
+    about = "AF_XDP traffic generator and sink; the in-memory pipeline bench"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -80,6 +85,24 @@ enum Command {
         /// ...but not before this many milliseconds.
         #[arg(long, default_value_t = 0)]
         min_ms: u64,
+    },
+    /// The worker's per-packet path on frames in memory, no kernel I/O:
+    /// the whole matrix, report (nanoseconds) as JSON on stdout.
+    Pipeline {
+        /// Packets per round at most (fewer when a round would take
+        /// longer than `round_ms`).
+        #[arg(long, default_value_t = 200_000)]
+        packets: usize,
+        /// Packets per round at least (a 10 000-policy outbound packet
+        /// takes tens of microseconds).
+        #[arg(long, default_value_t = 2_048)]
+        min_packets: usize,
+        /// Rounds per measurement (the median is reported).
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Target length of one round in milliseconds.
+        #[arg(long, default_value_t = 150)]
+        round_ms: u64,
     },
 }
 
@@ -160,6 +183,17 @@ fn main() -> Result<()> {
             })?;
             serde_json::to_string(&report)?
         }
+        Command::Pipeline {
+            packets,
+            min_packets,
+            rounds,
+            round_ms,
+        } => serde_json::to_string(&pipeline::run(pipeline::Limits {
+            max_packets: packets,
+            min_packets: min_packets.min(packets),
+            rounds: rounds.max(1),
+            round: Duration::from_millis(round_ms),
+        })?)?,
     };
     println!("{json}");
     Ok(())

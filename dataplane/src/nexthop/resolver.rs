@@ -46,6 +46,14 @@ pub struct Resolver {
 }
 
 impl Resolver {
+    /// A resolver whose requests go nowhere (always refused): for running
+    /// the pipeline on in-memory tables whose neighbours are all resolved,
+    /// as `cargo xtask bench pipeline` does.
+    pub fn detached() -> Resolver {
+        let (tx, _) = std::sync::mpsc::sync_channel(1);
+        Resolver { tx }
+    }
+
     /// Queues a request to resolve `addr` on interface `ifindex`. `false` if
     /// the queue is full (or the cache is gone): the request is dropped.
     pub fn request_resolution(&self, ifindex: u32, addr: IpAddr) -> bool {

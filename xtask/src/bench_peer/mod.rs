@@ -27,7 +27,7 @@
 //! perf-results/peer.json, peer-*.svg, and the table in
 //! perf-results/README.md.
 
-mod plot;
+pub(crate) mod plot;
 mod profile;
 mod report;
 mod trial;

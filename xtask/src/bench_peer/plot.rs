@@ -26,7 +26,7 @@ fn err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
 }
 
 /// A line with dots per series, over `x_labels` on the x axis.
-fn lines_chart(
+pub(crate) fn lines_chart(
     path: &Path,
     caption: &str,
     x_desc: &str,
