@@ -7,6 +7,7 @@ mod bench;
 mod bench_dataplane;
 mod bench_peer;
 mod demo;
+mod fuzz;
 mod machine;
 mod procfs;
 mod setup;
@@ -26,6 +27,10 @@ commands:
   bench dataplane  64 and 1400-byte UDP through the tunnel (null cipher ceiling vs AES-GCM), perf-results/dataplane.json
   bench peer    xdpsec (null, AES-GCM-128/256) against strongSwan on one topology: loss-free rate,
                 latency, CPU, iperf3; --workers 1,2 sweeps; perf-results/peer.json (see --help)
+  fuzz [--seconds N] [--merge] [TARGET...]
+                each libFuzzer target for N s (default 30; nightly, installs cargo-fuzz):
+                exec/s and coverage per target, perf-results/fuzz.json; not part of `test`,
+                which replays the committed corpora and crash reproducers instead
 ";
 
 fn main() {
@@ -46,6 +51,7 @@ fn run() -> Result<()> {
         ["bench", "csum"] => bench::csum(),
         ["bench", "dataplane"] => bench_dataplane::run(),
         ["bench", "peer", rest @ ..] => bench_peer::run(rest),
+        ["fuzz", rest @ ..] => fuzz::run(rest),
         [] | ["help"] | ["-h"] | ["--help"] => {
             print!("{USAGE}");
             Ok(())
