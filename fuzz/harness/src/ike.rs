@@ -1015,3 +1015,46 @@ pub fn real_auth_inner(variant_byte: u8) -> Option<(u8, Vec<u8>, u8, Vec<u8>)> {
         ))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The encrypted paths depend on catching the keys: if the log_keys
+    /// event changed shape, sealing would silently produce nothing.
+    #[test]
+    fn keys_are_caught_and_real_messages_open() {
+        for variant in [0, 1, 4] {
+            let opened = with_pair(Variant::from_byte(variant), |pair| {
+                pair.reach(3);
+                assert!(pair.keys().is_some(), "variant {variant}: no keys caught");
+                let d = pair.flight.front().cloned().expect("IKE_AUTH in flight");
+                pair.open(0, &d.payload).map(|o| o.header.exchange)
+            });
+            assert_eq!(opened, Some(exchange::IKE_AUTH), "variant {variant}");
+        }
+    }
+
+    /// What the harness seals is what the endpoint accepts: the real
+    /// IKE_AUTH request, re-sealed, brings B up.
+    #[test]
+    fn resealed_requests_are_accepted() {
+        with_pair(Variant::from_byte(0), |pair| {
+            pair.reach(3);
+            let d = pair.flight.pop_front().expect("IKE_AUTH in flight");
+            let o = pair.open(0, &d.payload).expect("opens");
+            let h = o.header;
+            for payload in pair.seal(0, h.exchange, false, h.message_id, o.first, &o.inner, None) {
+                pair.deliver(Datagram {
+                    payload,
+                    ..d.clone()
+                });
+            }
+            pair.settle(Duration::from_secs(2));
+            assert!(pair.events[1]
+                .iter()
+                .any(|e| matches!(e, Event::IkeSaUp { .. })));
+            pair.check();
+        });
+    }
+}
