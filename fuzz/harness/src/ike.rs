@@ -995,9 +995,10 @@ fn is_split_of(sent: &[(u16, u16, u8, u32, Vec<u8>)], mid: u32, first: u8, inner
     joined == inner
 }
 
-/// Makes seeds for the endpoint targets from a real exchange: the inner
-/// payloads of the real IKE_AUTH request and response (as the corpus's
-/// starting points for sealed messages) and the length of the request.
+/// For seeds: the first payload type and inner payload bytes of the real
+/// IKE_AUTH request and of its response in configuration `variant_byte`
+/// (runs are deterministic: seeded randomness), the starting points of
+/// the sealed-message and SKF seeds.
 pub fn real_auth_inner(variant_byte: u8) -> Option<(u8, Vec<u8>, u8, Vec<u8>)> {
     let variant = Variant::from_byte(variant_byte);
     with_pair(variant, |pair| {

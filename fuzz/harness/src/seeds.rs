@@ -10,7 +10,7 @@ use xdpsec_api::{ClientMessage, Direction, Request, SaUpdate, StaticConfig};
 use xdpsec_control::cert::{LocalCredential, TrustStore};
 use xdpsec_control::vip;
 use xdpsec_control::wire::consts::payload as pt;
-use xdpsec_control::wire::{CfgAttribute, Configuration, Message, PayloadIter, HEADER_LEN};
+use xdpsec_control::wire::{CfgAttribute, Configuration, PayloadIter, HEADER_LEN};
 use xdpsec_dataplane::wire::{checksum, ip_proto, ipv4, ipv6, udp};
 
 use crate::input::Builder;
@@ -504,9 +504,6 @@ fn ike(out: &mut Vec<Seed>) {
     let mut m = vec![0u8];
     m.extend_from_slice(&init);
     out.push(("ike_message", "init-notify".to_owned(), m));
-    if let Ok(msg) = Message::parse(&init) {
-        let _ = msg;
-    }
 }
 
 fn kind_index(kind: u8) -> Option<usize> {

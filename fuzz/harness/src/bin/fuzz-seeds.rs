@@ -1,6 +1,8 @@
 //! Writes the seed corpus: `fuzz/corpus/<target>/seed-<name>` for every
 //! seed of `xdpsec_fuzz_harness::seeds`. Run it after changing a target's
 //! input layout: `cargo run -p xdpsec-fuzz-harness --bin fuzz-seeds`.
+//! Every seed comes out the same each time except the certificate ones,
+//! whose ECDSA signatures are randomised.
 
 use std::path::Path;
 
