@@ -626,6 +626,25 @@ fn identities_parse_the_strongswan_way() {
     assert!(domain.matches(&Identification::Fqdn(b"Moon.StrongSwan.org".to_vec())));
     assert!(!domain.matches(&Identification::Fqdn(b"strongswan.org".to_vec())));
     assert!("C=CH, CN".parse::<Identity>().is_err());
+    // An attribute by OID must be one that goes through DER and back, or
+    // the ID sent is not the one configured (found by the ike_message fuzz
+    // target: "6.1" went out as another OID; "2.40" and "2.999" are valid
+    // OIDs that the DER parser reads back as 3.0 and 3.16.55).
+    for bad in [
+        "6.1=x", "3.0=x", "1.40=x", "0.99=x", "1.05=x", "01.2=x", "2=x", "2.40=x", "2.999=x",
+    ] {
+        assert!(bad.parse::<Identity>().is_err(), "{bad}");
+    }
+    for good in [
+        "2.39=x",
+        "1.39.7=x",
+        "0.9.2342.19200300.100.1.1=x",
+        "2.5.4.3=x",
+    ] {
+        let id: Identity = good.parse().unwrap();
+        let wire = id.to_wire().unwrap();
+        assert_eq!(Identity::from_wire(&wire), Some(id), "{good}");
+    }
 }
 
 #[test]

@@ -8,6 +8,7 @@ mod bench_dataplane;
 mod bench_peer;
 mod bench_pipeline;
 mod demo;
+mod fuzz;
 mod machine;
 mod procfs;
 mod setup;
@@ -29,6 +30,10 @@ commands:
                 by size, cipher, SAs, policies, workers; perf-results/pipeline.json
   bench peer    xdpsec (null, AES-GCM-128/256) against strongSwan on one topology: loss-free rate,
                 latency, CPU, iperf3; --workers 1,2 sweeps; perf-results/peer.json (see --help)
+  fuzz [--seconds N] [--merge] [TARGET...]
+                each libFuzzer target for N s (default 30; nightly, installs cargo-fuzz):
+                exec/s and coverage per target, perf-results/fuzz.json; not part of `test`,
+                which replays the committed corpora and crash reproducers instead
 ";
 
 fn main() {
@@ -50,6 +55,7 @@ fn run() -> Result<()> {
         ["bench", "dataplane"] => bench_dataplane::run(),
         ["bench", "pipeline"] => bench_pipeline::run(),
         ["bench", "peer", rest @ ..] => bench_peer::run(rest),
+        ["fuzz", rest @ ..] => fuzz::run(rest),
         [] | ["help"] | ["-h"] | ["--help"] => {
             print!("{USAGE}");
             Ok(())

@@ -313,12 +313,28 @@ fn parse_dn(s: &str) -> Result<DistinguishedName, DnError> {
     Ok(DistinguishedName { attributes })
 }
 
+/// An OID in dotted form that goes through DER and back unchanged: at
+/// least two arcs, decimal without leading zeros, the first 0, 1 or 2
+/// (X.660) and the second below 40. DER packs the first two arcs into one
+/// number, 40 * first + second, so another first arc is sent as a
+/// different OID than the one configured (`6.1` would go out as 2.161).
+/// Under 2 X.660 allows any second arc, but the DER parser used for peers'
+/// IDs and certificates (x509-parser, asn1-rs) reads the first arc as that
+/// number / 40, so a configured `2.40` or `2.999` would never match what
+/// it reads (3.0, 3.16.55). Every DN attribute in use (2.5.4.*,
+/// 0.9.2342.*, 1.2.840.*) fits.
 fn is_dotted_oid(s: &str) -> bool {
     let arcs: Vec<&str> = s.split('.').collect();
-    arcs.len() >= 2
-        && arcs
-            .iter()
-            .all(|a| !a.is_empty() && a.bytes().all(|b| b.is_ascii_digit()) && a.len() <= 9)
+    let canonical = |a: &&str| {
+        !a.is_empty()
+            && a.len() <= 9
+            && a.bytes().all(|b| b.is_ascii_digit())
+            && (a.len() == 1 || !a.starts_with('0'))
+    };
+    if arcs.len() < 2 || !arcs.iter().all(canonical) {
+        return false;
+    }
+    matches!(arcs[0], "0" | "1" | "2") && arcs[1].parse::<u32>().is_ok_and(|second| second < 40)
 }
 
 impl DistinguishedName {

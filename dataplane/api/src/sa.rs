@@ -659,11 +659,16 @@ pub fn validate_spi(spi: u32) -> Result<(), String> {
     }
 }
 
+/// A tunnel endpoint must be a unicast address. The data plane refuses the
+/// others when it builds the SA (`SaCore::new`); refusing them here too
+/// keeps a spec that validates from failing at install time (the limited
+/// broadcast address did, found by the sa_api_framing fuzz target).
 fn validate_tunnel_addr(field: &str, addr: IpAddr) -> Result<(), ValidationError> {
-    if addr.is_unspecified() || addr.is_multicast() {
+    let broadcast = matches!(addr, IpAddr::V4(a) if a.is_broadcast());
+    if addr.is_unspecified() || addr.is_multicast() || broadcast {
         return Err(ValidationError::new(
             field,
-            format!("{addr} cannot be a tunnel endpoint (unspecified or multicast)"),
+            format!("{addr} cannot be a tunnel endpoint (unspecified, multicast or broadcast)"),
         ));
     }
     Ok(())

@@ -339,6 +339,12 @@ fn sa_validation_names_the_field() {
             s.tunnel_remote = "198.18.0.2".parse().unwrap()
         }),
         ("tunnel_local", |s| s.tunnel_local = "::".parse().unwrap()),
+        // Valid here but refused by the data plane until this check came
+        // (sa_api_framing fuzz target).
+        ("tunnel_remote", |s| {
+            s.tunnel_local = "198.18.0.1".parse().unwrap();
+            s.tunnel_remote = "255.255.255.255".parse().unwrap()
+        }),
         ("selectors", |s| s.selectors.clear()),
         ("selectors[0].remote", |s| {
             s.selectors[0].remote = "::/0".parse().unwrap()

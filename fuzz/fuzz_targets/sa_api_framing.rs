@@ -1,0 +1,7 @@
+//! cargo-fuzz target `sa_api_framing`: the body and what it checks are
+//! `xdpsec_fuzz_harness::api::sa_api_framing` (fuzz/harness), which
+//! `fuzz/harness/tests/replay.rs` also runs on this target's corpus and
+//! crash reproducers in `cargo test`.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| xdpsec_fuzz_harness::api::sa_api_framing(data));
