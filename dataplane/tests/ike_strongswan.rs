@@ -232,7 +232,7 @@ fn a_restarted_data_plane_gets_its_child_rekeyed_with_strongswan() {
     bed.start(Side::A).unwrap();
     bed.wait_for_socket(Side::A).unwrap();
     wait_until(&bed, "a new child after the data plane's restart", || {
-        child_spis(&bed, Side::A) != before && !bed.installed_children(Side::A).unwrap().is_empty()
+        child_replaced(&bed, Side::A, &before)
     });
     ping_ok(&bed, Side::A, Side::B, false, 3);
     ping_ok(&bed, Side::B, Side::A, false, 3);

@@ -218,11 +218,8 @@ fn ike_daemon_rekeys_the_children_for_a_restarted_data_plane() {
     bed.start(Side::B).unwrap();
     bed.wait_for_socket(Side::B).unwrap();
     wait_until(&bed, "new SPIs on both sides after the restart", || {
-        let now = child_spis(&bed, Side::A);
-        now != before
-            && Side::BOTH
-                .iter()
-                .all(|s| !bed.installed_children(*s).unwrap().is_empty())
+        child_replaced(&bed, Side::A, &before)
+            && bed.installed_children(Side::B).is_ok_and(|c| !c.is_empty())
     });
     let recovered = stopped.elapsed();
     let stats = pinger.join().unwrap().unwrap();

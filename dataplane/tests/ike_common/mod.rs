@@ -84,6 +84,17 @@ pub fn dataplane_policies(bed: &TunnelBed, side: Side) -> Vec<Value> {
     v["policies"].as_array().cloned().unwrap_or_default()
 }
 
+/// Whether `side` has exactly one installed child, and its SPIs differ
+/// from `before` (for waits: no panic while there is none or two).
+pub fn child_replaced(bed: &TunnelBed, side: Side, before: &(String, String)) -> bool {
+    let children = bed.installed_children(side).unwrap_or_default();
+    children.len() == 1
+        && (
+            children[0]["spi_in"].as_str().unwrap_or_default(),
+            children[0]["spi_out"].as_str().unwrap_or_default(),
+        ) != (before.0.as_str(), before.1.as_str())
+}
+
 /// The SPIs (in, out) of the one installed child of `side`.
 pub fn child_spis(bed: &TunnelBed, side: Side) -> (String, String) {
     let children = bed.installed_children(side).unwrap();
