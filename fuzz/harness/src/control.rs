@@ -21,7 +21,7 @@ use xdpsec_control::wire::{
 use crate::input::Input;
 
 /// Payload types a body can be parsed as, by the input's first byte.
-const KINDS: [u8; 12] = [
+pub(crate) const KINDS: [u8; 12] = [
     pt::SA,
     pt::KE,
     pt::IDI,

@@ -507,22 +507,7 @@ fn ike(out: &mut Vec<Seed>) {
 }
 
 fn kind_index(kind: u8) -> Option<usize> {
-    [
-        pt::SA,
-        pt::KE,
-        pt::IDI,
-        pt::IDR,
-        pt::NOTIFY,
-        pt::DELETE,
-        pt::AUTH,
-        pt::TSI,
-        pt::TSR,
-        pt::CP,
-        pt::SKF,
-        pt::NONCE,
-    ]
-    .iter()
-    .position(|k| *k == kind)
+    crate::control::KINDS.iter().position(|k| *k == kind)
 }
 
 fn cp(out: &mut Vec<Seed>) {
