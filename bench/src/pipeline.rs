@@ -277,6 +277,7 @@ impl Bed {
             pmtu_hold: Duration::from_secs(600),
             sources: &self.sources,
             events,
+            memo: Default::default(),
             tunnel: None,
         }
     }
@@ -428,6 +429,7 @@ impl<'a> Lane<'a> {
                     .map_err(|e| anyhow::anyhow!("making ESP: {}", e.as_str()))?;
                 frames.push(tx.range);
             }
+            drop(ctx);
             drop(snapshot);
             let started = Stopwatch::start();
             for (b, batch) in frames.chunks(BATCH).enumerate() {
@@ -830,7 +832,31 @@ pub fn two_workers(bed: &Bed, size: SizeSpec, limits: Limits) -> Result<ScalingR
 }
 
 /// The whole matrix (see `cargo xtask bench pipeline`); progress on stderr.
-pub fn run(limits: Limits) -> Result<Report> {
+/// A cell's name as the summary lines print it, which `--only` matches.
+fn cell_label(shape: Shape, dir: Dir, size: SizeSpec) -> String {
+    let dir = match dir {
+        Dir::Out => "out",
+        Dir::In => "in",
+    };
+    format!(
+        "dir={dir} size={} cipher={} sas={} policies={}",
+        size.label(),
+        shape.cipher.name(),
+        shape.sas,
+        shape.policies
+    )
+}
+
+/// Whether a cell named `label` is one of those `only` asks for: every
+/// `key=value` of `only` is one of the label's. An empty `only` asks for all.
+fn selected(label: &str, only: &[String]) -> bool {
+    only.iter()
+        .all(|want| label.split(' ').any(|have| have == want))
+}
+
+/// The whole matrix, or with `only` (`dir=out`, `size=64`, ...) the cells
+/// that match it and no two-worker runs: for profiling one path.
+pub fn run(limits: Limits, only: &[String]) -> Result<Report> {
     let sizes = [
         SizeSpec::Fixed(64),
         SizeSpec::Fixed(512),
@@ -844,24 +870,15 @@ pub fn run(limits: Limits) -> Result<Report> {
         policies,
         flows: 1,
     };
-    let mut beds = Vec::new();
-    for cipher in [Cipher::Aes128, Cipher::Aes256, Cipher::Null] {
-        beds.push(Bed::new(shape(cipher, 1, 1))?);
-    }
-    for sas in [1000, 100_000] {
-        let started = Instant::now();
-        beds.push(Bed::new(shape(Cipher::Aes128, sas, 1))?);
-        eprintln!(
-            "  {sas} SAs each way installed in {:.2} s",
-            started.elapsed().as_secs_f64()
-        );
-    }
-    for policies in [1000, 10_000] {
-        beds.push(Bed::new(shape(Cipher::Aes128, 1, policies))?);
-    }
-    let mut plan: Vec<(&Bed, Dir, SizeSpec)> = Vec::new();
-    for bed in &beds {
-        let (many_sas, many_policies) = (bed.shape.sas > 1, bed.shape.policies > 1);
+    let mut shapes: Vec<Shape> = [Cipher::Aes128, Cipher::Aes256, Cipher::Null]
+        .into_iter()
+        .map(|cipher| shape(cipher, 1, 1))
+        .collect();
+    shapes.extend([1000, 100_000].map(|sas| shape(Cipher::Aes128, sas, 1)));
+    shapes.extend([1000, 10_000].map(|policies| shape(Cipher::Aes128, 1, policies)));
+    let mut wanted: Vec<(Shape, Vec<(Dir, SizeSpec)>)> = Vec::new();
+    for shape in shapes {
+        let (many_sas, many_policies) = (shape.sas > 1, shape.policies > 1);
         let dirs: &[Dir] = if many_policies {
             // Inbound does not look at policies.
             &[Dir::Out]
@@ -873,12 +890,32 @@ pub fn run(limits: Limits) -> Result<Report> {
         } else {
             &sizes
         };
-        for &dir in dirs {
-            for &size in cell_sizes {
-                plan.push((bed, dir, size));
-            }
+        let cells: Vec<(Dir, SizeSpec)> = dirs
+            .iter()
+            .flat_map(|&dir| cell_sizes.iter().map(move |&size| (dir, size)))
+            .filter(|&(dir, size)| selected(&cell_label(shape, dir, size), only))
+            .collect();
+        if !cells.is_empty() {
+            wanted.push((shape, cells));
         }
     }
+    let mut beds = Vec::new();
+    for (shape, _) in &wanted {
+        let started = Instant::now();
+        beds.push(Bed::new(*shape)?);
+        if shape.sas > 1 {
+            eprintln!(
+                "  {} SAs each way installed in {:.2} s",
+                shape.sas,
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    let plan: Vec<(&Bed, Dir, SizeSpec)> = beds
+        .iter()
+        .zip(&wanted)
+        .flat_map(|(bed, (_, cells))| cells.iter().map(move |&(dir, size)| (bed, dir, size)))
+        .collect();
     eprintln!(
         "  {} cells, {} rounds each, interleaved",
         plan.len(),
@@ -893,6 +930,16 @@ pub fn run(limits: Limits) -> Result<Report> {
     }
     drop(plan);
     drop(beds);
+    if !only.is_empty() {
+        return Ok(Report {
+            backend: Cipher::Aes128.backend().name().to_owned(),
+            batch: BATCH,
+            chunk: CHUNK,
+            inner_mtu: INNER_MTU,
+            cells,
+            scaling: Vec::new(),
+        });
+    }
     let beds = [1, 2]
         .into_iter()
         .map(|flows| {

@@ -7,6 +7,7 @@
 #[allow(unsafe_code)]
 pub mod afxdp;
 pub mod api_server;
+pub mod batch_memo;
 pub mod crypto;
 pub mod daemon;
 pub mod esp;
@@ -23,6 +24,7 @@ pub mod nexthop;
 pub mod persist;
 pub mod pipeline;
 pub mod pmtu;
+pub mod policy_index;
 pub mod reassembly;
 pub mod replay;
 pub mod sa;

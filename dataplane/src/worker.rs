@@ -5,6 +5,7 @@
 //! every TX batch out once. An idle worker sleeps in poll().
 
 use crate::afxdp::{Frame, FrameBatch, PollSet, Umem, XskSocket, BATCH_SIZE};
+use crate::batch_memo::BatchMemo;
 use crate::fragment;
 use crate::icmp::{RateLimit, SourceAddrs};
 use crate::neighbour_queue::{NeighbourQueue, Released};
@@ -328,6 +329,7 @@ fn process_batch(
         pmtu_hold: shared.mtu.pmtu_hold,
         sources: &shared.sources,
         events: recorder.cell(),
+        memo: BatchMemo::default(),
     };
     for mut frame in rx.drain() {
         let len = frame.len();
