@@ -24,6 +24,7 @@ use crate::tunnel::TunnelInterface;
 use crate::worker::{self, MtuSettings, Port, PortRole, WorkerShared};
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeSet;
+use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -71,7 +72,9 @@ pub fn run(options: &DaemonOptions) -> Result<()> {
         signal_hook::flag::register(signal, term.clone()).context("installing a signal handler")?;
     }
     let path = options.config.display().to_string();
+    let mut startup = Startup::begin();
     let mut config = StaticConfig::load(&options.config)?;
+    startup.done("config");
     let backend = if options.null_cipher_benchmark {
         Backend::NullBenchmarkOnly
     } else {
@@ -81,25 +84,22 @@ pub fn run(options: &DaemonOptions) -> Result<()> {
     };
     // First of what needs privileges, so that a missing one is what an
     // unprivileged start reports (loading attaches nothing).
-    let mut steer = Steer::load()?;
+    let mut steer = Steer::load_sized(config.dataplane.max_protected_prefixes)?;
     let state = StateDir::open(&config.dataplane.state_dir)
         .with_context(|| format!("config {path}: dataplane.state_dir"))?;
     // Reserved on disk before any SA exists, so no number is ever used
     // that a restart could hand out again.
     let mut keeper = SeqKeeper::prepare(state.clone(), &mut config.sas)
         .with_context(|| format!("config {path}: the static SAs' sequence state"))?;
+    startup.done("sequence state");
     let tables = Arc::new(Tables::new(backend));
-    for (i, sa) in config.sas.iter().enumerate() {
-        tables
-            .add_sa(sa)
-            .with_context(|| format!("config {path}: sa[{i}]"))?;
-    }
+    // In one step: one by one, each edit copies the tables, which takes
+    // minutes for the SAs of 100,000 tunnels.
+    tables
+        .add_bulk(&config.sas, &config.policies)
+        .with_context(|| format!("config {path}"))?;
     keeper.install(&tables);
-    for (i, policy) in config.policies.iter().enumerate() {
-        tables
-            .add_policy(policy.clone())
-            .with_context(|| format!("config {path}: policy[{i}]"))?;
-    }
+    startup.done("tables");
     // Policies a previous run got over the API (the IKE daemon's): back as
     // they were, their SAs missing, so their traffic is dropped until the
     // IKE daemon installs new SAs, instead of leaving in cleartext.
@@ -125,6 +125,7 @@ pub fn run(options: &DaemonOptions) -> Result<()> {
     // protects, whatever happens to this process.
     let mut guard = Guard::new(tunnel.as_ref().map(|t| t.name().to_string()));
     guard.apply(&tables.policies())?;
+    startup.done("guard");
 
     let mut interfaces = Vec::new();
     for (slot, iface) in config.interfaces.iter().enumerate() {
@@ -171,6 +172,7 @@ pub fn run(options: &DaemonOptions) -> Result<()> {
     }
     let mut xdp_sync = XdpMapSync::default();
     xdp_sync.apply(&mut steer, &tables)?;
+    startup.done("XDP maps");
     for iface in &interfaces {
         steer.attach(&iface.name, mode).map_err(|e| {
             let e = anyhow::Error::new(e);
@@ -283,9 +285,10 @@ pub fn run(options: &DaemonOptions) -> Result<()> {
         )
     })?;
 
+    startup.done("workers and API");
     tracing::info!(
-        "{workers} worker(s) on {} interface(s) ({}), XDP {mode}, {} SA(s), API on {}, \
-         guard: nftables table inet {}",
+        "{workers} worker(s) on {} interface(s) ({}), XDP {mode}, {} SA(s) and {} policies, \
+         API on {}, guard: nftables table inet {}; started in {}",
         interfaces.len(),
         interfaces
             .iter()
@@ -293,8 +296,10 @@ pub fn run(options: &DaemonOptions) -> Result<()> {
             .collect::<Vec<_>>()
             .join(", "),
         config.sas.len(),
+        config.policies.len(),
         config.dataplane.api_socket.display(),
         guard::TABLE,
+        startup,
     );
     let outcome = supervise(&term, &mut pool, &mut keeper, &tables, &interfaces);
 
@@ -502,6 +507,42 @@ impl WorkerPool {
                 thread.join().ok();
             }
         }
+    }
+}
+
+/// How long each step of the start took, for the log: with 100,000
+/// tunnels a slow step shows itself there.
+struct Startup {
+    began: Instant,
+    last: Instant,
+    steps: Vec<(&'static str, Duration)>,
+}
+
+impl Startup {
+    fn begin() -> Startup {
+        let now = Instant::now();
+        Startup {
+            began: now,
+            last: now,
+            steps: Vec::new(),
+        }
+    }
+
+    fn done(&mut self, step: &'static str) {
+        let now = Instant::now();
+        self.steps.push((step, now - self.last));
+        self.last = now;
+    }
+}
+
+impl fmt::Display for Startup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:.2} s (", (self.last - self.began).as_secs_f64())?;
+        for (i, (step, took)) in self.steps.iter().enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            write!(f, "{sep}{step} {:.2} s", took.as_secs_f64())?;
+        }
+        write!(f, ")")
     }
 }
 

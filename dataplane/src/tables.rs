@@ -303,53 +303,7 @@ impl Tables {
     }
 
     pub fn add_sa(&self, spec: &SaSpec) -> Result<(), TableError> {
-        spec.validate()
-            .map_err(|e| TableError::InvalidSa(e.to_string()))?;
-        let config = sa_config(spec, self.backend);
-        let info = SaInfo::from_spec(spec);
-        let mut edit = self.editable();
-        match spec.direction {
-            xdpsec_api::Direction::In => {
-                if edit.inbound.contains_key(&spec.spi) {
-                    return Err(TableError::SaExists {
-                        spi: spec.spi,
-                        direction: "in",
-                    });
-                }
-                let sa =
-                    InboundSa::new(config).map_err(|e| TableError::InvalidSa(e.to_string()))?;
-                edit.inbound.insert(
-                    spec.spi,
-                    Arc::new(Installed {
-                        sa: Arc::new(sa),
-                        stats: Arc::new(SaStats::new()),
-                        info,
-                        spec: spec.clone(),
-                    }),
-                );
-            }
-            xdpsec_api::Direction::Out => {
-                if edit.outbound.contains_key(&spec.spi) {
-                    return Err(TableError::SaExists {
-                        spi: spec.spi,
-                        direction: "out",
-                    });
-                }
-                let sa =
-                    OutboundSa::new(config).map_err(|e| TableError::InvalidSa(e.to_string()))?;
-                edit.outbound.insert(
-                    spec.spi,
-                    Arc::new(Installed {
-                        sa: Arc::new(sa),
-                        stats: Arc::new(SaStats::new()),
-                        info,
-                        spec: spec.clone(),
-                    }),
-                );
-            }
-        }
-        self.publish(&edit);
-        Ok(())
+        self.add_bulk(std::slice::from_ref(spec), &[])
     }
 
     /// Adds many SAs and policies and publishes once: [`Tables::add_sa`] and

@@ -16,13 +16,15 @@ use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
 use crate::policy::{Policy, PolicyAction};
+use crate::prefix::Prefix;
 use crate::sa::{Direction, SaSpec, ValidationError};
 
 /// Where the SA API socket goes unless the config says otherwise.
 pub const DEFAULT_API_SOCKET: &str = "/run/xdpsec/api.sock";
 
-/// Largest config file read.
-const MAX_CONFIG_BYTES: u64 = 16 << 20;
+/// Largest config file read: a static config of 100,000 tunnels (two SAs
+/// and two policies each) takes about 70 MiB.
+const MAX_CONFIG_BYTES: u64 = 256 << 20;
 
 /// The example in `examples/static-tunnel.toml`: gateway A of a
 /// site-to-site tunnel.
@@ -100,6 +102,13 @@ pub struct DataplaneConfig {
     /// How long an incomplete datagram may wait for its fragments, in ms.
     #[serde(default = "default_reassembly_timeout_ms")]
     pub reassembly_timeout_ms: u32,
+    /// How many remote prefixes of each family the XDP program can steer
+    /// (the size of its protected-prefix maps): one per distinct remote
+    /// prefix of the outbound `protect` and `drop` policies, the static
+    /// ones and those the SA API adds. The kernel allocates an entry only
+    /// when it is used.
+    #[serde(default = "default_max_protected_prefixes")]
+    pub max_protected_prefixes: u32,
     /// Where the data plane keeps what must outlive it: the sequence
     /// number reservations of static SAs (so no AES-GCM nonce repeats
     /// across restarts), the replay floors of static inbound SAs, and the
@@ -159,6 +168,13 @@ fn default_reassembly_timeout_ms() -> u32 {
     2000
 }
 
+/// Room for 100,000 tunnels' prefixes and more.
+pub const DEFAULT_MAX_PROTECTED_PREFIXES: u32 = 1 << 17;
+
+fn default_max_protected_prefixes() -> u32 {
+    DEFAULT_MAX_PROTECTED_PREFIXES
+}
+
 fn default_api_socket() -> PathBuf {
     PathBuf::from(DEFAULT_API_SOCKET)
 }
@@ -181,6 +197,7 @@ impl Default for DataplaneConfig {
             icmp_rate: default_icmp_rate(),
             reassembly_slots: default_reassembly_slots(),
             reassembly_timeout_ms: default_reassembly_timeout_ms(),
+            max_protected_prefixes: default_max_protected_prefixes(),
             state_dir: default_state_dir(),
             guard_on_stop: GuardOnStop::Keep,
             api_socket_group: None,
@@ -370,6 +387,32 @@ impl StaticConfig {
                 }
             }
         }
+        self.validate_prefix_room()?;
+        Ok(())
+    }
+
+    /// The static policies' steered prefixes fit the XDP maps.
+    fn validate_prefix_room(&self) -> Result<(), ValidationError> {
+        let steered: std::collections::HashSet<(bool, Prefix)> = self
+            .policies
+            .iter()
+            .filter(|p| p.direction == Direction::Out && p.action != PolicyAction::Bypass)
+            .map(|p| (p.remote.is_ipv4(), p.remote))
+            .collect();
+        let room = u64::from(self.dataplane.max_protected_prefixes);
+        for v4 in [true, false] {
+            let count = steered.iter().filter(|(f, _)| *f == v4).count() as u64;
+            if count > room {
+                return Err(ValidationError::new(
+                    "dataplane.max_protected_prefixes",
+                    format!(
+                        "the policies steer {count} distinct {} remote prefixes, more than \
+                         max_protected_prefixes = {room}: raise it to at least {count}",
+                        if v4 { "IPv4" } else { "IPv6" }
+                    ),
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -398,7 +441,7 @@ impl StaticConfig {
                 "must be at least 1",
             ));
         }
-        let ranges: [(&str, u64, u64, u64); 3] = [
+        let ranges: [(&str, u64, u64, u64); 4] = [
             (
                 "dataplane.pmtu_timeout_secs",
                 dp.pmtu_timeout_secs,
@@ -416,6 +459,12 @@ impl StaticConfig {
                 u64::from(dp.reassembly_timeout_ms),
                 10,
                 60_000,
+            ),
+            (
+                "dataplane.max_protected_prefixes",
+                u64::from(dp.max_protected_prefixes),
+                1,
+                1 << 24,
             ),
         ];
         for (field, value, min, max) in ranges {
@@ -537,7 +586,7 @@ impl StaticConfig {
     }
 }
 
-/// Reads a config file as UTF-8 text, refusing files over 16 MiB; errors
+/// Reads a config file as UTF-8 text, refusing files over 256 MiB; errors
 /// name the file.
 pub fn read_config_file(path: &Path) -> Result<String, ConfigError> {
     let fail = |reason: String| ConfigError {
