@@ -571,6 +571,53 @@ pub struct Report {
     pub inner_mtu: usize,
     pub cells: Vec<CellResult>,
     pub scaling: Vec<ScalingResult>,
+    pub capacity: Vec<CapacityResult>,
+}
+
+/// What installing many SAs took: time, and heap per SA.
+#[derive(Debug, Serialize)]
+pub struct CapacityResult {
+    /// SAs each way (inbound and outbound tables alike).
+    pub sas: usize,
+    /// Seconds to build and install both tables (`Tables::add_bulk`).
+    pub install_s: f64,
+    /// Heap bytes the bed holds once built, over its SAs (both ways):
+    /// SA state, counters, table entries, as the binary's allocator counts
+    /// them (zero when it does not count; `xdpsec-bench` counts).
+    pub rust_heap_per_sa: f64,
+    /// What the crypto library allocates for a key outside Rust's
+    /// allocator (aws-lc's context), from the resident size.
+    pub key_context_per_sa: f64,
+    /// The two together: the data plane's memory per SA.
+    pub bytes_per_sa: f64,
+}
+
+/// Keys made to measure [`aead_context_bytes`]: enough pages that the
+/// resident size moves by their memory, not by chance.
+const KEY_PROBE: usize = 20_000;
+
+/// Bytes per key that the crypto library allocates outside Rust's
+/// allocator: the process's resident growth while [`KEY_PROBE`] keys are
+/// made, less what the Rust allocator counted of it.
+fn aead_context_bytes(cipher: Cipher) -> Result<f64> {
+    let resident = || -> Result<f64> {
+        let statm = std::fs::read_to_string("/proc/self/statm")?;
+        let pages: f64 = statm
+            .split_whitespace()
+            .nth(1)
+            .context("/proc/self/statm")?
+            .parse()?;
+        Ok(pages * 4096.0)
+    };
+    let heap = stats_alloc::Region::new(&stats_alloc::INSTRUMENTED_SYSTEM);
+    let before = resident()?;
+    let keys = (0..KEY_PROBE)
+        .map(|i| new_aead(cipher.backend(), &vec![i as u8; cipher.key_len()]))
+        .collect::<Result<Vec<_>, _>>()?;
+    let grown = resident()? - before;
+    let counted = heap.change().bytes_allocated as f64 - heap.change().bytes_deallocated as f64;
+    drop(keys);
+    Ok(((grown - counted) / KEY_PROBE as f64).max(0.0))
 }
 
 /// The raw seal of `sizes` (cycled) with `cipher`'s backend and key size,
@@ -899,16 +946,41 @@ pub fn run(limits: Limits, only: &[String]) -> Result<Report> {
             wanted.push((shape, cells));
         }
     }
+    // First, while the heap is fresh: freed memory that later keys could
+    // reuse would hide their growth of the resident size.
+    let mut key_contexts = std::collections::HashMap::new();
+    for (shape, _) in wanted.iter().filter(|(shape, _)| shape.sas > 1) {
+        if let std::collections::hash_map::Entry::Vacant(slot) =
+            key_contexts.entry(shape.cipher.name())
+        {
+            slot.insert(aead_context_bytes(shape.cipher)?);
+        }
+    }
     let mut beds = Vec::new();
+    let mut capacity = Vec::new();
     for (shape, _) in &wanted {
         let started = Instant::now();
+        let heap = stats_alloc::Region::new(&stats_alloc::INSTRUMENTED_SYSTEM);
         beds.push(Bed::new(*shape)?);
         if shape.sas > 1 {
+            let held =
+                heap.change().bytes_allocated as f64 - heap.change().bytes_deallocated as f64;
+            let install_s = started.elapsed().as_secs_f64();
+            let rust_heap_per_sa = held / (2 * shape.sas) as f64;
+            let key_context = key_contexts[&shape.cipher.name()];
+            let row = CapacityResult {
+                sas: shape.sas,
+                install_s,
+                rust_heap_per_sa,
+                key_context_per_sa: key_context,
+                bytes_per_sa: rust_heap_per_sa + key_context,
+            };
             eprintln!(
-                "  {} SAs each way installed in {:.2} s",
-                shape.sas,
-                started.elapsed().as_secs_f64()
+                "  {} SAs each way installed in {:.2} s, {:.0} bytes per SA ({:.0} Rust heap, \
+                 {:.0} the crypto library's key context)",
+                row.sas, row.install_s, row.bytes_per_sa, row.rust_heap_per_sa, key_context
             );
+            capacity.push(row);
         }
     }
     let plan: Vec<(&Bed, Dir, SizeSpec)> = beds
@@ -938,6 +1010,7 @@ pub fn run(limits: Limits, only: &[String]) -> Result<Report> {
             inner_mtu: INNER_MTU,
             cells,
             scaling: Vec::new(),
+            capacity,
         });
     }
     let beds = [1, 2]
@@ -969,6 +1042,7 @@ pub fn run(limits: Limits, only: &[String]) -> Result<Report> {
         inner_mtu: INNER_MTU,
         cells,
         scaling: scalings,
+        capacity,
     })
 }
 

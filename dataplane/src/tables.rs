@@ -12,7 +12,7 @@ use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 use thiserror::Error;
 use xdpsec_api::{
@@ -56,8 +56,9 @@ impl PathDrop {
 pub struct SaStats {
     packets: AtomicU64,
     bytes: AtomicU64,
-    esp_drops: [AtomicU64; EspError::COUNT],
-    path_drops: [AtomicU64; PathDrop::ALL.len()],
+    /// Allocated at the SA's first drop: most SAs never drop a packet, and
+    /// with 100,000 SAs the counters would be most of an SA's memory.
+    drops: OnceLock<Box<DropCounts>>,
     installed: Instant,
     /// Nanoseconds after `installed` of the last packet, 0 for none yet.
     last_used_ns: AtomicU64,
@@ -65,13 +66,19 @@ pub struct SaStats {
     pub pmtu: PathMtu,
 }
 
+/// An SA's drop counters by reason.
+#[derive(Debug)]
+struct DropCounts {
+    esp: [AtomicU64; EspError::COUNT],
+    path: [AtomicU64; PathDrop::ALL.len()],
+}
+
 impl SaStats {
     pub(crate) fn new() -> SaStats {
         SaStats {
             packets: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
-            esp_drops: std::array::from_fn(|_| AtomicU64::new(0)),
-            path_drops: std::array::from_fn(|_| AtomicU64::new(0)),
+            drops: OnceLock::new(),
             installed: Instant::now(),
             last_used_ns: AtomicU64::new(0),
             pmtu: PathMtu::new(),
@@ -90,12 +97,21 @@ impl SaStats {
         );
     }
 
+    fn drop_counts(&self) -> &DropCounts {
+        self.drops.get_or_init(|| {
+            Box::new(DropCounts {
+                esp: std::array::from_fn(|_| AtomicU64::new(0)),
+                path: std::array::from_fn(|_| AtomicU64::new(0)),
+            })
+        })
+    }
+
     pub fn add_esp_drop(&self, reason: EspError) {
-        self.esp_drops[reason.index()].fetch_add(1, Ordering::Relaxed);
+        self.drop_counts().esp[reason.index()].fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn add_path_drop(&self, reason: PathDrop) {
-        self.path_drops[reason as usize].fetch_add(1, Ordering::Relaxed);
+        self.drop_counts().path[reason as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn counters(&self) -> SaCounters {
@@ -104,12 +120,15 @@ impl SaStats {
             bytes: self.bytes.load(Ordering::Relaxed),
             ..SaCounters::default()
         };
+        let Some(drops) = self.drops.get() else {
+            return counters;
+        };
         let esp = EspError::ALL
             .iter()
-            .map(|e| (e.as_str(), &self.esp_drops[e.index()]));
+            .map(|e| (e.as_str(), &drops.esp[e.index()]));
         let path = PathDrop::ALL
             .iter()
-            .map(|p| (p.as_str(), &self.path_drops[*p as usize]));
+            .map(|p| (p.as_str(), &drops.path[*p as usize]));
         for (name, count) in esp.chain(path) {
             let n = count.load(Ordering::Relaxed);
             if n > 0 {
@@ -136,9 +155,8 @@ pub struct Installed<S> {
     /// Shared with the entry an update replaces this one with, so the
     /// counters run on across updates.
     pub stats: Arc<SaStats>,
-    /// The description it was installed from, key removed.
-    info: SaInfo,
-    /// The same with the key, to rebuild the SA on an update.
+    /// What it was installed from: to describe it, and to rebuild it on
+    /// an update.
     spec: SaSpec,
 }
 
@@ -221,7 +239,7 @@ impl<S> Installed<S> {
             counters: self.stats.counters(),
             age_ms: self.stats.age_ms(),
             last_used_ms: self.stats.last_used_ms(),
-            ..self.info.clone()
+            ..SaInfo::from_spec(&self.spec)
         }
     }
 }
@@ -322,7 +340,7 @@ impl Tables {
             let config = sa_config(spec, self.backend);
             let invalid = |e: crate::sa::SaConfigError| TableError::InvalidSa(e.to_string());
             let stats = Arc::new(SaStats::new());
-            let (info, spec_copy) = (SaInfo::from_spec(spec), spec.clone());
+            let spec_copy = spec.clone();
             let exists = match spec.direction {
                 xdpsec_api::Direction::In => next
                     .inbound
@@ -331,7 +349,6 @@ impl Tables {
                         Arc::new(Installed {
                             sa: Arc::new(InboundSa::new(config).map_err(invalid)?),
                             stats,
-                            info,
                             spec: spec_copy,
                         }),
                     )
@@ -343,7 +360,6 @@ impl Tables {
                         Arc::new(Installed {
                             sa: Arc::new(OutboundSa::new(config).map_err(invalid)?),
                             stats,
-                            info,
                             spec: spec_copy,
                         }),
                     )
@@ -423,7 +439,6 @@ impl Tables {
                 let entry = Installed {
                     sa: old.sa.clone(),
                     stats: old.stats.clone(),
-                    info: SaInfo::from_spec(&spec),
                     spec,
                 };
                 edit.inbound.insert(update.spi, Arc::new(entry));
@@ -454,7 +469,6 @@ impl Tables {
                 let entry = Installed {
                     sa: Arc::new(sa),
                     stats: old.stats.clone(),
-                    info: SaInfo::from_spec(&spec),
                     spec,
                 };
                 edit.outbound.insert(update.spi, Arc::new(entry));

@@ -14,6 +14,11 @@ use xdpsec_bench::packet::{Flow, SizeSpec};
 use xdpsec_bench::pipeline;
 use xdpsec_bench::sink::{self, SinkConfig};
 
+/// Counts allocated bytes, so the pipeline bench can report the memory
+/// its SAs take (`xdpsec_bench::pipeline`, `stats_alloc::Region`).
+#[global_allocator]
+static ALLOCATOR: &stats_alloc::StatsAlloc<std::alloc::System> = &stats_alloc::INSTRUMENTED_SYSTEM;
+
 #[derive(Parser)]
 #[command(
     name = "xdpsec-bench",
