@@ -10,7 +10,7 @@
 //! dies, or a queue count that changes under the data plane, stops it
 //! (non-zero exit, guard in place) for its supervisor to restart.
 
-use crate::afxdp::{self, SocketConfig, Umem, UmemConfig, XskSocket};
+use crate::afxdp::{self, BindMode, BusyPoll, SocketConfig, Umem, UmemConfig, XskSocket};
 use crate::api_server::{self, ApiShared};
 use crate::crypto::Backend;
 use crate::guard::{self, Guard};
@@ -30,7 +30,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use xdpsec_api::config::{GuardOnStop, Role, XdpMode};
+use xdpsec_api::config::{DataplaneConfig, GuardOnStop, Role, XdpBind, XdpMode};
+use xdpsec_api::messages::SocketInfo;
 use xdpsec_api::{Direction, Policy, PolicyAction, StaticConfig};
 use xdpsec_ebpf_common::Role as SteerRole;
 
@@ -60,6 +61,8 @@ struct Served {
     role: Role,
     /// Its RX queues when the data plane started; every one has a socket.
     rx_queues: u32,
+    /// `[[interface]] xdp_bind`.
+    bind: XdpBind,
 }
 
 pub fn run(options: &DaemonOptions) -> Result<()> {
@@ -111,6 +114,10 @@ pub fn run(options: &DaemonOptions) -> Result<()> {
     }
 
     let workers = config.dataplane.worker_count().max(1);
+    // Before anything is attached: a CPU the process may not run on is a
+    // start-up error, not a worker running unpinned.
+    check_cpus_allowed(&config.dataplane.cpus)
+        .with_context(|| format!("config {path}: dataplane.cpus"))?;
     // Created first, so its data plane end is there to attach to; dropped
     // last (after XDP is detached), which deletes it.
     let tunnel = match config.interfaces.iter().find(|i| i.role == Role::Tunnel) {
@@ -159,6 +166,7 @@ pub fn run(options: &DaemonOptions) -> Result<()> {
             name,
             role: iface.role,
             rx_queues,
+            bind: iface.xdp_bind,
         });
     }
 
@@ -229,6 +237,8 @@ pub fn run(options: &DaemonOptions) -> Result<()> {
         interfaces: interfaces.clone(),
         shared,
         steer: steer.clone(),
+        afxdp: AfXdpSettings::new(&config.dataplane),
+        config_path: path.clone(),
     };
     for w in 0..workers as usize {
         pool.start(w)?;
@@ -399,6 +409,115 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The CPUs this process may run on (its affinity mask, which taskset and
+/// a cgroup cpuset narrow), as a list like `0-3,8`.
+fn check_cpus_allowed(cpus: &[u32]) -> Result<()> {
+    if cpus.is_empty() {
+        return Ok(());
+    }
+    let Some(allowed) = core_affinity::get_core_ids() else {
+        bail!("cannot read this process's CPU affinity (sched_getaffinity) to check them");
+    };
+    let allowed: BTreeSet<usize> = allowed.into_iter().map(|c| c.id).collect();
+    for (i, cpu) in cpus.iter().enumerate() {
+        if !allowed.contains(&(*cpu as usize)) {
+            bail!(
+                "cpus[{i}]: this process may not run on CPU {cpu} (it may run on {}): a \
+                 taskset, a cgroup cpuset or systemd's CPUAffinity=/AllowedCPUs= restricts it, \
+                 or the CPU does not exist. List CPUs from that set, widen the restriction, or \
+                 leave `cpus` out to run the workers unpinned",
+                cpu_list(&allowed)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `0-3,8` for {0, 1, 2, 3, 8}.
+fn cpu_list(cpus: &BTreeSet<usize>) -> String {
+    let mut ranges: Vec<(usize, usize)> = Vec::new();
+    for &c in cpus {
+        match ranges.last_mut() {
+            Some((_, end)) if *end + 1 == c => *end = c,
+            _ => ranges.push((c, c)),
+        }
+    }
+    if ranges.is_empty() {
+        return "none".to_owned();
+    }
+    ranges
+        .iter()
+        .map(|&(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Pins the calling thread to `cpu`, and checks that it took.
+fn pin_current_thread(cpu: u32) -> Result<()> {
+    let pinned = core_affinity::set_for_current(core_affinity::CoreId { id: cpu as usize });
+    let now: Option<Vec<usize>> =
+        core_affinity::get_core_ids().map(|ids| ids.into_iter().map(|c| c.id).collect());
+    if !pinned || now.as_deref() != Some(&[cpu as usize][..]) {
+        bail!(
+            "pinning to CPU {cpu} failed (sched_setaffinity refused, or the thread runs on \
+             {now:?}): the CPU is offline, or outside the cpuset this process is allowed; \
+             list allowed CPUs in `[dataplane] cpus` or leave it out"
+        );
+    }
+    Ok(())
+}
+
+/// `[dataplane]`'s AF_XDP knobs, as each worker's sockets and UMEMs get them.
+#[derive(Debug, Clone)]
+struct AfXdpSettings {
+    rx_ring: u32,
+    tx_ring: u32,
+    fill_ring: u32,
+    completion_ring: u32,
+    frame_size: u32,
+    umem_frames: Option<u32>,
+    busy_poll: Option<BusyPoll>,
+}
+
+impl AfXdpSettings {
+    fn new(dp: &DataplaneConfig) -> Self {
+        AfXdpSettings {
+            rx_ring: dp.rx_ring_size,
+            tx_ring: dp.tx_ring_size,
+            fill_ring: dp.fill_ring_size,
+            completion_ring: dp.completion_ring_size,
+            frame_size: dp.frame_size,
+            umem_frames: dp.umem_frames,
+            busy_poll: (dp.busy_poll && dp.busy_poll_usecs > 0).then(|| BusyPoll {
+                usecs: dp.busy_poll_usecs,
+                budget: u16::try_from(dp.busy_poll_budget).unwrap_or(u16::MAX),
+            }),
+        }
+    }
+
+    /// Frames kept in each fill ring: half of it, the rest of the UMEM
+    /// being for TX and for packets the worker holds.
+    fn fill_target(&self) -> u32 {
+        self.fill_ring / 2
+    }
+
+    /// Frames of a UMEM serving `sockets` sockets: what the config says,
+    /// or each socket's fill target and a TX ring's worth, at least 4096.
+    fn umem_frames(&self, sockets: u32, field: &str) -> Result<u32> {
+        let least = sockets * self.fill_target() + 2 * afxdp::BATCH_SIZE as u32;
+        match self.umem_frames {
+            Some(n) if n < least => bail!(
+                "{field}: {n} frames cannot stock the fill rings of {sockets} queue(s) of one \
+                 interface ({} each) and hold two batches in flight; give at least {least}, \
+                 or leave it out",
+                self.fill_target()
+            ),
+            Some(n) => Ok(n),
+            None => Ok((sockets * (self.fill_target() + self.tx_ring)).max(4096)),
+        }
+    }
+}
+
 /// The workers, each serving the RX queues `q` with `q % workers == index`
 /// of every interface (and sending on the lowest of them).
 struct WorkerPool {
@@ -406,6 +525,114 @@ struct WorkerPool {
     interfaces: Vec<Served>,
     shared: WorkerShared,
     steer: Arc<Mutex<Steer>>,
+    afxdp: AfXdpSettings,
+    config_path: String,
+}
+
+/// What a worker's thread made before it started to run.
+struct WorkerSetup {
+    umems: Vec<Umem>,
+    ports: Vec<Port>,
+    names: Vec<String>,
+    sockets: Vec<SocketInfo>,
+    numa_node: Option<u32>,
+}
+
+/// Pins the thread, then makes the worker's UMEMs (on its NUMA node, one
+/// per interface) and sockets and registers them with the XDP program.
+fn set_up_worker(
+    cpu: Option<u32>,
+    index: u32,
+    interfaces: &[(Served, Vec<u32>)],
+    settings: &AfXdpSettings,
+    steer: &Mutex<Steer>,
+    config_path: &str,
+) -> Result<WorkerSetup> {
+    if let Some(cpu) = cpu {
+        pin_current_thread(cpu).with_context(|| {
+            format!("config {config_path}: dataplane.cpus: worker {index}")
+        })?;
+    }
+    let numa_node = cpu.and_then(|c| afxdp::cpu_numa_node(c as usize));
+    let mut setup = WorkerSetup {
+        umems: Vec::new(),
+        ports: Vec::new(),
+        names: Vec::new(),
+        sockets: Vec::new(),
+        numa_node,
+    };
+    for (iface, queues) in interfaces {
+        let field = format!("config {config_path}: interface[{}]", iface.slot);
+        let frames = settings.umem_frames(queues.len() as u32, &format!(
+            "config {config_path}: dataplane.umem_frames"
+        ))?;
+        let umem_config = UmemConfig {
+            frame_size: settings.frame_size,
+            frame_count: frames,
+            fill_size: settings.fill_ring,
+            comp_size: settings.completion_ring,
+            numa_node,
+            ..UmemConfig::default()
+        };
+        let mut umem = Umem::new(umem_config)
+            .with_context(|| format!("allocating a UMEM for {} (worker {index})", iface.name))?;
+        let socket_config = SocketConfig {
+            rx_size: settings.rx_ring,
+            tx_size: settings.tx_ring,
+            fill_target: settings.fill_target(),
+            mode: match iface.bind {
+                XdpBind::Auto => BindMode::Auto,
+                XdpBind::Zerocopy => BindMode::ZeroCopy,
+                XdpBind::Copy => BindMode::Copy,
+            },
+            need_wakeup: true,
+            busy_poll: settings.busy_poll,
+        };
+        for &queue in queues {
+            let socket = XskSocket::bind(&mut umem, iface.ifindex, queue, &socket_config)
+                .map_err(|e| {
+                    let zc = matches!(e, afxdp::XskError::ZeroCopyUnsupported { .. });
+                    let e = anyhow::Error::new(e);
+                    if zc {
+                        e.context(format!(
+                            "{field}.xdp_bind = \"zerocopy\": {} cannot bind zero-copy; set \
+                             xdp_bind = \"auto\" (falls back to copy mode) or \"copy\", or \
+                             use a NIC whose driver has AF_XDP zero-copy",
+                            iface.name
+                        ))
+                    } else {
+                        e.context(format!("AF_XDP socket on {} queue {queue}", iface.name))
+                    }
+                })?;
+            lock(steer).register_xsk(iface.slot, queue, &socket)?;
+            let name = format!("{}:{queue}", iface.name);
+            let (rx_ring, tx_ring) = socket.ring_sizes();
+            setup.sockets.push(SocketInfo {
+                queue: name.clone(),
+                bind: if socket.is_zero_copy() { "zerocopy" } else { "copy" }.to_owned(),
+                zero_copy_refused: socket.zero_copy_refused().map(str::to_owned),
+                need_wakeup: socket.uses_need_wakeup(),
+                rx_ring,
+                tx_ring,
+                fill_ring: umem.config().fill_size,
+                completion_ring: umem.config().comp_size,
+                umem_frames: umem.config().frame_count,
+                frame_size: umem.config().frame_size,
+                numa_node: umem.numa_node(),
+                numa_note: umem.numa_note().map(str::to_owned),
+                busy_poll_usecs: socket.busy_poll().map(|b| b.usecs),
+                busy_poll_budget: socket.busy_poll().map(|b| u32::from(b.budget)),
+            });
+            setup.names.push(name);
+            setup.ports.push(Port {
+                socket,
+                role: port_role(iface.role),
+                umem: setup.umems.len(),
+            });
+        }
+        setup.umems.push(umem);
+    }
+    Ok(setup)
 }
 
 struct WorkerSlot {
@@ -421,51 +648,55 @@ impl WorkerPool {
         let count = self.workers.len() as u32;
         let slot = &self.workers[w];
         let index = slot.index;
-        let served: Vec<(&Served, u32)> = self
+        let served: Vec<(Served, Vec<u32>)> = self
             .interfaces
             .iter()
-            .flat_map(|iface| {
-                (index..iface.rx_queues)
-                    .step_by(count as usize)
-                    .map(move |q| (iface, q))
+            .map(|iface| {
+                let queues = (index..iface.rx_queues).step_by(count as usize).collect();
+                (iface.clone(), queues)
             })
+            .filter(|(_, queues): &(Served, Vec<u32>)| !queues.is_empty())
             .collect();
-        // Half the frames in the sockets' fill rings, half for TX and in
-        // flight, however many queues this worker serves.
-        let socket_config = SocketConfig::default();
-        let umem_config = UmemConfig {
-            frame_count: UmemConfig::default()
-                .frame_count
-                .max(served.len() as u32 * socket_config.fill_target * 2),
-            ..UmemConfig::default()
-        };
-        let mut umem = Umem::new(umem_config).context("allocating a UMEM")?;
-        let mut ports = Vec::new();
-        let mut names = Vec::new();
-        for (iface, queue) in served {
-            let socket = XskSocket::bind(&mut umem, iface.ifindex, queue, &socket_config)
-                .with_context(|| format!("AF_XDP socket on {} queue {queue}", iface.name))?;
-            lock(&self.steer).register_xsk(iface.slot, queue, &socket)?;
-            names.push(format!("{}:{queue}", iface.name));
-            ports.push(Port {
-                socket,
-                role: port_role(iface.role),
-            });
-        }
         let cpu = slot.cpu;
         let shared = self.shared.clone();
-        self.shared.stats[w].started(names);
+        let (steer, settings) = (self.steer.clone(), self.afxdp.clone());
+        let path = self.config_path.clone();
+        // The UMEMs are made by the worker's own thread once it is pinned,
+        // so that their pages are on its NUMA node (as DPDK's and VPP's
+        // per-lcore/per-thread set-up does); it reports back before it runs.
+        let (report, setup_done) = std::sync::mpsc::sync_channel(1);
         let thread = std::thread::Builder::new()
             .name(format!("xdpsec-worker-{index}"))
             .spawn(move || {
-                if let Some(cpu) = cpu {
-                    core_affinity::set_for_current(core_affinity::CoreId { id: cpu as usize });
+                match set_up_worker(cpu, index, &served, &settings, &steer, &path) {
+                    Ok(setup) => {
+                        let info = (setup.names, setup.sockets, setup.numa_node);
+                        if report.send(Ok(info)).is_ok() {
+                            worker::run(w, setup.umems, setup.ports, shared);
+                        }
+                    }
+                    Err(e) => {
+                        report.send(Err(e)).ok();
+                    }
                 }
-                worker::run(w, umem, ports, shared);
             })
             .context("starting a worker thread")?;
-        self.workers[w].thread = Some(thread);
-        Ok(())
+        match setup_done.recv() {
+            Ok(Ok((names, sockets, numa_node))) => {
+                self.shared.stats[w].started(names);
+                self.shared.stats[w].set_sockets(numa_node, sockets);
+                self.workers[w].thread = Some(thread);
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                thread.join().ok();
+                Err(e.context(format!("setting up worker {index}")))
+            }
+            Err(_) => {
+                thread.join().ok();
+                bail!("worker {index} ended while it was being set up")
+            }
+        }
     }
 
     /// Fails if a worker's thread ended: the data plane then stops with a
