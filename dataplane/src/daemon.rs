@@ -116,8 +116,7 @@ pub fn run(options: &DaemonOptions) -> Result<()> {
     let workers = config.dataplane.worker_count().max(1);
     // Before anything is attached: a CPU the process may not run on is a
     // start-up error, not a worker running unpinned.
-    check_cpus_allowed(&config.dataplane.cpus)
-        .with_context(|| format!("config {path}: dataplane.cpus"))?;
+    check_cpus_allowed(&config.dataplane.cpus).map_err(|e| anyhow::anyhow!("config {path}: {e}"))?;
     // Created first, so its data plane end is there to attach to; dropped
     // last (after XDP is detached), which deletes it.
     let tunnel = match config.interfaces.iter().find(|i| i.role == Role::Tunnel) {
@@ -409,20 +408,23 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The CPUs this process may run on (its affinity mask, which taskset and
-/// a cgroup cpuset narrow), as a list like `0-3,8`.
+/// Checks that every CPU of `[dataplane] cpus` is in this process's
+/// affinity mask (which taskset, a cgroup cpuset and systemd narrow).
 fn check_cpus_allowed(cpus: &[u32]) -> Result<()> {
     if cpus.is_empty() {
         return Ok(());
     }
     let Some(allowed) = core_affinity::get_core_ids() else {
-        bail!("cannot read this process's CPU affinity (sched_getaffinity) to check them");
+        bail!(
+            "dataplane.cpus: cannot read this process's CPU affinity (sched_getaffinity) to \
+             check them"
+        );
     };
     let allowed: BTreeSet<usize> = allowed.into_iter().map(|c| c.id).collect();
     for (i, cpu) in cpus.iter().enumerate() {
         if !allowed.contains(&(*cpu as usize)) {
             bail!(
-                "cpus[{i}]: this process may not run on CPU {cpu} (it may run on {}): a \
+                "dataplane.cpus[{i}]: this process may not run on CPU {cpu} (it may run on {}): a \
                  taskset, a cgroup cpuset or systemd's CPUAffinity=/AllowedCPUs= restricts it, \
                  or the CPU does not exist. List CPUs from that set, widen the restriction, or \
                  leave `cpus` out to run the workers unpinned",

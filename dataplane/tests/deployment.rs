@@ -98,3 +98,114 @@ fn a_queue_count_changed_under_the_data_plane_stops_it_and_the_guard_holds() {
     let ping = bed.ping(Side::A, Side::B, false, 2).unwrap();
     assert!(ping.all_answered_once(), "{}", ping.output);
 }
+
+/// Gateway A's config with `from` replaced by `to` (once; it must be there).
+fn edit_config(bed: &TunnelBed, from: &str, to: &str) {
+    let path = bed.config_path(Side::A);
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(text.contains(from), "{from:?} not in\n{text}");
+    std::fs::write(path, text.replacen(from, to, 1)).unwrap();
+}
+
+/// What `xdpsec dataplane` says when it stops during start-up.
+fn start_error(bed: &mut TunnelBed) -> String {
+    bed.start(Side::A).unwrap();
+    let err = bed
+        .wait_for_socket(Side::A)
+        .expect_err("the data plane must not start")
+        .to_string();
+    bed.stop(Side::A).ok();
+    err
+}
+
+#[test]
+fn veth_refuses_zero_copy_auto_falls_back_and_the_nic_knobs_show_in_status() {
+    let mut bed = bed(TunnelOptions {
+        workers: 1,
+        ..TunnelOptions::default()
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    // `auto` (the default): veth has no zero-copy, each socket says why.
+    let status = bed.cli(Side::A, &["status"]).unwrap();
+    for queue in ["lan0:0", "wan0:0"] {
+        let line = status
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{queue} ")))
+            .unwrap_or_else(|| panic!("no line for {queue}:\n{status}"));
+        assert!(
+            line.contains(&format!("{queue} copy (zero-copy refused: ")),
+            "{line}"
+        );
+        assert!(
+            line.contains("rings rx 2048 tx 2048 fill 2048 comp 2048, UMEM 4096 x 2048 B"),
+            "{line}"
+        );
+        assert!(line.ends_with("busy poll off"), "{line}");
+    }
+    bed.stop(Side::A).unwrap();
+
+    // `zerocopy` on a veth: no start, and the error names the interface,
+    // the key and the way out.
+    let outside = "name = \"wan0\"\nrole = \"outside\"\n";
+    edit_config(
+        &bed,
+        outside,
+        "name = \"wan0\"\nrole = \"outside\"\nxdp_bind = \"zerocopy\"\n",
+    );
+    let err = start_error(&mut bed);
+    assert!(
+        err.contains("interface[1].xdp_bind = \"zerocopy\": wan0 cannot bind zero-copy")
+            && err.contains("xdp_bind = \"auto\""),
+        "{err}"
+    );
+
+    // A CPU the process may not run on: no start, not an unpinned worker.
+    edit_config(&bed, "xdp_bind = \"zerocopy\"", "xdp_bind = \"copy\"");
+    edit_config(&bed, "cpus = []", "cpus = [4095]");
+    let err = start_error(&mut bed);
+    assert!(
+        err.contains("dataplane.cpus[0]: this process may not run on CPU 4095"),
+        "{err}"
+    );
+
+    // Copy mode asked for, pinned, rings resized, the kernel's busy
+    // polling on: it starts, carries traffic and shows what it got.
+    edit_config(&bed, "cpus = [4095]", "cpus = [0]");
+    edit_config(
+        &bed,
+        "busy_poll = false",
+        "busy_poll = true\nbusy_poll_usecs = 20\nbusy_poll_budget = 32\n\
+         rx_ring_size = 1024\ncompletion_ring_size = 512\numem_frames = 3000",
+    );
+    bed.start(Side::A).unwrap();
+    bed.wait_for_socket(Side::A).unwrap();
+    let ping = bed.ping(Side::A, Side::B, false, 2).unwrap();
+    assert!(ping.all_answered_once(), "{}", ping.output);
+    let status = bed.cli(Side::A, &["status"]).unwrap();
+    let node = xdpsec_dataplane::afxdp::cpu_numa_node(0);
+    let worker = status
+        .lines()
+        .find(|l| l.starts_with("worker 0 running"))
+        .unwrap_or_else(|| panic!("{status}"));
+    if let Some(node) = node {
+        assert!(worker.ends_with(&format!(", NUMA node {node}")), "{worker}");
+    }
+    let wan = status
+        .lines()
+        .find(|l| l.trim_start().starts_with("wan0:0 "))
+        .unwrap_or_else(|| panic!("{status}"));
+    assert!(
+        wan.contains(
+            "wan0:0 copy, need-wakeup, rings rx 1024 tx 2048 fill 2048 comp 512, UMEM 3000 x 2048 B"
+        ) && wan.ends_with("busy poll 20 us budget 32"),
+        "{wan}"
+    );
+    if let Some(node) = node {
+        assert!(wan.contains(&format!("on node {node}")), "{wan}");
+    }
+    let lan = status
+        .lines()
+        .find(|l| l.trim_start().starts_with("lan0:0 "))
+        .unwrap_or_else(|| panic!("{status}"));
+    assert!(lan.contains("lan0:0 copy (zero-copy refused: "), "{lan}");
+}

@@ -108,7 +108,7 @@ pub enum XskError {
     Config(String),
     /// Zero-copy was required but the driver does not offer it.
     #[error(
-        "interface {ifname} queue {queue} refused a zero-copy AF_XDP bind ({source}): its \
+        "interface {ifname} queue {queue} refused a zero-copy AF_XDP bind: its \
          driver has no AF_XDP zero-copy (veth, most virtual NICs), or not in this XDP mode; \
          bind in copy mode, or let it fall back (BindMode::Auto)"
     )]

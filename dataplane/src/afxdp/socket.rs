@@ -480,15 +480,14 @@ impl XskSocket {
         (self.rx_size, self.tx_size)
     }
 
-    /// `SO_BUSY_POLL`, `SO_PREFER_BUSY_POLL` and `SO_BUSY_POLL_BUDGET` as
-    /// the kernel holds them.
-    pub fn busy_poll_options(&self) -> Result<(u32, bool, u32), XskError> {
+    /// `SO_BUSY_POLL` and `SO_PREFER_BUSY_POLL` as the kernel holds them
+    /// (it has no getsockopt for `SO_BUSY_POLL_BUDGET`).
+    pub fn busy_poll_options(&self) -> Result<(u32, bool), XskError> {
         let get = |opt| get_int(self.fd, libc::SOL_SOCKET, opt);
-        let read = || -> io::Result<(u32, bool, u32)> {
+        let read = || -> io::Result<(u32, bool)> {
             Ok((
-                get(SO_BUSY_POLL)? as u32,
+                u32::try_from(get(SO_BUSY_POLL)?).unwrap_or(0),
                 get(SO_PREFER_BUSY_POLL)? != 0,
-                get(SO_BUSY_POLL_BUDGET)? as u32,
             ))
         };
         read().map_err(|e| XskError::io("reading the busy-polling options", e))
