@@ -540,8 +540,13 @@ struct WorkerSetup {
     numa_node: Option<u32>,
 }
 
-/// Pins the thread, then makes the worker's UMEMs (on its NUMA node, one
-/// per interface) and sockets and registers them with the XDP program.
+/// Pins the thread, then makes the worker's UMEMs (on its NUMA node) and
+/// sockets and registers them with the XDP program.
+///
+/// Which sockets share a UMEM: each zero-copy interface has one of its own
+/// (sharing would force its mode on the others, or theirs on it); the
+/// copy-mode interfaces share one, since the kernel copies for them anyway
+/// and a frame then goes from one to another without a copy in user space.
 fn set_up_worker(
     cpu: Option<u32>,
     index: u32,
@@ -551,9 +556,8 @@ fn set_up_worker(
     config_path: &str,
 ) -> Result<WorkerSetup> {
     if let Some(cpu) = cpu {
-        pin_current_thread(cpu).with_context(|| {
-            format!("config {config_path}: dataplane.cpus: worker {index}")
-        })?;
+        pin_current_thread(cpu)
+            .with_context(|| format!("config {config_path}: dataplane.cpus: worker {index}"))?;
     }
     let numa_node = cpu.and_then(|c| afxdp::cpu_numa_node(c as usize));
     let mut setup = WorkerSetup {
@@ -563,78 +567,147 @@ fn set_up_worker(
         sockets: Vec::new(),
         numa_node,
     };
-    for (iface, queues) in interfaces {
-        let field = format!("config {config_path}: interface[{}]", iface.slot);
-        let frames = settings.umem_frames(queues.len() as u32, &format!(
-            "config {config_path}: dataplane.umem_frames"
-        ))?;
-        let umem_config = UmemConfig {
+    let new_umem = |sockets: usize, name: &str| -> Result<Umem> {
+        let frames = settings.umem_frames(
+            sockets as u32,
+            &format!("config {config_path}: dataplane.umem_frames"),
+        )?;
+        Umem::new(UmemConfig {
             frame_size: settings.frame_size,
             frame_count: frames,
             fill_size: settings.fill_ring,
             comp_size: settings.completion_ring,
             numa_node,
             ..UmemConfig::default()
-        };
-        let mut umem = Umem::new(umem_config)
-            .with_context(|| format!("allocating a UMEM for {} (worker {index})", iface.name))?;
-        let socket_config = SocketConfig {
-            rx_size: settings.rx_ring,
-            tx_size: settings.tx_ring,
-            fill_target: settings.fill_target(),
-            mode: match iface.bind {
-                XdpBind::Auto => BindMode::Auto,
-                XdpBind::Zerocopy => BindMode::ZeroCopy,
-                XdpBind::Copy => BindMode::Copy,
-            },
-            need_wakeup: true,
-            busy_poll: settings.busy_poll,
-        };
-        for &queue in queues {
-            let socket = XskSocket::bind(&mut umem, iface.ifindex, queue, &socket_config)
-                .map_err(|e| {
-                    let zc = matches!(e, afxdp::XskError::ZeroCopyUnsupported { .. });
-                    let e = anyhow::Error::new(e);
-                    if zc {
-                        e.context(format!(
-                            "{field}.xdp_bind = \"zerocopy\": {} cannot bind zero-copy; set \
-                             xdp_bind = \"auto\" (falls back to copy mode) or \"copy\", or \
-                             use a NIC whose driver has AF_XDP zero-copy",
-                            iface.name
-                        ))
-                    } else {
-                        e.context(format!("AF_XDP socket on {} queue {queue}", iface.name))
-                    }
-                })?;
-            lock(steer).register_xsk(iface.slot, queue, &socket)?;
-            let name = format!("{}:{queue}", iface.name);
-            let (rx_ring, tx_ring) = socket.ring_sizes();
-            setup.sockets.push(SocketInfo {
-                queue: name.clone(),
-                bind: if socket.is_zero_copy() { "zerocopy" } else { "copy" }.to_owned(),
-                zero_copy_refused: socket.zero_copy_refused().map(str::to_owned),
-                need_wakeup: socket.uses_need_wakeup(),
-                rx_ring,
-                tx_ring,
-                fill_ring: umem.config().fill_size,
-                completion_ring: umem.config().comp_size,
-                umem_frames: umem.config().frame_count,
-                frame_size: umem.config().frame_size,
-                numa_node: umem.numa_node(),
-                numa_note: umem.numa_note().map(str::to_owned),
-                busy_poll_usecs: socket.busy_poll().map(|b| b.usecs),
-                busy_poll_budget: socket.busy_poll().map(|b| u32::from(b.budget)),
-            });
-            setup.names.push(name);
-            setup.ports.push(Port {
-                socket,
-                role: port_role(iface.role),
-                umem: setup.umems.len(),
-            });
+        })
+        .with_context(|| format!("allocating a UMEM for {name} (worker {index})"))
+    };
+    // Copy-mode interfaces, with why zero-copy was refused when asked.
+    let mut copy: Vec<(&Served, &[u32], Option<String>)> = Vec::new();
+    for (iface, queues) in interfaces {
+        if iface.bind == XdpBind::Copy {
+            copy.push((iface, queues, None));
+            continue;
+        }
+        let mut umem = new_umem(queues.len(), &iface.name)?;
+        let (first, _) = queues.split_first().context("an interface without a queue")?;
+        match bind_socket(&mut umem, iface, *first, BindMode::ZeroCopy, settings) {
+            Ok(socket) => {
+                let at = setup.umems.len();
+                setup.add(iface, socket, &umem, at, None, steer)?;
+                for &queue in &queues[1..] {
+                    let socket = bind_socket(&mut umem, iface, queue, BindMode::ZeroCopy, settings)
+                        .with_context(|| format!("AF_XDP socket on {} queue {queue}", iface.name))?;
+                    setup.add(iface, socket, &umem, at, None, steer)?;
+                }
+                setup.umems.push(umem);
+            }
+            Err(afxdp::XskError::ZeroCopyUnsupported { source, .. })
+                if iface.bind == XdpBind::Auto =>
+            {
+                copy.push((iface, queues, Some(source.to_string())));
+            }
+            Err(e @ afxdp::XskError::ZeroCopyUnsupported { .. }) => {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "config {config_path}: interface[{}].xdp_bind = \"zerocopy\": {} cannot \
+                     bind zero-copy; set xdp_bind = \"auto\" (falls back to copy mode) or \
+                     \"copy\", or use a NIC whose driver has AF_XDP zero-copy",
+                    iface.slot, iface.name
+                )))
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e)
+                    .context(format!("AF_XDP socket on {} queue {first}", iface.name)))
+            }
+        }
+    }
+    // Tests run the zero-copy layout (a UMEM per interface, frames copied
+    // between them) on veth, which has only copy mode.
+    #[cfg(feature = "fault-injection")]
+    let groups: Vec<Vec<(&Served, &[u32], Option<String>)>> = if crate::fault::umem_per_interface()
+    {
+        copy.into_iter().map(|c| vec![c]).collect()
+    } else {
+        vec![copy]
+    };
+    #[cfg(not(feature = "fault-injection"))]
+    let groups = vec![copy];
+    for group in groups.into_iter().filter(|g| !g.is_empty()) {
+        let sockets = group.iter().map(|(_, q, _)| q.len()).sum();
+        let names: Vec<&str> = group.iter().map(|(i, _, _)| i.name.as_str()).collect();
+        let mut umem = new_umem(sockets, &names.join(", "))?;
+        let at = setup.umems.len();
+        for (iface, queues, refused) in group {
+            for &queue in queues {
+                let socket = bind_socket(&mut umem, iface, queue, BindMode::Copy, settings)
+                    .with_context(|| format!("AF_XDP socket on {} queue {queue}", iface.name))?;
+                setup.add(iface, socket, &umem, at, refused.clone(), steer)?;
+            }
         }
         setup.umems.push(umem);
     }
     Ok(setup)
+}
+
+fn bind_socket(
+    umem: &mut Umem,
+    iface: &Served,
+    queue: u32,
+    mode: BindMode,
+    settings: &AfXdpSettings,
+) -> Result<XskSocket, afxdp::XskError> {
+    let config = SocketConfig {
+        rx_size: settings.rx_ring,
+        tx_size: settings.tx_ring,
+        fill_target: settings.fill_target(),
+        mode,
+        need_wakeup: true,
+        busy_poll: settings.busy_poll,
+    };
+    XskSocket::bind(umem, iface.ifindex, queue, &config)
+}
+
+impl WorkerSetup {
+    /// Registers a bound socket with the XDP program and keeps it as a
+    /// port of the worker, on UMEM number `at`.
+    fn add(
+        &mut self,
+        iface: &Served,
+        socket: XskSocket,
+        umem: &Umem,
+        at: usize,
+        zero_copy_refused: Option<String>,
+        steer: &Mutex<Steer>,
+    ) -> Result<()> {
+        let queue = socket.queue_id();
+        lock(steer).register_xsk(iface.slot, queue, &socket)?;
+        let name = format!("{}:{queue}", iface.name);
+        let (rx_ring, tx_ring) = socket.ring_sizes();
+        self.sockets.push(SocketInfo {
+            queue: name.clone(),
+            bind: if socket.is_zero_copy() { "zerocopy" } else { "copy" }.to_owned(),
+            zero_copy_refused,
+            need_wakeup: socket.uses_need_wakeup(),
+            rx_ring,
+            tx_ring,
+            fill_ring: umem.config().fill_size,
+            completion_ring: umem.config().comp_size,
+            umem: u32::try_from(at).unwrap_or(u32::MAX),
+            umem_frames: umem.config().frame_count,
+            frame_size: umem.config().frame_size,
+            numa_node: umem.numa_node(),
+            numa_note: umem.numa_note().map(str::to_owned),
+            busy_poll_usecs: socket.busy_poll().map(|b| b.usecs),
+            busy_poll_budget: socket.busy_poll().map(|b| u32::from(b.budget)),
+        });
+        self.names.push(name);
+        self.ports.push(Port {
+            socket,
+            role: port_role(iface.role),
+            umem: at,
+        });
+        Ok(())
+    }
 }
 
 struct WorkerSlot {

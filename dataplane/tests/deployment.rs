@@ -137,7 +137,8 @@ fn veth_refuses_zero_copy_auto_falls_back_and_the_nic_knobs_show_in_status() {
             "{line}"
         );
         assert!(
-            line.contains("rings rx 2048 tx 2048 fill 2048 comp 2048, UMEM 4096 x 2048 B"),
+            // Both copy mode: one UMEM, sized for both sockets.
+            line.contains("rings rx 2048 tx 2048 fill 2048 comp 2048, UMEM 0: 6144 x 2048 B"),
             "{line}"
         );
         assert!(line.ends_with("busy poll off"), "{line}");
@@ -196,7 +197,7 @@ fn veth_refuses_zero_copy_auto_falls_back_and_the_nic_knobs_show_in_status() {
         .unwrap_or_else(|| panic!("{status}"));
     assert!(
         wan.contains(
-            "wan0:0 copy, need-wakeup, rings rx 1024 tx 2048 fill 2048 comp 512, UMEM 3000 x 2048 B"
+            "wan0:0 copy, need-wakeup, rings rx 1024 tx 2048 fill 2048 comp 512, UMEM 0: 3000 x 2048 B"
         ) && wan.ends_with("busy poll 20 us budget 32"),
         "{wan}"
     );
@@ -208,4 +209,62 @@ fn veth_refuses_zero_copy_auto_falls_back_and_the_nic_knobs_show_in_status() {
         .find(|l| l.trim_start().starts_with("lan0:0 "))
         .unwrap_or_else(|| panic!("{status}"));
     assert!(lan.contains("lan0:0 copy (zero-copy refused: "), "{lan}");
+}
+
+#[test]
+fn frames_cross_umems_when_each_interface_has_its_own() {
+    // A zero-copy NIC has a UMEM of its own; on veth the test switch gives
+    // each interface one, so every packet is copied between UMEMs (LAN RX
+    // to WAN TX and back, outer fragments included).
+    let bed = bed(TunnelOptions {
+        workers: 2,
+        queues: Some(2),
+        dataplane_args: vec!["--fault-umem-per-interface".into()],
+        ..TunnelOptions::default()
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let status = bed.cli(Side::A, &["status"]).unwrap();
+    for (queue, umem) in [("lan0:0", 0), ("wan0:0", 1), ("lan0:1", 0), ("wan0:1", 1)] {
+        let line = status
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{queue} ")))
+            .unwrap_or_else(|| panic!("no line for {queue}:\n{status}"));
+        assert!(line.contains(&format!("UMEM {umem}: 4096 x 2048 B")), "{line}");
+    }
+    for ipv6 in [false, true] {
+        let ping = bed.ping(Side::A, Side::B, ipv6, 3).unwrap();
+        assert!(ping.all_answered_once(), "{}", ping.output);
+    }
+    // Larger than the tunnel takes whole, without DF: the outer packet is
+    // fragmented, its later fragments written straight into the WAN UMEM.
+    let big = bed
+        .host(Side::A)
+        .ns
+        .run([
+            "ping",
+            "-c",
+            "3",
+            "-i",
+            "0.2",
+            "-W",
+            "2",
+            "-M",
+            "dont",
+            "-s",
+            "1472",
+            &bed.host_addr(Side::B, false).to_string(),
+        ])
+        .unwrap();
+    assert!(big.contains("3 received"), "{big}");
+    for side in [Side::A, Side::B] {
+        let fragmented = bed
+            .worker_total(side, "events", "outer_packets_fragmented")
+            .unwrap();
+        let reassembled = bed
+            .worker_total(side, "events", "datagrams_reassembled")
+            .unwrap();
+        assert!(fragmented >= 3 && reassembled >= 3, "{side:?}: {fragmented} {reassembled}");
+    }
+    let report = bed.iperf3(bed.host_addr(Side::B, false), 1, 2).unwrap();
+    assert!(report.received_bytes > 0, "{:?}", report.json);
 }

@@ -549,7 +549,12 @@ pub struct SocketInfo {
     pub fill_ring: u32,
     /// Completion ring entries.
     pub completion_ring: u32,
-    /// Frames of its UMEM (one per worker and interface).
+    /// Which of the worker's UMEMs it uses (sockets with the same number
+    /// share frames: a zero-copy interface has a UMEM of its own, the
+    /// copy-mode ones share one).
+    #[serde(default)]
+    pub umem: u32,
+    /// Frames of its UMEM.
     pub umem_frames: u32,
     /// Bytes per frame.
     pub frame_size: u32,

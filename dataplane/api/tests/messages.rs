@@ -159,6 +159,7 @@ fn all_responses() -> Vec<Response> {
                         tx_ring: 2048,
                         fill_ring: 2048,
                         completion_ring: 2048,
+                        umem: 0,
                         umem_frames: 4096,
                         frame_size: 2048,
                         numa_node: Some(0),

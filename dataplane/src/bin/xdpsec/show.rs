@@ -417,8 +417,8 @@ fn socket_line(s: &xdpsec_api::messages::SocketInfo) -> String {
     }
     let _ = write!(
         line,
-        ", rings rx {} tx {} fill {} comp {}, UMEM {} x {} B",
-        s.rx_ring, s.tx_ring, s.fill_ring, s.completion_ring, s.umem_frames, s.frame_size
+        ", rings rx {} tx {} fill {} comp {}, UMEM {}: {} x {} B",
+        s.rx_ring, s.tx_ring, s.fill_ring, s.completion_ring, s.umem, s.umem_frames, s.frame_size
     );
     match s.numa_node {
         Some(node) => {
@@ -598,6 +598,7 @@ mod tests {
             queue: "tun0-dp:0".into(),
             bind: "copy".into(),
             zero_copy_refused: Some("Invalid argument (os error 22)".into()),
+            umem: 1,
             numa_node: None,
             busy_poll_usecs: None,
             busy_poll_budget: None,
@@ -614,12 +615,12 @@ mod tests {
         assert_eq!(
             lines[5],
             "  wan0:0 zerocopy, need-wakeup, rings rx 4096 tx 2048 fill 4096 comp 2048, \
-             UMEM 8192 x 4096 B on node 0, busy poll 50 us budget 64"
+             UMEM 0: 8192 x 4096 B on node 0, busy poll 50 us budget 64"
         );
         assert_eq!(
             lines[6],
             "  tun0-dp:0 copy (zero-copy refused: Invalid argument (os error 22)), need-wakeup, \
-             rings rx 4096 tx 2048 fill 4096 comp 2048, UMEM 8192 x 4096 B on node ?, \
+             rings rx 4096 tx 2048 fill 4096 comp 2048, UMEM 1: 8192 x 4096 B on node ?, \
              busy poll off"
         );
     }
