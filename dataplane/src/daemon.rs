@@ -116,7 +116,8 @@ pub fn run(options: &DaemonOptions) -> Result<()> {
     let workers = config.dataplane.worker_count().max(1);
     // Before anything is attached: a CPU the process may not run on is a
     // start-up error, not a worker running unpinned.
-    check_cpus_allowed(&config.dataplane.cpus).map_err(|e| anyhow::anyhow!("config {path}: {e}"))?;
+    check_cpus_allowed(&config.dataplane.cpus)
+        .map_err(|e| anyhow::anyhow!("config {path}: {e}"))?;
     // Created first, so its data plane end is there to attach to; dropped
     // last (after XDP is detached), which deletes it.
     let tunnel = match config.interfaces.iter().find(|i| i.role == Role::Tunnel) {
@@ -449,7 +450,13 @@ fn cpu_list(cpus: &BTreeSet<usize>) -> String {
     }
     ranges
         .iter()
-        .map(|&(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") })
+        .map(|&(a, b)| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}-{b}")
+            }
+        })
         .collect::<Vec<_>>()
         .join(",")
 }
@@ -583,21 +590,25 @@ fn set_up_worker(
         .with_context(|| format!("allocating a UMEM for {name} (worker {index})"))
     };
     // Copy-mode interfaces, with why zero-copy was refused when asked.
-    let mut copy: Vec<(&Served, &[u32], Option<String>)> = Vec::new();
+    let mut copy: Vec<CopyMember<'_>> = Vec::new();
     for (iface, queues) in interfaces {
         if iface.bind == XdpBind::Copy {
             copy.push((iface, queues, None));
             continue;
         }
         let mut umem = new_umem(queues.len(), &iface.name)?;
-        let (first, _) = queues.split_first().context("an interface without a queue")?;
+        let (first, _) = queues
+            .split_first()
+            .context("an interface without a queue")?;
         match bind_socket(&mut umem, iface, *first, BindMode::ZeroCopy, settings) {
             Ok(socket) => {
                 let at = setup.umems.len();
                 setup.add(iface, socket, &umem, at, None, steer)?;
                 for &queue in &queues[1..] {
                     let socket = bind_socket(&mut umem, iface, queue, BindMode::ZeroCopy, settings)
-                        .with_context(|| format!("AF_XDP socket on {} queue {queue}", iface.name))?;
+                        .with_context(|| {
+                            format!("AF_XDP socket on {} queue {queue}", iface.name)
+                        })?;
                     setup.add(iface, socket, &umem, at, None, steer)?;
                 }
                 setup.umems.push(umem);
@@ -624,8 +635,7 @@ fn set_up_worker(
     // Tests run the zero-copy layout (a UMEM per interface, frames copied
     // between them) on veth, which has only copy mode.
     #[cfg(feature = "fault-injection")]
-    let groups: Vec<Vec<(&Served, &[u32], Option<String>)>> = if crate::fault::umem_per_interface()
-    {
+    let groups: Vec<Vec<CopyMember<'_>>> = if crate::fault::umem_per_interface() {
         copy.into_iter().map(|c| vec![c]).collect()
     } else {
         vec![copy]
@@ -648,6 +658,9 @@ fn set_up_worker(
     }
     Ok(setup)
 }
+
+/// An interface bound in copy mode, its queues, and why not zero-copy.
+type CopyMember<'a> = (&'a Served, &'a [u32], Option<String>);
 
 fn bind_socket(
     umem: &mut Umem,
@@ -685,7 +698,12 @@ impl WorkerSetup {
         let (rx_ring, tx_ring) = socket.ring_sizes();
         self.sockets.push(SocketInfo {
             queue: name.clone(),
-            bind: if socket.is_zero_copy() { "zerocopy" } else { "copy" }.to_owned(),
+            bind: if socket.is_zero_copy() {
+                "zerocopy"
+            } else {
+                "copy"
+            }
+            .to_owned(),
             zero_copy_refused,
             need_wakeup: socket.uses_need_wakeup(),
             rx_ring,
@@ -742,8 +760,8 @@ impl WorkerPool {
         let (report, setup_done) = std::sync::mpsc::sync_channel(1);
         let thread = std::thread::Builder::new()
             .name(format!("xdpsec-worker-{index}"))
-            .spawn(move || {
-                match set_up_worker(cpu, index, &served, &settings, &steer, &path) {
+            .spawn(
+                move || match set_up_worker(cpu, index, &served, &settings, &steer, &path) {
                     Ok(setup) => {
                         let info = (setup.names, setup.sockets, setup.numa_node);
                         if report.send(Ok(info)).is_ok() {
@@ -753,8 +771,8 @@ impl WorkerPool {
                     Err(e) => {
                         report.send(Err(e)).ok();
                     }
-                }
-            })
+                },
+            )
             .context("starting a worker thread")?;
         match setup_done.recv() {
             Ok(Ok((names, sockets, numa_node))) => {

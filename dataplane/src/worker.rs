@@ -243,7 +243,7 @@ fn hold_for_neighbour(
         .iter_mut()
         .flatten()
         .all(|f| umems[to].pull_head(f, ethernet::HEADER_LEN).is_ok());
-    let frame = match (room >= extra + 1 && narrowed.is_ok() && rest_narrowed)
+    let frame = match (room > extra && narrowed.is_ok() && rest_narrowed)
         .then(|| cross(umems, from, to, frame))
     {
         Some(Ok(frame)) => frame,
@@ -282,8 +282,7 @@ fn cross(umems: &mut [Umem], from: usize, to: usize, frame: Frame) -> Result<Fra
     // A fresh frame starts behind the full headroom; a longer packet
     // (outer headers pushed in front) starts earlier.
     let short = len.saturating_sub(dst.tailroom(&out));
-    let fits =
-        dst.push_head(&mut out, short).is_ok() && dst.set_len(&mut out, len).is_ok();
+    let fits = dst.push_head(&mut out, short).is_ok() && dst.set_len(&mut out, len).is_ok();
     if !fits {
         umems[to].free(out);
         return Err(frame);
@@ -306,8 +305,9 @@ fn release_waiting(
     let table = shared.next_hops.load();
     waiting.release(&table, Instant::now(), |(port, mut frame), released| {
         let Some(umem) = ports.get(port).and_then(|p| umems.get_mut(p.umem)) else {
-            // Cannot happen (a port is held with its index); not a panic.
-            std::mem::forget(frame);
+            // Cannot happen (a port is held with its index); not a panic,
+            // and the frame is leaked rather than freed into a wrong UMEM.
+            let _leaked = frame;
             return;
         };
         let hop = match released {

@@ -525,7 +525,10 @@ fn a_umem_goes_on_the_numa_node_asked_for() {
         assert_eq!(umem.numa_node(), node, "{:?}", umem.numa_note());
         assert_eq!(umem.numa_note(), None);
     }
-    assert_eq!(umem.free_frames(), UmemConfig::default().frame_count as usize);
+    assert_eq!(
+        umem.free_frames(),
+        UmemConfig::default().frame_count as usize
+    );
     assert_eq!(cpu_numa_node(1 << 20), None, "no such CPU");
     // A node the mask cannot name is a configuration error.
     assert!(matches!(

@@ -229,7 +229,10 @@ fn frames_cross_umems_when_each_interface_has_its_own() {
             .lines()
             .find(|l| l.trim_start().starts_with(&format!("{queue} ")))
             .unwrap_or_else(|| panic!("no line for {queue}:\n{status}"));
-        assert!(line.contains(&format!("UMEM {umem}: 4096 x 2048 B")), "{line}");
+        assert!(
+            line.contains(&format!("UMEM {umem}: 4096 x 2048 B")),
+            "{line}"
+        );
     }
     for ipv6 in [false, true] {
         let ping = bed.ping(Side::A, Side::B, ipv6, 3).unwrap();
@@ -263,7 +266,10 @@ fn frames_cross_umems_when_each_interface_has_its_own() {
         let reassembled = bed
             .worker_total(side, "events", "datagrams_reassembled")
             .unwrap();
-        assert!(fragmented >= 3 && reassembled >= 3, "{side:?}: {fragmented} {reassembled}");
+        assert!(
+            fragmented >= 3 && reassembled >= 3,
+            "{side:?}: {fragmented} {reassembled}"
+        );
     }
     let report = bed.iperf3(bed.host_addr(Side::B, false), 1, 2).unwrap();
     assert!(report.received_bytes > 0, "{:?}", report.json);

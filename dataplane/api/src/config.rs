@@ -559,7 +559,10 @@ impl StaticConfig {
         if dp.frame_size != 2048 && dp.frame_size != 4096 {
             return Err(ValidationError::new(
                 "dataplane.frame_size",
-                format!("{} bytes; a UMEM frame is 2048 or 4096 bytes", dp.frame_size),
+                format!(
+                    "{} bytes; a UMEM frame is 2048 or 4096 bytes",
+                    dp.frame_size
+                ),
             ));
         }
         if let Some(frames) = dp.umem_frames {

@@ -127,7 +127,10 @@ fn minimal_one_armed_config_uses_defaults() {
     assert_eq!(cfg.dataplane.icmp_rate, 100);
     assert_eq!(cfg.dataplane.reassembly_slots, 64);
     assert_eq!(cfg.dataplane.reassembly_timeout_ms, 2000);
-    assert_eq!(cfg.dataplane.busy_poll_usecs, 0, "the kernel's busy polling is opt-in");
+    assert_eq!(
+        cfg.dataplane.busy_poll_usecs, 0,
+        "the kernel's busy polling is opt-in"
+    );
     assert_eq!(cfg.dataplane.busy_poll_budget, 64);
     assert_eq!(
         [

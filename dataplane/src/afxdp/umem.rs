@@ -67,7 +67,10 @@ impl UmemConfig {
             }
         }
         if self.numa_node.is_some_and(|n| n >= MAX_NUMA_NODES) {
-            return bad(format!("numa_node {:?} (below {MAX_NUMA_NODES})", self.numa_node));
+            return bad(format!(
+                "numa_node {:?} (below {MAX_NUMA_NODES})",
+                self.numa_node
+            ));
         }
         Ok(())
     }
@@ -108,7 +111,11 @@ impl Area {
     /// so a full node falls back to another instead of failing) before the
     /// first touch; then all are touched, so none faults on the hot path.
     fn new(len: usize, node: Option<u32>) -> io::Result<Self> {
-        let populate = if node.is_some() { 0 } else { libc::MAP_POPULATE };
+        let populate = if node.is_some() {
+            0
+        } else {
+            libc::MAP_POPULATE
+        };
         // SAFETY: an anonymous private mapping at an address of the kernel's choosing aliases no existing memory; every argument is valid.
         let ptr = unsafe {
             libc::mmap(

@@ -608,8 +608,7 @@ mod tests {
         let text = worker_table(&[w]);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
-            lines[4],
-            "worker 0 running, queues: wan0:0,tun0-dp:0, NUMA node 0",
+            lines[4], "worker 0 running, queues: wan0:0,tun0-dp:0, NUMA node 0",
             "{text}"
         );
         assert_eq!(
