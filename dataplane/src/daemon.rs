@@ -463,6 +463,15 @@ fn cpu_list(cpus: &BTreeSet<usize>) -> String {
 
 /// Pins the calling thread to `cpu`, and checks that it took.
 fn pin_current_thread(cpu: u32) -> Result<()> {
+    // core_affinity's CPU_SET panics past the fixed-size set (and the
+    // panic cannot unwind out of it: the process aborts).
+    if cpu as usize >= libc::CPU_SETSIZE as usize {
+        bail!(
+            "pinning to CPU {cpu} failed: CPU numbers stop at {}; list allowed CPUs in \
+             `[dataplane] cpus` or leave it out",
+            libc::CPU_SETSIZE - 1
+        );
+    }
     let pinned = core_affinity::set_for_current(core_affinity::CoreId { id: cpu as usize });
     let now: Option<Vec<usize>> =
         core_affinity::get_core_ids().map(|ids| ids.into_iter().map(|c| c.id).collect());
@@ -943,5 +952,88 @@ impl XdpMapSync {
         self.local = local;
         self.protected = protected;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_lists_read_as_ranges() {
+        let set = |v: &[usize]| v.iter().copied().collect::<BTreeSet<usize>>();
+        assert_eq!(cpu_list(&set(&[])), "none");
+        assert_eq!(cpu_list(&set(&[3])), "3");
+        assert_eq!(cpu_list(&set(&[0, 1, 2, 3, 8, 10, 11])), "0-3,8,10-11");
+    }
+
+    #[test]
+    fn a_cpu_outside_the_affinity_mask_is_refused() {
+        assert!(check_cpus_allowed(&[]).is_ok());
+        let allowed = core_affinity::get_core_ids().expect("sched_getaffinity");
+        let first = allowed[0].id as u32;
+        assert!(check_cpus_allowed(&[first]).is_ok());
+        let err = check_cpus_allowed(&[first, 100_000])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("dataplane.cpus[1]: this process may not run on CPU 100000")
+                && err.contains("leave `cpus` out"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn pinning_to_a_cpu_that_does_not_exist_fails() {
+        for cpu in [1000, 100_000] {
+            let err = std::thread::spawn(move || pin_current_thread(cpu))
+                .join()
+                .unwrap()
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(&format!("pinning to CPU {cpu} failed")),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn umem_sizes_follow_the_rings_and_refuse_too_few_frames() {
+        let dp = DataplaneConfig::default();
+        let s = AfXdpSettings::new(&dp);
+        assert_eq!(s.busy_poll, None);
+        assert_eq!(s.fill_target(), 1024);
+        // One socket: at least 4096; four: fill target and TX ring each.
+        assert_eq!(s.umem_frames(1, "f").unwrap(), 4096);
+        assert_eq!(s.umem_frames(4, "f").unwrap(), 4 * (1024 + 2048));
+        let s = AfXdpSettings::new(&DataplaneConfig {
+            umem_frames: Some(2048),
+            busy_poll: true,
+            busy_poll_usecs: 50,
+            busy_poll_budget: 100_000,
+            ..DataplaneConfig::default()
+        });
+        assert_eq!(
+            s.busy_poll,
+            Some(BusyPoll {
+                usecs: 50,
+                budget: u16::MAX
+            })
+        );
+        assert_eq!(s.umem_frames(1, "f").unwrap(), 2048);
+        let err = s.umem_frames(2, "umem_frames").unwrap_err().to_string();
+        assert!(
+            err.starts_with("umem_frames: 2048 frames cannot stock the fill rings of 2 queue(s)")
+                && err.contains("at least 2176"),
+            "{err}"
+        );
+        // busy_poll_usecs without a spinning worker is refused by the
+        // config; here it is simply off.
+        let s = AfXdpSettings::new(&DataplaneConfig {
+            busy_poll_usecs: 50,
+            ..DataplaneConfig::default()
+        });
+        assert_eq!(s.busy_poll, None);
     }
 }
