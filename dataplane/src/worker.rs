@@ -1,16 +1,17 @@
-//! A data-plane worker: one thread, pinned to a CPU, owning one UMEM per
-//! interface it serves (on the CPU's NUMA node) and one AF_XDP socket per
-//! (interface, queue). It drains a batch from a socket's RX ring, runs each
-//! frame through the pipeline in place, queues the result on the TX batch
-//! of the interface the next hop is on (copied into that interface's UMEM
-//! when it is another), and pushes every TX batch out once. An idle worker
-//! sleeps in poll(), or spins when busy polling.
+//! A data-plane worker: one thread, pinned to a CPU, owning its UMEMs (on
+//! the CPU's NUMA node) and one AF_XDP socket per (interface, queue). It
+//! drains a batch from a socket's RX ring, runs each frame through the
+//! pipeline in place, queues the result on the TX batch of the interface
+//! the next hop is on (copied into that interface's UMEM when it is
+//! another), and pushes every TX batch out once. An idle worker sleeps in
+//! poll(), or spins when busy polling.
 //!
-//! UMEMs per interface, not one per worker: the kernel binds every socket
-//! of a UMEM in the mode of its first, so a copy-only interface (veth, the
+//! Several UMEMs, not one per worker: the kernel binds every socket of a
+//! UMEM in the mode of its first, so a copy-only interface (veth, the
 //! tunnel interface) sharing a UMEM with a NIC would force the NIC into
-//! copy mode too. The copy a frame then takes between UMEMs replaces the
-//! one the kernel makes in copy mode.
+//! copy mode too. Each zero-copy interface has its own; the copy-mode ones
+//! share one. The copy a frame takes between UMEMs replaces the one the
+//! kernel makes in copy mode.
 
 use crate::afxdp::{Frame, FrameBatch, PollSet, Umem, XskSocket, BATCH_SIZE};
 use crate::fragment;

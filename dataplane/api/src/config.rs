@@ -99,7 +99,8 @@ pub struct DataplaneConfig {
     /// Bytes per UMEM frame: 2048 or 4096.
     #[serde(default = "default_frame_size")]
     pub frame_size: u32,
-    /// Frames of each UMEM (one per worker and interface); absent: enough
+    /// Frames of each UMEM (a worker has one per zero-copy interface and
+    /// one for its copy-mode interfaces); absent: enough
     /// for the rings of the queues it serves, at least 4096.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub umem_frames: Option<u32>,

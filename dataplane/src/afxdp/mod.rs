@@ -3,9 +3,9 @@
 //! A [`Umem`] is a page-aligned mmap'd area cut into frames of 2048 or 4096
 //! bytes, allocated on a chosen NUMA node ([`UmemConfig::numa_node`]); one
 //! [`XskSocket`] per (interface, queue) uses it. Sockets sharing a UMEM pass
-//! frames between them without a copy; the data plane's workers hold one
-//! UMEM per interface they serve and copy a frame that leaves on another
-//! interface (see `worker.rs`).
+//! frames between them without a copy; the data plane's workers give each
+//! zero-copy interface a UMEM of its own, put the copy-mode ones in one,
+//! and copy a frame that leaves through another UMEM (see `worker.rs`).
 //!
 //! # Frames and who owns them
 //!
@@ -41,8 +41,8 @@
 //! for zero-copy and, refused, binds in copy mode and keeps the kernel's
 //! answer (veth only has copy mode). The sockets of one UMEM share the
 //! first one's mode (the kernel's rule), so the data plane gives each
-//! interface a UMEM of its own: a copy-only interface cannot demote a
-//! zero-copy NIC. Opening an
+//! zero-copy interface a UMEM of its own: a copy-only interface cannot
+//! demote a zero-copy NIC. Opening an
 //! AF_XDP socket needs CAP_NET_RAW; registering the UMEM needs CAP_IPC_LOCK
 //! unless it fits the memlock limit. Frames reach a socket only once an XDP
 //! program redirects them into an `XSKMAP` entry holding its file descriptor
