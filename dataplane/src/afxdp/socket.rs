@@ -350,8 +350,8 @@ impl XskSocket {
                     XskError::InterfaceNotFound(ifname.to_string())
                 }
                 // A driver without AF_XDP zero-copy says EOPNOTSUPP (no
-                // ndo_xsk_wakeup) or EINVAL (its ndo_bpf does not know
-                // XDP_SETUP_XSK_POOL, as veth's).
+                // ndo_xsk_wakeup: veth) or EINVAL (an ndo_bpf that does not
+                // know XDP_SETUP_XSK_POOL).
                 Some(libc::EOPNOTSUPP) | Some(libc::EINVAL)
                     if first && config.mode == BindMode::ZeroCopy =>
                 {

@@ -106,7 +106,9 @@ enum Command {
     /// and firewall as they were.
     Disconnect(connect::DisconnectArgs),
     /// Worker statistics of the running data plane, the queues each worker
-    /// serves, and the fail-closed guard (also when the data plane is down).
+    /// serves and how each AF_XDP socket was bound (zero-copy or copy,
+    /// rings, UMEM and its NUMA node, busy polling), and the fail-closed
+    /// guard (also when the data plane is down).
     Status(ApiArgs),
     /// The fail-closed guard: the nftables table that drops protected
     /// traffic the kernel would otherwise send in cleartext.
