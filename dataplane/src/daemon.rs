@@ -668,6 +668,16 @@ fn set_up_worker(
     Ok(setup)
 }
 
+/// The NUMA node of interface `name`'s device; `None` for a virtual one
+/// (no device), or a machine without NUMA (sysfs says -1).
+fn device_numa_node(name: &str) -> Option<u32> {
+    std::fs::read_to_string(format!("/sys/class/net/{name}/device/numa_node"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// An interface bound in copy mode, its queues, and why not zero-copy.
 type CopyMember<'a> = (&'a Served, &'a [u32], Option<String>);
 
@@ -703,6 +713,17 @@ impl WorkerSetup {
     ) -> Result<()> {
         let queue = socket.queue_id();
         lock(steer).register_xsk(iface.slot, queue, &socket)?;
+        let device_node = device_numa_node(&iface.name);
+        if let (Some(dev), Some(mem)) = (device_node, umem.numa_node()) {
+            if dev != mem {
+                tracing::warn!(
+                    "{} queue {queue} is on NUMA node {dev}, its worker and UMEM on node {mem}: \
+                     every frame crosses the interconnect; serve it from a CPU of node {dev} \
+                     (`[dataplane] cpus`)",
+                    iface.name
+                );
+            }
+        }
         let name = format!("{}:{queue}", iface.name);
         let (rx_ring, tx_ring) = socket.ring_sizes();
         self.sockets.push(SocketInfo {
@@ -723,6 +744,7 @@ impl WorkerSetup {
             umem_frames: umem.config().frame_count,
             frame_size: umem.config().frame_size,
             numa_node: umem.numa_node(),
+            device_numa_node: device_node,
             numa_note: umem.numa_note().map(str::to_owned),
             busy_poll_usecs: socket.busy_poll().map(|b| b.usecs),
             busy_poll_budget: socket.busy_poll().map(|b| u32::from(b.budget)),

@@ -653,6 +653,20 @@ impl StaticConfig {
                     "must be at least 1",
                 ));
             }
+            if iface.xdp_bind == XdpBind::Zerocopy && self.dataplane.xdp_mode == XdpMode::Generic {
+                return Err(ValidationError::new(
+                    format!("interface[{i}].xdp_bind"),
+                    "zero-copy needs XDP in the driver: set [dataplane] xdp_mode = \"native\", \
+                     or xdp_bind = \"auto\"",
+                ));
+            }
+            if iface.role == Role::Tunnel && iface.xdp_bind == XdpBind::Zerocopy {
+                return Err(ValidationError::new(
+                    format!("interface[{i}].xdp_bind"),
+                    "the tunnel interface is a veth pair, which has no zero-copy: leave \
+                     xdp_bind out or set it to \"copy\"",
+                ));
+            }
             if iface.role != Role::Tunnel && iface.deliver != Deliver::Host {
                 return Err(ValidationError::new(
                     format!("interface[{i}].deliver"),

@@ -561,6 +561,11 @@ pub struct SocketInfo {
     /// The NUMA node its UMEM's memory is on, as the kernel reports it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub numa_node: Option<u32>,
+    /// The NUMA node of the interface's device (`/sys/class/net/IF/device/
+    /// numa_node`), when it has one: a worker on another node reaches its
+    /// frames across the interconnect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_numa_node: Option<u32>,
     /// Why the UMEM is not bound to the worker's node, if it is not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub numa_note: Option<String>,

@@ -714,3 +714,32 @@ fn tunnel_interfaces() {
         assert!(e.reason.contains(reason), "{e}");
     }
 }
+
+#[test]
+fn zero_copy_where_it_cannot_be_is_refused() {
+    let generic = BASE
+        .replacen("workers = 2", "workers = 2\nxdp_mode = \"generic\"", 1)
+        .replacen(
+            "role = \"outside\"",
+            "role = \"outside\"\nxdp_bind = \"zerocopy\"",
+            1,
+        );
+    let err = StaticConfig::parse(&generic, FILE).unwrap_err().to_string();
+    assert!(
+        err.starts_with(&format!(
+            "config {FILE}: interface[1].xdp_bind: zero-copy needs XDP in the driver"
+        )),
+        "{err}"
+    );
+    let tunnel = BASE.replacen(
+        "name = \"lan0\"\nrole = \"inside\"",
+        "name = \"tun0\"\nrole = \"tunnel\"\nxdp_bind = \"zerocopy\"",
+        1,
+    );
+    assert_ne!(tunnel, BASE);
+    let err = StaticConfig::parse(&tunnel, FILE).unwrap_err().to_string();
+    assert!(
+        err.contains("interface[0].xdp_bind: the tunnel interface is a veth pair"),
+        "{err}"
+    );
+}

@@ -163,6 +163,7 @@ fn all_responses() -> Vec<Response> {
                         umem_frames: 4096,
                         frame_size: 2048,
                         numa_node: Some(0),
+                        device_numa_node: Some(1),
                         numa_note: None,
                         busy_poll_usecs: Some(50),
                         busy_poll_budget: Some(64),

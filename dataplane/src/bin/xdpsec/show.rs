@@ -426,6 +426,9 @@ fn socket_line(s: &xdpsec_api::messages::SocketInfo) -> String {
         }
         None => line.push_str(" on node ?"),
     }
+    if let Some(dev) = s.device_numa_node.filter(|d| Some(*d) != s.numa_node) {
+        let _ = write!(line, " (device on node {dev}: remote)");
+    }
     if let Some(note) = &s.numa_note {
         let _ = write!(line, " ({note})");
     }
@@ -592,6 +595,7 @@ mod tests {
             numa_node: Some(0),
             busy_poll_usecs: Some(50),
             busy_poll_budget: Some(64),
+            device_numa_node: Some(1),
             ..SocketInfo::default()
         };
         let veth = SocketInfo {
@@ -600,6 +604,7 @@ mod tests {
             zero_copy_refused: Some("Invalid argument (os error 22)".into()),
             umem: 1,
             numa_node: None,
+            device_numa_node: None,
             busy_poll_usecs: None,
             busy_poll_budget: None,
             ..nic.clone()
@@ -614,7 +619,8 @@ mod tests {
         assert_eq!(
             lines[5],
             "  wan0:0 zerocopy, need-wakeup, rings rx 4096 tx 2048 fill 4096 comp 2048, \
-             UMEM 0: 8192 x 4096 B on node 0, busy poll 50 us budget 64"
+             UMEM 0: 8192 x 4096 B on node 0 (device on node 1: remote), busy poll 50 us \
+             budget 64"
         );
         assert_eq!(
             lines[6],
