@@ -63,6 +63,8 @@ struct Served {
     rx_queues: u32,
     /// `[[interface]] xdp_bind`.
     bind: XdpBind,
+    /// Its RX and TX ring sizes, if it has its own.
+    rings: (Option<u32>, Option<u32>),
 }
 
 pub fn run(options: &DaemonOptions) -> Result<()> {
@@ -167,6 +169,7 @@ pub fn run(options: &DaemonOptions) -> Result<()> {
             role: iface.role,
             rx_queues,
             bind: iface.xdp_bind,
+            rings: (iface.rx_ring_size, iface.tx_ring_size),
         });
     }
 
@@ -519,20 +522,30 @@ impl AfXdpSettings {
         self.fill_ring / 2
     }
 
-    /// Frames of a UMEM serving `sockets` sockets: what the config says,
-    /// or each socket's fill target and a TX ring's worth, at least 4096.
-    fn umem_frames(&self, sockets: u32, field: &str) -> Result<u32> {
+    /// Frames of a UMEM serving sockets whose TX rings are `tx_rings`: what
+    /// the config says, or each socket's fill target and TX ring, at least
+    /// 4096.
+    fn umem_frames(&self, tx_rings: &[u32], field: &str) -> Result<u32> {
+        let sockets = tx_rings.len() as u32;
         let least = sockets * self.fill_target() + 2 * afxdp::BATCH_SIZE as u32;
         match self.umem_frames {
             Some(n) if n < least => bail!(
-                "{field}: {n} frames cannot stock the fill rings of {sockets} queue(s) of one \
-                 interface ({} each) and hold two batches in flight; give at least {least}, \
-                 or leave it out",
+                "{field}: {n} frames cannot stock the fill rings of the {sockets} socket(s) \
+                 sharing a UMEM ({} each) and hold two batches in flight; give at least \
+                 {least}, or leave it out",
                 self.fill_target()
             ),
             Some(n) => Ok(n),
-            None => Ok((sockets * (self.fill_target() + self.tx_ring)).max(4096)),
+            None => {
+                let tx: u32 = tx_rings.iter().sum();
+                Ok((sockets * self.fill_target() + tx).max(4096))
+            }
         }
+    }
+
+    /// The TX ring size of `iface`'s sockets.
+    fn tx_ring(&self, iface: &Served) -> u32 {
+        iface.rings.1.unwrap_or(self.tx_ring)
     }
 }
 
@@ -583,9 +596,9 @@ fn set_up_worker(
         sockets: Vec::new(),
         numa_node,
     };
-    let new_umem = |sockets: usize, name: &str| -> Result<Umem> {
+    let new_umem = |tx_rings: &[u32], name: &str| -> Result<Umem> {
         let frames = settings.umem_frames(
-            sockets as u32,
+            tx_rings,
             &format!("config {config_path}: dataplane.umem_frames"),
         )?;
         Umem::new(UmemConfig {
@@ -605,7 +618,7 @@ fn set_up_worker(
             copy.push((iface, queues, None));
             continue;
         }
-        let mut umem = new_umem(queues.len(), &iface.name)?;
+        let mut umem = new_umem(&vec![settings.tx_ring(iface); queues.len()], &iface.name)?;
         let (first, _) = queues
             .split_first()
             .context("an interface without a queue")?;
@@ -652,9 +665,12 @@ fn set_up_worker(
     #[cfg(not(feature = "fault-injection"))]
     let groups = vec![copy];
     for group in groups.into_iter().filter(|g| !g.is_empty()) {
-        let sockets = group.iter().map(|(_, q, _)| q.len()).sum();
+        let tx_rings: Vec<u32> = group
+            .iter()
+            .flat_map(|(i, q, _)| q.iter().map(|_| settings.tx_ring(i)))
+            .collect();
         let names: Vec<&str> = group.iter().map(|(i, _, _)| i.name.as_str()).collect();
-        let mut umem = new_umem(sockets, &names.join(", "))?;
+        let mut umem = new_umem(&tx_rings, &names.join(", "))?;
         let at = setup.umems.len();
         for (iface, queues, refused) in group {
             for &queue in queues {
@@ -689,8 +705,8 @@ fn bind_socket(
     settings: &AfXdpSettings,
 ) -> Result<XskSocket, afxdp::XskError> {
     let config = SocketConfig {
-        rx_size: settings.rx_ring,
-        tx_size: settings.tx_ring,
+        rx_size: iface.rings.0.unwrap_or(settings.rx_ring),
+        tx_size: iface.rings.1.unwrap_or(settings.tx_ring),
         fill_target: settings.fill_target(),
         mode,
         need_wakeup: true,
@@ -1027,8 +1043,12 @@ mod tests {
         assert_eq!(s.busy_poll, None);
         assert_eq!(s.fill_target(), 1024);
         // One socket: at least 4096; four: fill target and TX ring each.
-        assert_eq!(s.umem_frames(1, "f").unwrap(), 4096);
-        assert_eq!(s.umem_frames(4, "f").unwrap(), 4 * (1024 + 2048));
+        assert_eq!(s.umem_frames(&[2048], "f").unwrap(), 4096);
+        assert_eq!(s.umem_frames(&[2048; 4], "f").unwrap(), 4 * (1024 + 2048));
+        assert_eq!(
+            s.umem_frames(&[4096, 4096, 512], "f").unwrap(),
+            3 * 1024 + 4096 + 4096 + 512
+        );
         let s = AfXdpSettings::new(&DataplaneConfig {
             umem_frames: Some(2048),
             busy_poll: true,
@@ -1043,11 +1063,15 @@ mod tests {
                 budget: u16::MAX
             })
         );
-        assert_eq!(s.umem_frames(1, "f").unwrap(), 2048);
-        let err = s.umem_frames(2, "umem_frames").unwrap_err().to_string();
+        assert_eq!(s.umem_frames(&[2048], "f").unwrap(), 2048);
+        let err = s
+            .umem_frames(&[2048; 2], "umem_frames")
+            .unwrap_err()
+            .to_string();
         assert!(
-            err.starts_with("umem_frames: 2048 frames cannot stock the fill rings of 2 queue(s)")
-                && err.contains("at least 2176"),
+            err.starts_with(
+                "umem_frames: 2048 frames cannot stock the fill rings of the 2 socket(s)"
+            ) && err.contains("at least 2176"),
             "{err}"
         );
         // busy_poll_usecs without a spinning worker is refused by the

@@ -174,6 +174,11 @@ fn veth_refuses_zero_copy_auto_falls_back_and_the_nic_knobs_show_in_status() {
     edit_config(&bed, "cpus = [4095]", "cpus = [0]");
     edit_config(
         &bed,
+        "name = \"lan0\"\nrole = \"inside\"\n",
+        "name = \"lan0\"\nrole = \"inside\"\nrx_ring_size = 512\ntx_ring_size = 256\n",
+    );
+    edit_config(
+        &bed,
         "busy_poll = false",
         "busy_poll = true\nbusy_poll_usecs = 20\nbusy_poll_budget = 32\n\
          rx_ring_size = 1024\ncompletion_ring_size = 512\numem_frames = 3000",
@@ -208,7 +213,11 @@ fn veth_refuses_zero_copy_auto_falls_back_and_the_nic_knobs_show_in_status() {
         .lines()
         .find(|l| l.trim_start().starts_with("lan0:0 "))
         .unwrap_or_else(|| panic!("{status}"));
-    assert!(lan.contains("lan0:0 copy (zero-copy refused: "), "{lan}");
+    assert!(
+        lan.contains("lan0:0 copy (zero-copy refused: ")
+            && lan.contains("rings rx 512 tx 256 fill 2048 comp 512, UMEM 0: 3000 x 2048 B"),
+        "{lan}"
+    );
 }
 
 #[test]

@@ -309,6 +309,12 @@ pub struct InterfaceConfig {
     /// (`auto`), zero-copy or refuse to start (`zerocopy`), or copy mode.
     #[serde(default, skip_serializing_if = "is_default")]
     pub xdp_bind: XdpBind,
+    /// Its sockets' RX ring entries; absent: `[dataplane] rx_ring_size`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rx_ring_size: Option<u32>,
+    /// Its sockets' TX ring entries; absent: `[dataplane] tx_ring_size`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tx_ring_size: Option<u32>,
 }
 
 /// `[[interface]] xdp_bind`.
@@ -539,15 +545,29 @@ impl StaticConfig {
     /// The AF_XDP knobs: ring and UMEM sizes, busy polling.
     fn validate_afxdp(&self) -> Result<(), ValidationError> {
         let dp = &self.dataplane;
+        let per_interface = self.interfaces.iter().enumerate().flat_map(|(i, iface)| {
+            [
+                (format!("interface[{i}].rx_ring_size"), iface.rx_ring_size),
+                (format!("interface[{i}].tx_ring_size"), iface.tx_ring_size),
+            ]
+            .into_iter()
+            .filter_map(|(key, v)| Some((key, v?)))
+        });
         for (key, v) in [
-            ("rx_ring_size", dp.rx_ring_size),
-            ("tx_ring_size", dp.tx_ring_size),
-            ("fill_ring_size", dp.fill_ring_size),
-            ("completion_ring_size", dp.completion_ring_size),
-        ] {
+            ("dataplane.rx_ring_size".to_owned(), dp.rx_ring_size),
+            ("dataplane.tx_ring_size".to_owned(), dp.tx_ring_size),
+            ("dataplane.fill_ring_size".to_owned(), dp.fill_ring_size),
+            (
+                "dataplane.completion_ring_size".to_owned(),
+                dp.completion_ring_size,
+            ),
+        ]
+        .into_iter()
+        .chain(per_interface)
+        {
             if !v.is_power_of_two() || !RING_SIZES.contains(&v) {
                 return Err(ValidationError::new(
-                    format!("dataplane.{key}"),
+                    key,
                     format!(
                         "{v} is not a power of two in {}..={} (the kernel's rings are \
                          powers of two)",

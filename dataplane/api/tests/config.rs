@@ -159,7 +159,8 @@ fn nic_knobs_parse_and_round_trip() {
                 rx_ring_size = 4096\ntx_ring_size = 1024\nfill_ring_size = 8192\n\
                 completion_ring_size = 512\nframe_size = 4096\numem_frames = 16384\n\n\
                 [[interface]]\nname = \"eth0\"\nrole = \"outside\"\nxdp_bind = \"zerocopy\"\n\n\
-                [[interface]]\nname = \"lan0\"\nrole = \"inside\"\nxdp_bind = \"copy\"\n";
+                [[interface]]\nname = \"lan0\"\nrole = \"inside\"\nxdp_bind = \"copy\"\n\
+                rx_ring_size = 256\n";
     let cfg = StaticConfig::parse(text, FILE).unwrap();
     let dp = &cfg.dataplane;
     assert_eq!((dp.busy_poll_usecs, dp.busy_poll_budget), (50, 256));
@@ -175,6 +176,14 @@ fn nic_knobs_parse_and_round_trip() {
     assert_eq!((dp.frame_size, dp.umem_frames), (4096, Some(16384)));
     assert_eq!(cfg.interfaces[0].xdp_bind, XdpBind::Zerocopy);
     assert_eq!(cfg.interfaces[1].xdp_bind, XdpBind::Copy);
+    assert_eq!(
+        (
+            cfg.interfaces[1].rx_ring_size,
+            cfg.interfaces[1].tx_ring_size
+        ),
+        (Some(256), None)
+    );
+    assert_eq!(cfg.interfaces[0].rx_ring_size, None);
     let again = toml::to_string(&cfg).unwrap();
     assert_eq!(StaticConfig::parse(&again, FILE).unwrap(), cfg);
 }
@@ -398,6 +407,14 @@ const CASES: &[Case] = &[
         field: "dataplane.fill_ring_size",
         reason: "65536 is not a power of two in 64..=32768",
         at_change: true,
+    },
+    Case {
+        name: "an interface's ring not a power of two",
+        from: "role = \"outside\"",
+        to: "role = \"outside\"\ntx_ring_size = 3000",
+        field: "interface[1].tx_ring_size",
+        reason: "3000 is not a power of two in 64..=32768",
+        at_change: false,
     },
     Case {
         name: "odd frame size",
