@@ -823,6 +823,19 @@ impl WorkerPool {
             .context("starting a worker thread")?;
         match setup_done.recv() {
             Ok(Ok((names, sockets, numa_node))) => {
+                let binds: Vec<String> = sockets
+                    .iter()
+                    .map(|s| match &s.zero_copy_refused {
+                        Some(why) => format!("{} {} (zero-copy refused: {why})", s.queue, s.bind),
+                        None => format!("{} {}", s.queue, s.bind),
+                    })
+                    .collect();
+                tracing::info!(
+                    "worker {index}: {}, NUMA node {}; {}",
+                    cpu.map_or_else(|| "not pinned".to_owned(), |c| format!("CPU {c}")),
+                    numa_node.map_or_else(|| "unknown".to_owned(), |n| n.to_string()),
+                    binds.join(", ")
+                );
                 self.shared.stats[w].started(names);
                 self.shared.stats[w].set_sockets(numa_node, sockets);
                 self.workers[w].thread = Some(thread);

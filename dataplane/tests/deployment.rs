@@ -187,6 +187,16 @@ fn veth_refuses_zero_copy_auto_falls_back_and_the_nic_knobs_show_in_status() {
     bed.wait_for_socket(Side::A).unwrap();
     let ping = bed.ping(Side::A, Side::B, false, 2).unwrap();
     assert!(ping.all_answered_once(), "{}", ping.output);
+    let log = bed.log(Side::A);
+    let started = log
+        .lines()
+        .find(|l| l.contains("worker 0: CPU 0, NUMA node "))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(
+        started.contains("; lan0:0 copy (zero-copy refused: ")
+            && started.ends_with(", wan0:0 copy"),
+        "{started}"
+    );
     let status = bed.cli(Side::A, &["status"]).unwrap();
     let node = xdpsec_dataplane::afxdp::cpu_numa_node(0);
     let worker = status
