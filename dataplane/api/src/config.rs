@@ -77,6 +77,35 @@ pub struct DataplaneConfig {
     /// Spin instead of sleeping in poll() when idle.
     #[serde(default)]
     pub busy_poll: bool,
+    /// With `busy_poll`: the kernel's busy polling on every AF_XDP socket
+    /// (`SO_PREFER_BUSY_POLL`, `SO_BUSY_POLL` of this many microseconds),
+    /// the worker's spin driving the driver's NAPI through `recvfrom` and
+    /// `sendto` instead of interrupts. 0: off (the spin only reads rings).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub busy_poll_usecs: u32,
+    /// Packets the driver handles per busy-poll call (`SO_BUSY_POLL_BUDGET`).
+    #[serde(default = "default_busy_poll_budget")]
+    pub busy_poll_budget: u32,
+    /// Entries of each AF_XDP socket's RX ring (a power of two).
+    #[serde(default = "default_ring_size")]
+    pub rx_ring_size: u32,
+    /// Entries of each AF_XDP socket's TX ring (a power of two).
+    #[serde(default = "default_ring_size")]
+    pub tx_ring_size: u32,
+    /// Entries of each fill ring (a power of two); half of it is kept stocked.
+    #[serde(default = "default_ring_size")]
+    pub fill_ring_size: u32,
+    /// Entries of each completion ring (a power of two).
+    #[serde(default = "default_ring_size")]
+    pub completion_ring_size: u32,
+    /// Bytes per UMEM frame: 2048 or 4096.
+    #[serde(default = "default_frame_size")]
+    pub frame_size: u32,
+    /// Frames of each UMEM (a worker has one per zero-copy interface and
+    /// one for its copy-mode interfaces); absent: enough
+    /// for the rings of the queues it serves, at least 4096.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub umem_frames: Option<u32>,
     /// Native or generic XDP.
     #[serde(default)]
     pub xdp_mode: XdpMode,
@@ -175,6 +204,27 @@ fn default_max_protected_prefixes() -> u32 {
     DEFAULT_MAX_PROTECTED_PREFIXES
 }
 
+/// Default of every AF_XDP ring size.
+pub const DEFAULT_RING_SIZE: u32 = 2048;
+
+/// Bounds of the AF_XDP ring sizes.
+pub const RING_SIZES: std::ops::RangeInclusive<u32> = 64..=32_768;
+
+/// Bounds of `umem_frames`: 4 GiB of 4096-byte frames at most per UMEM.
+pub const UMEM_FRAMES: std::ops::RangeInclusive<u32> = 512..=1 << 20;
+
+fn default_ring_size() -> u32 {
+    DEFAULT_RING_SIZE
+}
+
+fn default_frame_size() -> u32 {
+    2048
+}
+
+fn default_busy_poll_budget() -> u32 {
+    64
+}
+
 fn default_api_socket() -> PathBuf {
     PathBuf::from(DEFAULT_API_SOCKET)
 }
@@ -190,6 +240,14 @@ impl Default for DataplaneConfig {
             workers: None,
             cpus: Vec::new(),
             busy_poll: false,
+            busy_poll_usecs: 0,
+            busy_poll_budget: default_busy_poll_budget(),
+            rx_ring_size: DEFAULT_RING_SIZE,
+            tx_ring_size: DEFAULT_RING_SIZE,
+            fill_ring_size: DEFAULT_RING_SIZE,
+            completion_ring_size: DEFAULT_RING_SIZE,
+            frame_size: default_frame_size(),
+            umem_frames: None,
             xdp_mode: XdpMode::Native,
             mss_clamp: true,
             outer_fragmentation: true,
@@ -264,6 +322,40 @@ pub struct InterfaceConfig {
     /// Tunnel interfaces only: which decrypted packets go back into it.
     #[serde(default, skip_serializing_if = "is_default")]
     pub deliver: Deliver,
+    /// How its AF_XDP sockets bind: zero-copy if the driver offers it
+    /// (`auto`), zero-copy or refuse to start (`zerocopy`), or copy mode.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub xdp_bind: XdpBind,
+    /// Its sockets' RX ring entries; absent: `[dataplane] rx_ring_size`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rx_ring_size: Option<u32>,
+    /// Its sockets' TX ring entries; absent: `[dataplane] tx_ring_size`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tx_ring_size: Option<u32>,
+}
+
+/// `[[interface]] xdp_bind`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpBind {
+    /// Zero-copy when the driver takes it, else copy mode (`xdpsec status`
+    /// says which, and why zero-copy was refused).
+    #[default]
+    Auto,
+    /// Zero-copy, or the data plane does not start.
+    Zerocopy,
+    /// Copy mode (the kernel copies each frame between its buffers and the UMEM).
+    Copy,
+}
+
+impl fmt::Display for XdpBind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            XdpBind::Auto => "auto",
+            XdpBind::Zerocopy => "zerocopy",
+            XdpBind::Copy => "copy",
+        })
+    }
 }
 
 fn is_default<T: Default + PartialEq>(v: &T) -> bool {
@@ -475,6 +567,7 @@ impl StaticConfig {
                 ));
             }
         }
+        self.validate_afxdp()?;
         let mut seen = BTreeMap::new();
         for (i, cpu) in dp.cpus.iter().enumerate() {
             if let Some(j) = seen.insert(cpu, i) {
@@ -494,6 +587,98 @@ impl StaticConfig {
                     ),
                 ));
             }
+        }
+        Ok(())
+    }
+
+    /// The AF_XDP knobs: ring and UMEM sizes, busy polling.
+    fn validate_afxdp(&self) -> Result<(), ValidationError> {
+        let dp = &self.dataplane;
+        let per_interface = self.interfaces.iter().enumerate().flat_map(|(i, iface)| {
+            [
+                (format!("interface[{i}].rx_ring_size"), iface.rx_ring_size),
+                (format!("interface[{i}].tx_ring_size"), iface.tx_ring_size),
+            ]
+            .into_iter()
+            .filter_map(|(key, v)| Some((key, v?)))
+        });
+        for (key, v) in [
+            ("dataplane.rx_ring_size".to_owned(), dp.rx_ring_size),
+            ("dataplane.tx_ring_size".to_owned(), dp.tx_ring_size),
+            ("dataplane.fill_ring_size".to_owned(), dp.fill_ring_size),
+            (
+                "dataplane.completion_ring_size".to_owned(),
+                dp.completion_ring_size,
+            ),
+        ]
+        .into_iter()
+        .chain(per_interface)
+        {
+            if !v.is_power_of_two() || !RING_SIZES.contains(&v) {
+                return Err(ValidationError::new(
+                    key,
+                    format!(
+                        "{v} is not a power of two in {}..={} (the kernel's rings are \
+                         powers of two)",
+                        RING_SIZES.start(),
+                        RING_SIZES.end()
+                    ),
+                ));
+            }
+        }
+        if dp.frame_size != 2048 && dp.frame_size != 4096 {
+            return Err(ValidationError::new(
+                "dataplane.frame_size",
+                format!(
+                    "{} bytes; a UMEM frame is 2048 or 4096 bytes",
+                    dp.frame_size
+                ),
+            ));
+        }
+        if let Some(frames) = dp.umem_frames {
+            if !UMEM_FRAMES.contains(&frames) {
+                return Err(ValidationError::new(
+                    "dataplane.umem_frames",
+                    format!(
+                        "{frames} is outside {}..={}",
+                        UMEM_FRAMES.start(),
+                        UMEM_FRAMES.end()
+                    ),
+                ));
+            }
+            // Half the fill ring is kept stocked; the rest of the frames
+            // carry TX and packets in flight.
+            let least = dp.fill_ring_size / 2 + 2 * 64;
+            if frames < least {
+                return Err(ValidationError::new(
+                    "dataplane.umem_frames",
+                    format!(
+                        "{frames} frames cannot stock half the fill ring ({}) and still \
+                         hold two batches in flight; give at least {least}, or leave it \
+                         out",
+                        dp.fill_ring_size / 2
+                    ),
+                ));
+            }
+        }
+        if dp.busy_poll_usecs > 1_000_000 {
+            return Err(ValidationError::new(
+                "dataplane.busy_poll_usecs",
+                format!("{} is outside 0..=1000000", dp.busy_poll_usecs),
+            ));
+        }
+        if !(1..=u32::from(u16::MAX)).contains(&dp.busy_poll_budget) {
+            return Err(ValidationError::new(
+                "dataplane.busy_poll_budget",
+                format!("{} is outside 1..=65535", dp.busy_poll_budget),
+            ));
+        }
+        if dp.busy_poll_usecs > 0 && !dp.busy_poll {
+            return Err(ValidationError::new(
+                "dataplane.busy_poll_usecs",
+                "the kernel's busy polling needs a worker that spins: set busy_poll = true \
+                 as well, or leave busy_poll_usecs out",
+            ));
         }
         Ok(())
     }
@@ -535,6 +720,20 @@ impl StaticConfig {
                 return Err(ValidationError::new(
                     format!("interface[{i}].queues"),
                     "must be at least 1",
+                ));
+            }
+            if iface.xdp_bind == XdpBind::Zerocopy && self.dataplane.xdp_mode == XdpMode::Generic {
+                return Err(ValidationError::new(
+                    format!("interface[{i}].xdp_bind"),
+                    "zero-copy needs XDP in the driver: set [dataplane] xdp_mode = \"native\", \
+                     or xdp_bind = \"auto\"",
+                ));
+            }
+            if iface.role == Role::Tunnel && iface.xdp_bind == XdpBind::Zerocopy {
+                return Err(ValidationError::new(
+                    format!("interface[{i}].xdp_bind"),
+                    "the tunnel interface is a veth pair, which has no zero-copy: leave \
+                     xdp_bind out or set it to \"copy\"",
                 ));
             }
             if iface.role != Role::Tunnel && iface.deliver != Deliver::Host {
