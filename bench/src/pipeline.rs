@@ -142,6 +142,38 @@ fn selector(local: &str, remote: &str) -> TrafficSelector {
     }
 }
 
+/// SA `i` of a bed's gateway A (outbound) or B (inbound).
+fn sa_spec(cipher: Cipher, i: usize, direction: Direction) -> Result<SaSpec> {
+    let (local, remote, sel) = match direction {
+        Direction::Out => (
+            [198, 18, 0, 1],
+            [198, 18, 0, 2],
+            selector("10.1.0.0/24", "10.0.0.0/8"),
+        ),
+        Direction::In => (
+            [198, 18, 0, 2],
+            [198, 18, 0, 1],
+            selector("10.0.0.0/8", "10.1.0.0/24"),
+        ),
+    };
+    Ok(SaSpec {
+        spi: FIRST_SPI + i as u32,
+        direction,
+        key: GcmKey::new(&vec![0x5au8; cipher.key_len()], [1, 2, 3, 4])?,
+        esn: false,
+        replay_window: REPLAY_WINDOW,
+        tunnel_local: Ipv4Addr::from(local).into(),
+        tunnel_remote: Ipv4Addr::from(remote).into(),
+        encap: None,
+        selectors: vec![sel],
+        lifetime: Default::default(),
+        initial_seq: None,
+    })
+}
+
+/// The inbound SAs' anti-replay window: the data plane's default.
+const REPLAY_WINDOW: u32 = xdpsec_dataplane::replay::DEFAULT_WINDOW;
+
 impl Bed {
     pub fn new(shape: Shape) -> Result<Bed> {
         let sas = shape.sas.max(shape.flows);
@@ -149,34 +181,7 @@ impl Bed {
         if policies > 256 * 100 {
             bail!("at most 25600 policies");
         }
-        let key = vec![0x5au8; shape.cipher.key_len()];
-        let spec = |i: usize, direction: Direction| -> Result<SaSpec> {
-            let (local, remote, sel) = match direction {
-                Direction::Out => (
-                    [198, 18, 0, 1],
-                    [198, 18, 0, 2],
-                    selector("10.1.0.0/24", "10.0.0.0/8"),
-                ),
-                Direction::In => (
-                    [198, 18, 0, 2],
-                    [198, 18, 0, 1],
-                    selector("10.0.0.0/8", "10.1.0.0/24"),
-                ),
-            };
-            Ok(SaSpec {
-                spi: FIRST_SPI + i as u32,
-                direction,
-                key: GcmKey::new(&key, [1, 2, 3, 4])?,
-                esn: false,
-                replay_window: 1024,
-                tunnel_local: Ipv4Addr::from(local).into(),
-                tunnel_remote: Ipv4Addr::from(remote).into(),
-                encap: None,
-                selectors: vec![sel],
-                lifetime: Default::default(),
-                initial_seq: None,
-            })
-        };
+        let spec = |i: usize, direction: Direction| sa_spec(shape.cipher, i, direction);
         // Flow f goes to the last `flows` policies, each protecting with
         // one of the last `flows` SAs; the others share the SAs round robin.
         let flow_spi = |f: usize| FIRST_SPI + (sas - shape.flows + f) as u32;
@@ -574,22 +579,59 @@ pub struct Report {
     pub capacity: Vec<CapacityResult>,
 }
 
-/// What installing many SAs took: time, and heap per SA.
+/// What installing many SAs of one direction took: time, and memory per SA.
 #[derive(Debug, Serialize)]
 pub struct CapacityResult {
-    /// SAs each way (inbound and outbound tables alike).
     pub sas: usize,
-    /// Seconds to build and install both tables (`Tables::add_bulk`).
+    /// `out` or `in`.
+    pub dir: &'static str,
+    /// Seconds to build and install them in one step (`Tables::add_bulk`).
     pub install_s: f64,
-    /// Heap bytes the bed holds once built, over its SAs (both ways):
-    /// SA state, counters, table entries, as the binary's allocator counts
-    /// them (zero when it does not count; `xdpsec-bench` counts).
+    /// Heap bytes the tables hold per SA: SA state (an inbound SA's replay
+    /// ring included), counters, table entries, as the binary's allocator
+    /// counts them (zero when it does not count; `xdpsec-bench` counts).
     pub rust_heap_per_sa: f64,
     /// What the crypto library allocates for a key outside Rust's
     /// allocator (aws-lc's context), from the resident size.
     pub key_context_per_sa: f64,
     /// The two together: the data plane's memory per SA.
     pub bytes_per_sa: f64,
+}
+
+/// Installs `sas` SAs of `direction` in fresh tables in one step: how long
+/// it took and what they hold.
+fn install_many(
+    cipher: Cipher,
+    sas: usize,
+    direction: Direction,
+    key_context: f64,
+) -> Result<CapacityResult> {
+    let specs = (0..sas)
+        .map(|i| sa_spec(cipher, i, direction))
+        .collect::<Result<Vec<_>>>()?;
+    let heap = stats_alloc::Region::new(&stats_alloc::INSTRUMENTED_SYSTEM);
+    let started = Instant::now();
+    let tables = Tables::new(cipher.backend());
+    tables.add_bulk(&specs, &[])?;
+    let install_s = started.elapsed().as_secs_f64();
+    let change = heap.change();
+    let rust_heap_per_sa =
+        (change.bytes_allocated as f64 - change.bytes_deallocated as f64) / sas as f64;
+    drop(tables);
+    let row = CapacityResult {
+        sas,
+        dir: direction.as_str(),
+        install_s,
+        rust_heap_per_sa,
+        key_context_per_sa: key_context,
+        bytes_per_sa: rust_heap_per_sa + key_context,
+    };
+    eprintln!(
+        "  capacity dir={} sas={sas}: installed in {install_s:.2} s, {:.0} bytes per SA \
+         ({rust_heap_per_sa:.0} Rust heap, {key_context:.0} the crypto library's key context)",
+        row.dir, row.bytes_per_sa
+    );
+    Ok(row)
 }
 
 /// Keys made to measure [`aead_context_bytes`]: enough pages that the
@@ -959,28 +1001,17 @@ pub fn run(limits: Limits, only: &[String]) -> Result<Report> {
     let mut beds = Vec::new();
     let mut capacity = Vec::new();
     for (shape, _) in &wanted {
-        let started = Instant::now();
-        let heap = stats_alloc::Region::new(&stats_alloc::INSTRUMENTED_SYSTEM);
         beds.push(Bed::new(*shape)?);
         if shape.sas > 1 {
-            let held =
-                heap.change().bytes_allocated as f64 - heap.change().bytes_deallocated as f64;
-            let install_s = started.elapsed().as_secs_f64();
-            let rust_heap_per_sa = held / (2 * shape.sas) as f64;
             let key_context = key_contexts[&shape.cipher.name()];
-            let row = CapacityResult {
-                sas: shape.sas,
-                install_s,
-                rust_heap_per_sa,
-                key_context_per_sa: key_context,
-                bytes_per_sa: rust_heap_per_sa + key_context,
-            };
-            eprintln!(
-                "  {} SAs each way installed in {:.2} s, {:.0} bytes per SA ({:.0} Rust heap, \
-                 {:.0} the crypto library's key context)",
-                row.sas, row.install_s, row.bytes_per_sa, row.rust_heap_per_sa, key_context
-            );
-            capacity.push(row);
+            for direction in [Direction::Out, Direction::In] {
+                capacity.push(install_many(
+                    shape.cipher,
+                    shape.sas,
+                    direction,
+                    key_context,
+                )?);
+            }
         }
     }
     let plan: Vec<(&Bed, Dir, SizeSpec)> = beds

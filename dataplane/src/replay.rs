@@ -89,30 +89,75 @@ pub struct WindowSizeError(pub u32);
 // stored exactly: blocks are compared as plain integers over the whole 64-bit
 // sequence space, with no wrap-around and no horizon beyond which two blocks
 // could be confused.
-const BLOCK_SHIFT: u32 = 3;
-const BLOCK_BITS: u64 = 1 << BLOCK_SHIFT;
-const BIT_INDEX_MASK: u64 = BLOCK_BITS - 1;
-const GEN_SHIFT: u32 = 1 << BLOCK_SHIFT;
-/// The fewest slots with which a generation, `64 - BLOCK_SHIFT - log2(slots)`
-/// bits, fits in the `64 - GEN_SHIFT` bits above the bitmap.
-const MIN_SLOTS: usize = 1 << (GEN_SHIFT - BLOCK_SHIFT);
+//
+// Without ESN a sequence number has 32 bits, so the generation of a block
+// of 32 numbers needs at most 32 - 5 bits: such a window keeps 32 numbers
+// per slot, the bitmap in the low 32 bits and the generation above it, and
+// takes a quarter of the memory (512 bytes instead of 2 KiB for the default
+// window; it matters with 100,000 inbound SAs).
+const ESN_BLOCK_SHIFT: u32 = 3;
+const NON_ESN_BLOCK_SHIFT: u32 = 5;
 
-/// Keeps the often-written `top` on a cache line of its own, away from the
-/// read-only configuration every call reads.
-#[repr(align(64))]
-struct CacheAligned<T>(T);
+/// How a window lays out its slots: `1 << block_shift` numbers per slot,
+/// their bitmap in the low `1 << block_shift` bits of the word.
+#[derive(Debug, Clone, Copy)]
+struct Layout {
+    block_shift: u32,
+}
+
+impl Layout {
+    fn of(esn: bool) -> Layout {
+        Layout {
+            block_shift: if esn {
+                ESN_BLOCK_SHIFT
+            } else {
+                NON_ESN_BLOCK_SHIFT
+            },
+        }
+    }
+
+    /// Sequence numbers per slot.
+    #[inline]
+    fn block_bits(self) -> u64 {
+        1 << self.block_shift
+    }
+
+    #[inline]
+    fn bit_index_mask(self) -> u64 {
+        self.block_bits() - 1
+    }
+
+    /// Where the generation starts in a slot word: above the bitmap.
+    #[inline]
+    fn gen_shift_in_word(self) -> u32 {
+        1 << self.block_shift
+    }
+
+    /// The fewest slots with which the largest generation,
+    /// `seq_bits - block_shift - log2(slots)` bits, fits above the bitmap.
+    fn min_slots(self, esn: bool) -> usize {
+        let seq_bits = if esn { 64 } else { 32 };
+        let room = 64 - self.gen_shift_in_word();
+        1 << (seq_bits - self.block_shift).saturating_sub(room)
+    }
+}
 
 /// One SA's inbound anti-replay state. `Send + Sync`: share it by reference
 /// (it lives in the SA) between every worker that receives for that SA.
 pub struct ReplayWindow {
     /// The highest sequence number accepted so far (0 before any). Only ever
-    /// grows (compare-and-swap to a larger value).
-    top: CacheAligned<AtomicU64>,
+    /// grows (compare-and-swap to a larger value). It shares its cache line
+    /// with the read-only fields below: every `check` and `accept` reads
+    /// `top` too, so when another worker's accept moves it the line must
+    /// come back in any case, and a line of its own would only add 64
+    /// bytes of padding to each of 100,000 inbound SAs.
+    top: AtomicU64,
     /// Ring of `slot_mask + 1` (a power of two) slots, see the layout above.
     slots: Box<[AtomicU64]>,
     slot_mask: u64,
-    /// `BLOCK_SHIFT + log2(slots)`: `seq >> gen_shift` is its generation.
+    /// `block_shift + log2(slots)`: `seq >> gen_shift` is its generation.
     gen_shift: u32,
+    layout: Layout,
     size: u32,
     esn: bool,
 }
@@ -141,17 +186,21 @@ impl ReplayWindow {
         // the smallest top is `8 b`, so `8 slots - 7 >= size` is needed. That
         // leaves at least one spare block beyond the window, as in RFC 6479.
         // Rounded up to a power of two (a mask, not a division) and to at
-        // least MIN_SLOTS (exact generations): 2 KiB for the default window,
-        // 16 KiB for the largest, 256 bytes for the smallest.
-        let slots = (size as usize + 7)
-            .div_ceil(BLOCK_BITS as usize)
+        // least `min_slots` (exact generations). With ESN: 2 KiB for the
+        // default window, 16 KiB for the largest, 256 bytes for the
+        // smallest; without, a quarter of that or less.
+        let layout = Layout::of(esn);
+        let bits = layout.block_bits() as usize;
+        let slots = (size as usize + bits - 1)
+            .div_ceil(bits)
             .next_power_of_two()
-            .max(MIN_SLOTS);
+            .max(layout.min_slots(esn));
         Ok(Self {
-            top: CacheAligned(AtomicU64::new(0)),
+            top: AtomicU64::new(0),
             slots: (0..slots).map(|_| AtomicU64::new(0)).collect(),
             slot_mask: slots as u64 - 1,
-            gen_shift: BLOCK_SHIFT + slots.trailing_zeros(),
+            gen_shift: layout.block_shift + slots.trailing_zeros(),
+            layout,
             size,
             esn,
         })
@@ -161,7 +210,7 @@ impl ReplayWindow {
     /// on the wire (inferred per RFC 4303 Appendix A with ESN, taken as is
     /// without), or why it must be dropped unread. Does not change the window.
     pub fn check(&self, seq_low: u32) -> Result<u64, ReplayError> {
-        let top = self.top.0.load(Ordering::Acquire);
+        let top = self.top.load(Ordering::Acquire);
         let seq = if self.esn {
             infer_esn(top, self.size, seq_low)?
         } else {
@@ -190,7 +239,14 @@ impl ReplayWindow {
         if seq == 0 {
             return Err(ReplayError::ZeroSequence);
         }
-        let top = self.top.0.load(Ordering::Acquire);
+        // A 32-bit counter never goes there ([`check`] cannot return such a
+        // number); its generation would not fit the slot layout.
+        //
+        // [`check`]: ReplayWindow::check
+        if !self.esn && seq > u64::from(u32::MAX) {
+            return Err(ReplayError::TooOld);
+        }
+        let top = self.top.load(Ordering::Acquire);
         // Every accept raises `top` before it returns, so this test keeps out
         // any number left of a window that a *completed* accept established.
         // A `top` that goes stale while we work below is harmless: whatever
@@ -232,12 +288,10 @@ impl ReplayWindow {
         // arrived in the other order. With one worker the first try succeeds.
         let mut current = top;
         while seq > current {
-            match self.top.0.compare_exchange_weak(
-                current,
-                seq,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
+            match self
+                .top
+                .compare_exchange_weak(current, seq, Ordering::AcqRel, Ordering::Acquire)
+            {
                 Ok(_) => break,
                 Err(now) => current = now,
             }
@@ -269,7 +323,7 @@ impl ReplayWindow {
 
     /// The highest sequence number accepted so far (0 before any).
     pub fn highest(&self) -> u64 {
-        self.top.0.load(Ordering::Acquire)
+        self.top.load(Ordering::Acquire)
     }
 
     /// `seq` is left of the window `top - size + 1 ..= top`.
@@ -282,15 +336,15 @@ impl ReplayWindow {
     #[inline]
     fn slot(&self, seq: u64) -> &AtomicU64 {
         // Masked below `slots.len()`, so the index cannot panic.
-        &self.slots[((seq >> BLOCK_SHIFT) & self.slot_mask) as usize]
+        &self.slots[((seq >> self.layout.block_shift) & self.slot_mask) as usize]
     }
 
     /// What the slot word `word` (the one `seq` maps to) says about `seq`.
     #[inline]
     fn classify(&self, word: u64, seq: u64) -> Slot {
         let generation = seq >> self.gen_shift;
-        let bit = 1u64 << (seq & BIT_INDEX_MASK);
-        let held = word >> GEN_SHIFT;
+        let bit = 1u64 << (seq & self.layout.bit_index_mask());
+        let held = word >> self.layout.gen_shift_in_word();
         if held == generation {
             if word & bit != 0 {
                 Slot::Seen
@@ -303,7 +357,7 @@ impl ReplayWindow {
             // An older block, left of the window by construction: its bits
             // no longer matter, start this block afresh.
             Slot::Fresh {
-                new: (generation << GEN_SHIFT) | bit,
+                new: (generation << self.layout.gen_shift_in_word()) | bit,
             }
         }
     }
@@ -356,35 +410,34 @@ mod tests {
 
     #[test]
     fn slot_count_keeps_a_spare_block_and_exact_generations() {
-        for size in MIN_WINDOW..=MAX_WINDOW {
-            let w = ReplayWindow::new(size, false).unwrap();
-            let slots = w.slots.len() as u64;
-            assert!(slots.is_power_of_two());
-            assert!(
-                BLOCK_BITS * slots - (BLOCK_BITS - 1) >= u64::from(size),
-                "size {size}"
-            );
-            // The largest generation fits above the bitmap.
-            assert_eq!(
-                (u64::MAX >> w.gen_shift) << GEN_SHIFT >> GEN_SHIFT,
-                u64::MAX >> w.gen_shift
-            );
+        for esn in [true, false] {
+            let largest_seq = if esn { u64::MAX } else { u64::from(u32::MAX) };
+            for size in MIN_WINDOW..=MAX_WINDOW {
+                let w = ReplayWindow::new(size, esn).unwrap();
+                let (slots, bits) = (w.slots.len() as u64, w.layout.block_bits());
+                assert!(slots.is_power_of_two());
+                assert!(bits * slots - (bits - 1) >= u64::from(size), "size {size}");
+                // The largest generation fits above the bitmap.
+                let shift = w.layout.gen_shift_in_word();
+                let generation = largest_seq >> w.gen_shift;
+                assert_eq!(generation << shift >> shift, generation, "size {size}");
+            }
         }
-        assert_eq!(
-            ReplayWindow::new(DEFAULT_WINDOW, false)
-                .unwrap()
-                .slots
-                .len(),
-            256
-        );
-        assert_eq!(
-            ReplayWindow::new(MIN_WINDOW, false).unwrap().slots.len(),
-            32
-        );
-        assert_eq!(
-            ReplayWindow::new(MAX_WINDOW, false).unwrap().slots.len(),
-            2048
-        );
+        let slots = |size, esn| ReplayWindow::new(size, esn).unwrap().slots.len();
+        assert_eq!(slots(DEFAULT_WINDOW, true), 256);
+        assert_eq!(slots(MIN_WINDOW, true), 32);
+        assert_eq!(slots(MAX_WINDOW, true), 2048);
+        assert_eq!(slots(DEFAULT_WINDOW, false), 64);
+        assert_eq!(slots(MIN_WINDOW, false), 2);
+        assert_eq!(slots(MAX_WINDOW, false), 512);
+    }
+
+    #[test]
+    fn a_32_bit_window_refuses_what_a_32_bit_counter_never_sends() {
+        let w = ReplayWindow::new(DEFAULT_WINDOW, false).unwrap();
+        assert_eq!(w.accept(u64::from(u32::MAX)), Ok(()));
+        assert_eq!(w.accept(u64::from(u32::MAX) + 1), Err(ReplayError::TooOld));
+        assert_eq!(w.highest(), u64::from(u32::MAX));
     }
 
     /// The state between a concurrent accept's slot CAS and its raising of
@@ -393,28 +446,32 @@ mod tests {
     /// would still admit it.
     #[test]
     fn overtaken_slot_refuses_the_evicted_block() {
-        let w = ReplayWindow::new(64, false).unwrap();
-        assert_eq!(w.accept(100), Ok(()));
-        let ring = BLOCK_BITS * w.slots.len() as u64;
-        let ahead = 100 + ring;
-        let slot = w.slot(ahead);
-        assert!(std::ptr::eq(slot, w.slot(97)));
-        slot.store(
-            ((ahead >> w.gen_shift) << GEN_SHIFT) | 1 << (ahead & BIT_INDEX_MASK),
-            Ordering::Release,
-        );
-        assert_eq!(w.highest(), 100);
-        assert_eq!(w.check(97), Err(ReplayError::TooOld));
-        assert_eq!(w.accept(97), Err(ReplayError::TooOld));
-        assert_eq!(w.accept(100), Err(ReplayError::TooOld));
-        assert_eq!(w.accept(ahead), Err(ReplayError::Replayed));
-        // Other slots are unaffected.
-        assert_eq!(w.accept(99 - BLOCK_BITS), Ok(()));
+        for esn in [true, false] {
+            let w = ReplayWindow::new(64, esn).unwrap();
+            let bits = w.layout.block_bits();
+            assert_eq!(w.accept(100), Ok(()));
+            let ring = bits * w.slots.len() as u64;
+            let ahead = 100 + ring;
+            let slot = w.slot(ahead);
+            assert!(std::ptr::eq(slot, w.slot(97)));
+            slot.store(
+                ((ahead >> w.gen_shift) << w.layout.gen_shift_in_word())
+                    | 1 << (ahead & w.layout.bit_index_mask()),
+                Ordering::Release,
+            );
+            assert_eq!(w.highest(), 100);
+            assert_eq!(w.check(97), Err(ReplayError::TooOld));
+            assert_eq!(w.accept(97), Err(ReplayError::TooOld));
+            assert_eq!(w.accept(100), Err(ReplayError::TooOld));
+            assert_eq!(w.accept(ahead), Err(ReplayError::Replayed));
+            // Other slots are unaffected.
+            assert_eq!(w.accept(100 - bits - (100 % bits) - 1), Ok(()), "esn {esn}");
+        }
     }
 
     #[test]
-    fn top_has_its_own_cache_line() {
-        assert_eq!(std::mem::align_of::<CacheAligned<AtomicU64>>(), 64);
+    fn the_whole_window_state_fits_one_cache_line() {
+        assert!(std::mem::size_of::<ReplayWindow>() <= 64);
     }
 
     #[test]
