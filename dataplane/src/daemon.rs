@@ -33,7 +33,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use xdpsec_api::config::{DataplaneConfig, GuardOnStop, Role, XdpBind, XdpMode};
 use xdpsec_api::messages::SocketInfo;
-use xdpsec_api::{Direction, Policy, PolicyAction, StaticConfig};
+use xdpsec_api::{Direction, Policy, PolicyAction, PolicyKey, StaticConfig};
 use xdpsec_ebpf_common::Role as SteerRole;
 
 /// Command-line options of `xdpsec dataplane`.
@@ -108,9 +108,14 @@ pub fn run(options: &DaemonOptions) -> Result<()> {
     // Policies a previous run got over the API (the IKE daemon's): back as
     // they were, their SAs missing, so their traffic is dropped until the
     // IKE daemon installs new SAs, instead of leaving in cleartext.
-    let static_policies = config.policies.clone();
+    // A set: with 100,000 static policies a scan per policy on every API
+    // change took minutes.
+    let static_policies: std::collections::HashSet<Policy> =
+        config.policies.iter().cloned().collect();
+    let static_keys: std::collections::HashSet<PolicyKey> =
+        config.policies.iter().map(Policy::key).collect();
     for policy in state.load_policies()? {
-        if !static_policies.iter().any(|p| p.key() == policy.key()) {
+        if !static_keys.contains(&policy.key()) {
             tables.replace_policy(policy).ok();
         }
     }

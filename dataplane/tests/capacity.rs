@@ -104,6 +104,26 @@ fn fifty_thousand_static_tunnels_start_and_the_bed_tunnel_still_works() {
     );
     eprintln!("{}", bed.log(Side::A));
 
+    // A change over the SA API among them: one more protected prefix,
+    // installed (guard, XDP maps, state directory) and removed again.
+    let mut api = xdpsec_api::ApiClient::connect(bed.api_socket(Side::A)).unwrap();
+    let extra = xdpsec_api::Policy {
+        local: "10.1.0.0/24".parse().unwrap(),
+        remote: remote_prefix(TUNNELS).parse().unwrap(),
+        direction: xdpsec_api::Direction::Out,
+        action: xdpsec_api::PolicyAction::Drop,
+        spi: None,
+    };
+    let asked = Instant::now();
+    api.add_policy(extra.clone())
+        .unwrap_or_else(|e| panic!("{e}\n{}", bed.log(Side::A)));
+    let added = asked.elapsed();
+    api.delete_policy(extra.key()).unwrap();
+    eprintln!(
+        "capacity: one policy added over the SA API among them in {:.2} s",
+        added.as_secs_f64()
+    );
+
     // Among all of them, the bed's own tunnel carries traffic as before.
     let stats = bed.ping(Side::A, Side::B, false, 3).unwrap();
     assert!(stats.all_answered_once(), "{}", stats.output);
