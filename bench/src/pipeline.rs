@@ -175,6 +175,7 @@ impl Bed {
                 selectors: vec![sel],
                 lifetime: Default::default(),
                 initial_seq: None,
+                resource: None,
             })
         };
         // Flow f goes to the last `flows` policies, each protecting with
@@ -333,6 +334,7 @@ impl Stopwatch {
 
 fn local() -> Local {
     Local {
+        worker: 0,
         icmp_limit: RateLimit::new(10, Instant::now()),
         reassembly: Reassembly::new(ReassemblyLimits {
             slots: 64,
@@ -992,6 +994,7 @@ mod tests {
             selectors: vec![selector("10.1.0.0/24", "10.0.0.0/8")],
             lifetime: Default::default(),
             initial_seq: None,
+            resource: None,
         };
         assert!(tables
             .add_bulk(&[one(0x101), one(0x102), one(0x101)], &[])

@@ -111,6 +111,7 @@ pub fn run(index: usize, mut umem: Umem, mut ports: Vec<Port>, shared: WorkerSha
     let mut waiting = Waiting::default();
     let now = Instant::now();
     let mut local = Local {
+        worker: index,
         icmp_limit: RateLimit::new(shared.mtu.icmp_rate, now),
         reassembly: Reassembly::new(ReassemblyLimits {
             slots: shared.mtu.reassembly_slots,
