@@ -637,6 +637,8 @@ impl Driver {
             return;
         };
         self.installer = Installer::new(requests);
+        self.endpoint
+            .set_resources(super::install::data_plane_workers(self.installer.api()));
         self.events_api = events;
         self.lost = None;
         // What the old data plane held is gone: children of an earlier run
