@@ -16,6 +16,7 @@ use ike_common::*;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 use xdpsec_testbed::tunnel::{Encapsulation, IkeOptions, Side, TunnelBed, TunnelOptions};
 
@@ -73,6 +74,12 @@ fn delta(
 /// A to host B, a round of all flows at a time. Returns, per flow, the
 /// sequence numbers in the order they arrived.
 fn flows(bed: &TunnelBed) -> HashMap<u32, Vec<u32>> {
+    flows_during(bed, || {}).0
+}
+
+/// Like [`flows`], but goes on sending rounds until `during` has returned
+/// (at least `PER_FLOW` of them); also returns how many rounds went.
+fn flows_during(bed: &TunnelBed, during: impl FnOnce()) -> (HashMap<u32, Vec<u32>>, u32) {
     let to = SocketAddr::new(bed.host_addr(Side::B, false), PORT);
     let sink = bed
         .host(Side::B)
@@ -92,12 +99,14 @@ fn flows(bed: &TunnelBed) -> HashMap<u32, Vec<u32>> {
                 .unwrap()
         })
         .collect();
-    let total = (FLOWS * PER_FLOW) as usize;
-    std::thread::scope(|s| {
+    let done = AtomicBool::new(false);
+    let during_done = AtomicBool::new(false);
+    let rounds = AtomicU32::new(0);
+    let arrived = std::thread::scope(|s| {
         let receiver = s.spawn(|| {
             let mut arrived: HashMap<u32, Vec<u32>> = HashMap::new();
             let mut count = 0;
-            let deadline = Instant::now() + Duration::from_secs(10);
+            let deadline = Instant::now() + Duration::from_secs(60);
             let mut buf = [0u8; 64];
             let mut quiet_since = None;
             // Until all arrived and a moment more (a duplicate would come
@@ -111,7 +120,9 @@ fn flows(bed: &TunnelBed) -> HashMap<u32, Vec<u32>> {
                         count += 1;
                         quiet_since = None;
                     }
-                    _ if count >= total => {
+                    _ if done.load(Ordering::Acquire)
+                        && count >= (rounds.load(Ordering::Acquire) * FLOWS) as usize =>
+                    {
                         let since = *quiet_since.get_or_insert_with(Instant::now);
                         if since.elapsed() > Duration::from_millis(300) {
                             break;
@@ -122,31 +133,55 @@ fn flows(bed: &TunnelBed) -> HashMap<u32, Vec<u32>> {
             }
             arrived
         });
-        for seq in 0..PER_FLOW {
-            for (flow, socket) in senders.iter().enumerate() {
-                let mut payload = [0u8; 8];
-                payload[..4].copy_from_slice(&(flow as u32).to_be_bytes());
-                payload[4..].copy_from_slice(&seq.to_be_bytes());
-                socket.send_to(&payload, to).unwrap();
+        let sender = s.spawn(|| {
+            let mut seq = 0u32;
+            while seq < PER_FLOW || !during_done.load(Ordering::Acquire) {
+                for (flow, socket) in senders.iter().enumerate() {
+                    let mut payload = [0u8; 8];
+                    payload[..4].copy_from_slice(&(flow as u32).to_be_bytes());
+                    payload[4..].copy_from_slice(&seq.to_be_bytes());
+                    socket.send_to(&payload, to).unwrap();
+                }
+                seq += 1;
+                // A round at a time: this is about which SA carries what,
+                // not about how much a veth ring absorbs at once.
+                std::thread::sleep(Duration::from_millis(2));
             }
-            // A round at a time: this is about which SA carries what, not
-            // about how much a veth ring absorbs at once.
-            std::thread::sleep(Duration::from_millis(2));
-        }
+            rounds.store(seq, Ordering::Release);
+            done.store(true, Ordering::Release);
+        });
+        during();
+        during_done.store(true, Ordering::Release);
+        sender.join().unwrap();
         receiver.join().unwrap()
-    })
+    });
+    (arrived, rounds.load(Ordering::Acquire))
 }
 
 /// Every datagram of every flow arrived once, in the order it was sent.
-fn assert_each_flow_whole_and_in_order(arrived: &HashMap<u32, Vec<u32>>) {
-    let expected: Vec<u32> = (0..PER_FLOW).collect();
+fn assert_each_flow_whole_and_in_order(arrived: &HashMap<u32, Vec<u32>>, rounds: u32) {
+    let expected: Vec<u32> = (0..rounds).collect();
+    let mut wrong = Vec::new();
     for flow in 0..FLOWS {
         let got = arrived.get(&flow).cloned().unwrap_or_default();
-        assert_eq!(
-            got, expected,
-            "flow {flow}: sequence numbers as they arrived"
-        );
+        if got != expected {
+            let missing: Vec<u32> = expected
+                .iter()
+                .filter(|q| !got.contains(q))
+                .copied()
+                .collect();
+            let out_of_order: Vec<(u32, u32)> = got
+                .windows(2)
+                .filter(|w| w[1] <= w[0])
+                .map(|w| (w[0], w[1]))
+                .collect();
+            wrong.push(format!(
+                "flow {flow}: {} of {rounds} arrived, missing {missing:?}, out of order {out_of_order:?}",
+                got.len()
+            ));
+        }
     }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
 
 #[test]
@@ -185,7 +220,7 @@ fn per_resource_sas_carry_each_workers_flows_in_order_and_add_up() {
     let before_b = packets(&bed, Side::B, "in");
 
     let arrived = flows(&bed);
-    assert_each_flow_whole_and_in_order(&arrived);
+    assert_each_flow_whole_and_in_order(&arrived, PER_FLOW);
 
     let sent = u64::from(FLOWS * PER_FLOW);
     let out = delta(&packets(&bed, Side::A, "out"), &before_a);
@@ -222,12 +257,69 @@ fn a_peer_without_per_resource_sas_gets_exactly_one_child() {
     }
     let before = packets(&bed, Side::A, "out");
     let arrived = flows(&bed);
-    assert_each_flow_whole_and_in_order(&arrived);
+    assert_each_flow_whole_and_in_order(&arrived, PER_FLOW);
     let out = delta(&packets(&bed, Side::A, "out"), &before);
     assert_eq!(out.len(), 1);
     assert_eq!(
         out.values().sum::<u64>(),
         u64::from(FLOWS * PER_FLOW),
         "{out:?}"
+    );
+}
+
+/// The (in, out) SPIs of the installed children of `side`.
+fn child_spi_set(bed: &TunnelBed, side: Side) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = bed
+        .installed_children(side)
+        .unwrap_or_default()
+        .iter()
+        .map(|c| {
+            (
+                c["spi_in"].as_str().unwrap_or_default().to_owned(),
+                c["spi_out"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn per_resource_children_rekey_from_either_side_while_every_flow_runs() {
+    let bed = bed([None, None]);
+    let children = 1 + WORKERS as usize;
+    for side in Side::BOTH {
+        bed.wait_for_children(side, SETTLE, |c| c.len() == children)
+            .unwrap_or_else(|e| panic!("{e}\n{}", bed.ike_logs()));
+    }
+    ping_ok(&bed, Side::A, Side::B, false, 1);
+    let before = packets(&bed, Side::A, "out");
+    // Rekeyed by B, A answers: A must not send on its new SAs before B has
+    // their inbound halves (a per-resource outbound SA waits for the
+    // Delete of the old child, as a policy switch does).
+    let (arrived, rounds) = flows_during(&bed, || {
+        for side in [Side::B, Side::A] {
+            let old = child_spi_set(&bed, Side::A);
+            let out = ike_command(&bed, side, &["rekey", "--child"]);
+            assert!(out.contains("rekeyed"), "{out}");
+            wait_until(&bed, "every child rekeyed on both sides", || {
+                Side::BOTH
+                    .iter()
+                    .all(|s| child_spi_set(&bed, *s).len() == children)
+                    && child_spi_set(&bed, Side::A)
+                        .iter()
+                        .all(|c| !old.contains(c))
+            });
+            // Let the old inbound SAs' linger (2 s) pass under traffic.
+            std::thread::sleep(Duration::from_millis(2500));
+        }
+    });
+    assert_each_flow_whole_and_in_order(&arrived, rounds);
+    let now = packets(&bed, Side::A, "out");
+    let resources: Vec<Option<u64>> = now.keys().map(|k| k.0).collect();
+    assert_eq!(resources, vec![None, Some(0), Some(1)], "{now:?}");
+    assert!(
+        now.keys().all(|k| !before.contains_key(k)),
+        "all new SAs: {before:?} -> {now:?}"
     );
 }

@@ -79,13 +79,16 @@ enum Awaiting {
     },
 }
 
-/// Policies of a new child that wait for the old child's deletion.
+/// Policies of a new child that wait for the old child's deletion; or,
+/// for an RFC 9611 per-resource child (which has no policies: the data
+/// plane sends on the newest per-resource SA of a worker), its outbound SA.
 #[derive(Debug)]
 struct DeferredSwitch {
     at: Instant,
     old: ChildSaId,
     child: ChildSaId,
     policies: Vec<xdpsec_api::Policy>,
+    outbound_sa: Option<Event>,
 }
 
 /// The child that `child` replaces (rekeys), from its up event in
@@ -456,6 +459,21 @@ impl Driver {
                         }
                         self.apply(now, events[i].clone())?;
                     }
+                    Event::InstallSa { child, spec, .. }
+                        if spec.direction == xdpsec_api::Direction::Out
+                            && spec.resource.is_some()
+                            && self.switch_later(*child, later) =>
+                    {
+                        let old = replaced(*child, later).unwrap_or(*child);
+                        tracing::debug!(%child, replaces = %old, "the per-resource outbound SA goes in when the peer deletes the old child");
+                        self.deferred.push(DeferredSwitch {
+                            at: now + POLICY_SWITCH_TIMEOUT,
+                            old,
+                            child: *child,
+                            policies: Vec::new(),
+                            outbound_sa: Some(events[i].clone()),
+                        });
+                    }
                     Event::InstallPolicies { child, policies }
                         if self.switch_later(*child, later) =>
                     {
@@ -466,6 +484,7 @@ impl Driver {
                             old,
                             child: *child,
                             policies: policies.clone(),
+                            outbound_sa: None,
                         });
                     }
                     Event::InstallPolicies { policies, .. } => {
@@ -530,6 +549,17 @@ impl Driver {
             .partition(|d| old.map_or(d.at <= now, |o| d.old == o));
         self.deferred = rest;
         for d in due {
+            if let Some(install) = d.outbound_sa {
+                if self
+                    .ledger
+                    .child(d.child.0)
+                    .is_some_and(|c| c.spi_in.is_some())
+                {
+                    tracing::debug!(child = %d.child, "installing the per-resource outbound SA");
+                    self.apply(now, install)?;
+                }
+                continue;
+            }
             if self
                 .ledger
                 .child(d.child.0)
