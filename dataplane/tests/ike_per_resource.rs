@@ -106,12 +106,16 @@ fn flows_during(bed: &TunnelBed, during: impl FnOnce()) -> (HashMap<u32, Vec<u32
         let receiver = s.spawn(|| {
             let mut arrived: HashMap<u32, Vec<u32>> = HashMap::new();
             let mut count = 0;
-            let deadline = Instant::now() + Duration::from_secs(60);
             let mut buf = [0u8; 64];
             let mut quiet_since = None;
+            let mut sent_at = None;
             // Until all arrived and a moment more (a duplicate would come
-            // right behind its first copy), or the deadline.
-            while Instant::now() < deadline {
+            // right behind its first copy), or 10 s after the last send
+            // (the sending itself lasts as long as `during` takes).
+            while sent_at.is_none_or(|at: Instant| at.elapsed() < Duration::from_secs(10)) {
+                if sent_at.is_none() && done.load(Ordering::Acquire) {
+                    sent_at = Some(Instant::now());
+                }
                 match sink.recv_from(&mut buf) {
                     Ok((8, _)) => {
                         let flow = u32::from_be_bytes(buf[..4].try_into().unwrap());
@@ -190,6 +194,14 @@ fn per_resource_sas_carry_each_workers_flows_in_order_and_add_up() {
     for side in Side::BOTH {
         bed.wait_for_children(side, SETTLE, |c| c.len() == 1 + WORKERS as usize)
             .unwrap_or_else(|e| panic!("{e}\n{}", bed.ike_logs()));
+        let mut roles: Vec<String> = bed
+            .installed_children(side)
+            .unwrap()
+            .iter()
+            .map(|c| c["resource"].as_str().unwrap_or("-").to_owned())
+            .collect();
+        roles.sort();
+        assert_eq!(roles, ["fallback", "worker 0", "worker 1"], "{side}");
         let out = packets(&bed, side, "out");
         let resources: Vec<Option<u64>> = out.keys().map(|k| k.0).collect();
         assert_eq!(

@@ -1296,6 +1296,7 @@ impl Driver {
                             packets_in,
                             bytes_out,
                             packets_out,
+                            resource: c.resource,
                         }
                     })
                     .collect(),
@@ -1340,6 +1341,7 @@ impl Driver {
                     packets_in,
                     bytes_out,
                     packets_out,
+                    resource: None,
                 }],
             });
         }

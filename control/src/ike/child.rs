@@ -250,6 +250,11 @@ impl ChildSa {
             encap: self.encap,
             age: now.saturating_duration_since(self.installed_at),
             rekey_in: self.rekey_at.map(|t| t.saturating_duration_since(now)),
+            resource: match self.role {
+                ResourceRole::Plain => None,
+                ResourceRole::Fallback => Some("fallback".into()),
+                ResourceRole::PerResource(w) => Some(format!("worker {w}")),
+            },
         }
     }
 }

@@ -239,6 +239,9 @@ pub struct ChildSaSnapshot {
     pub age: Duration,
     /// Time until the rekey, if one is scheduled.
     pub rekey_in: Option<Duration>,
+    /// RFC 9611: `fallback`, or `worker N` for a per-resource Child SA;
+    /// `None` for an ordinary one.
+    pub resource: Option<String>,
 }
 
 /// One IKE SA in [`super::Endpoint::list_sas`].
