@@ -278,3 +278,25 @@ fn each_per_resource_child_rekeys_and_goes_on_its_own() {
     );
     assert_sas_match(&installed(sim.events(0)), &installed(sim.events(1)));
 }
+
+#[test]
+fn deleting_the_fallback_child_takes_its_per_resource_children_along() {
+    let mut sim = pair(2, 2, "", 19);
+    up(&mut sim);
+    let fallback_spi = outbound_by_resource(sim.events(0))[&None][0].spi;
+    let fallback = child_of(sim.events(0), fallback_spi, Direction::Out);
+    sim.nodes[0]
+        .ep
+        .terminate(sim.now, Target::ChildSa(fallback))
+        .unwrap();
+    sim.run_for(Duration::from_secs(5));
+    for n in 0..2 {
+        assert_eq!(children(&sim, n), 0, "node {n}");
+        assert!(installed(sim.events(n)).is_empty(), "node {n}");
+        assert_eq!(
+            count(sim.events(n), |e| matches!(e, Event::DeletePolicies { .. })),
+            1,
+            "node {n}: the fallback's policies"
+        );
+    }
+}

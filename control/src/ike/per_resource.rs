@@ -90,6 +90,31 @@ pub(crate) fn responder_role(
         .ok_or(())
 }
 
+/// The per-resource children (not in `ids`) of the fallback children in
+/// `ids`: same config name and selectors. None of a fallback child that
+/// has a successor (a rekeyed one that expires): they are the new one's.
+pub(crate) fn siblings_of(sa: &IkeSa, ids: &[super::ChildSaId]) -> Vec<super::ChildSaId> {
+    let same = |a: &super::child::ChildSa, b: &super::child::ChildSa| {
+        a.name == b.name && a.local_ts == b.local_ts && a.remote_ts == b.remote_ts
+    };
+    let fallbacks: Vec<&super::child::ChildSa> = sa
+        .children
+        .iter()
+        .filter(|c| ids.contains(&c.id) && c.role == ResourceRole::Fallback)
+        .filter(|f| {
+            !sa.children
+                .iter()
+                .any(|o| !ids.contains(&o.id) && o.role == ResourceRole::Fallback && same(o, f))
+        })
+        .collect();
+    sa.children
+        .iter()
+        .filter(|c| matches!(c.role, ResourceRole::PerResource(_)) && !ids.contains(&c.id))
+        .filter(|c| fallbacks.iter().any(|f| same(f, c)))
+        .map(|c| c.id)
+        .collect()
+}
+
 /// After a fallback child we initiated is up: one per-resource child per
 /// worker, when there is more than one (with one worker the fallback SA
 /// is that worker's alone already).
