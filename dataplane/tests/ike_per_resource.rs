@@ -17,6 +17,7 @@ use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use xdpsec_testbed::tunnel::{Encapsulation, IkeOptions, Side, TunnelBed, TunnelOptions};
 
@@ -74,96 +75,126 @@ fn delta(
 /// A to host B, a round of all flows at a time. Returns, per flow, the
 /// sequence numbers in the order they arrived.
 fn flows(bed: &TunnelBed) -> HashMap<u32, Vec<u32>> {
-    flows_during(bed, || {}).0
+    Flows::start(bed, Side::A).finish().0
 }
 
-/// Like [`flows`], but goes on sending rounds until `during` has returned
-/// (at least `PER_FLOW` of them); also returns how many rounds went.
-fn flows_during(bed: &TunnelBed, during: impl FnOnce()) -> (HashMap<u32, Vec<u32>>, u32) {
-    let to = SocketAddr::new(bed.host_addr(Side::B, false), PORT);
-    let sink = bed
-        .host(Side::B)
-        .ns
-        .run_in(|| UdpSocket::bind(to))
-        .unwrap()
-        .unwrap();
-    sink.set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    let from = bed.host_addr(Side::A, false);
-    let senders: Vec<UdpSocket> = (0..FLOWS)
-        .map(|_| {
-            bed.host(Side::A)
-                .ns
-                .run_in(|| UdpSocket::bind(SocketAddr::new(from, 0)))
-                .unwrap()
-                .unwrap()
-        })
-        .collect();
-    let done = AtomicBool::new(false);
-    let during_done = AtomicBool::new(false);
-    let rounds = AtomicU32::new(0);
-    let arrived = std::thread::scope(|s| {
-        let receiver = s.spawn(|| {
-            let mut arrived: HashMap<u32, Vec<u32>> = HashMap::new();
-            let mut count = 0;
-            let mut buf = [0u8; 64];
-            let mut quiet_since = None;
-            let mut sent_at = None;
-            // Until all arrived and a moment more (a duplicate would come
-            // right behind its first copy), or 10 s after the last send
-            // (the sending itself lasts as long as `during` takes).
-            while sent_at.is_none_or(|at: Instant| at.elapsed() < Duration::from_secs(10)) {
-                if sent_at.is_none() && done.load(Ordering::Acquire) {
-                    sent_at = Some(Instant::now());
-                }
-                match sink.recv_from(&mut buf) {
-                    Ok((8, _)) => {
-                        let flow = u32::from_be_bytes(buf[..4].try_into().unwrap());
-                        let seq = u32::from_be_bytes(buf[4..8].try_into().unwrap());
-                        arrived.entry(flow).or_default().push(seq);
-                        count += 1;
-                        quiet_since = None;
+/// `FLOWS` UDP flows from the host of one side to the other's, sent in
+/// rounds (one numbered datagram per flow) until [`Flows::finish`], at
+/// least `PER_FLOW` rounds.
+struct Flows {
+    stop: Arc<AtomicBool>,
+    sender: std::thread::JoinHandle<u32>,
+    receiver: std::thread::JoinHandle<HashMap<u32, Vec<u32>>>,
+}
+
+impl Flows {
+    fn start(bed: &TunnelBed, from: Side) -> Flows {
+        let to = SocketAddr::new(bed.host_addr(from.other(), false), PORT);
+        let sink = bed
+            .host(from.other())
+            .ns
+            .run_in(|| UdpSocket::bind(to))
+            .unwrap()
+            .unwrap();
+        sink.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        // Room for a second of every flow: on a loaded machine the reader
+        // may not run for tens of milliseconds, and a full socket buffer
+        // would drop datagrams the tunnel carried (the default holds about
+        // six rounds). A property of this test's socket, not of the host.
+        nix::sys::socket::setsockopt(&sink, nix::sys::socket::sockopt::RcvBufForce, &(16 << 20))
+            .unwrap();
+        let source = bed.host_addr(from, false);
+        let senders: Vec<UdpSocket> = (0..FLOWS)
+            .map(|_| {
+                bed.host(from)
+                    .ns
+                    .run_in(|| UdpSocket::bind(SocketAddr::new(source, 0)))
+                    .unwrap()
+                    .unwrap()
+            })
+            .collect();
+        let stop = Arc::new(AtomicBool::new(false));
+        // Rounds sent, once the sender is done; u32::MAX before.
+        let sent = Arc::new(AtomicU32::new(u32::MAX));
+        let receiver = {
+            let sent = sent.clone();
+            std::thread::spawn(move || {
+                let mut arrived: HashMap<u32, Vec<u32>> = HashMap::new();
+                let mut count = 0usize;
+                let mut buf = [0u8; 64];
+                let mut quiet_since = None;
+                let mut sent_at = None;
+                // Until all arrived and a moment more (a duplicate would
+                // come right behind its first copy), or 10 s after the
+                // last send.
+                while sent_at.is_none_or(|at: Instant| at.elapsed() < Duration::from_secs(10)) {
+                    let rounds = sent.load(Ordering::Acquire);
+                    if sent_at.is_none() && rounds != u32::MAX {
+                        sent_at = Some(Instant::now());
                     }
-                    _ if done.load(Ordering::Acquire)
-                        && count >= (rounds.load(Ordering::Acquire) * FLOWS) as usize =>
-                    {
-                        let since = *quiet_since.get_or_insert_with(Instant::now);
-                        if since.elapsed() > Duration::from_millis(300) {
-                            break;
+                    match sink.recv_from(&mut buf) {
+                        Ok((8, _)) => {
+                            let flow = u32::from_be_bytes(buf[..4].try_into().unwrap());
+                            let seq = u32::from_be_bytes(buf[4..8].try_into().unwrap());
+                            arrived.entry(flow).or_default().push(seq);
+                            count += 1;
+                            quiet_since = None;
                         }
+                        _ if rounds != u32::MAX && count >= (rounds * FLOWS) as usize => {
+                            let since = *quiet_since.get_or_insert_with(Instant::now);
+                            if since.elapsed() > Duration::from_millis(300) {
+                                break;
+                            }
+                        }
+                        _ => {}
                     }
-                    _ => {}
                 }
-            }
-            arrived
-        });
-        let sender = s.spawn(|| {
-            let mut seq = 0u32;
-            while seq < PER_FLOW || !during_done.load(Ordering::Acquire) {
-                for (flow, socket) in senders.iter().enumerate() {
-                    let mut payload = [0u8; 8];
-                    payload[..4].copy_from_slice(&(flow as u32).to_be_bytes());
-                    payload[4..].copy_from_slice(&seq.to_be_bytes());
-                    socket.send_to(&payload, to).unwrap();
+                arrived
+            })
+        };
+        let sender = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut seq = 0u32;
+                while seq < PER_FLOW || !stop.load(Ordering::Acquire) {
+                    for (flow, socket) in senders.iter().enumerate() {
+                        let mut payload = [0u8; 8];
+                        payload[..4].copy_from_slice(&(flow as u32).to_be_bytes());
+                        payload[4..].copy_from_slice(&seq.to_be_bytes());
+                        socket.send_to(&payload, to).unwrap();
+                    }
+                    seq += 1;
+                    // A round at a time: this is about which SA carries
+                    // what, not about how much a veth ring absorbs at once.
+                    std::thread::sleep(Duration::from_millis(2));
                 }
-                seq += 1;
-                // A round at a time: this is about which SA carries what,
-                // not about how much a veth ring absorbs at once.
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            rounds.store(seq, Ordering::Release);
-            done.store(true, Ordering::Release);
-        });
-        during();
-        during_done.store(true, Ordering::Release);
-        sender.join().unwrap();
-        receiver.join().unwrap()
-    });
-    (arrived, rounds.load(Ordering::Acquire))
+                sent.store(seq, Ordering::Release);
+                seq
+            })
+        };
+        Flows {
+            stop,
+            sender,
+            receiver,
+        }
+    }
+
+    /// Stops sending; per flow the sequence numbers as they arrived, and
+    /// the rounds sent.
+    fn finish(self) -> (HashMap<u32, Vec<u32>>, u32) {
+        self.stop.store(true, Ordering::Release);
+        let rounds = self.sender.join().unwrap();
+        (self.receiver.join().unwrap(), rounds)
+    }
 }
 
 /// Every datagram of every flow arrived once, in the order it was sent.
-fn assert_each_flow_whole_and_in_order(arrived: &HashMap<u32, Vec<u32>>, rounds: u32) {
+fn assert_each_flow_whole_and_in_order(
+    bed: &TunnelBed,
+    arrived: &HashMap<u32, Vec<u32>>,
+    rounds: u32,
+) {
     let expected: Vec<u32> = (0..rounds).collect();
     let mut wrong = Vec::new();
     for flow in 0..FLOWS {
@@ -185,7 +216,7 @@ fn assert_each_flow_whole_and_in_order(arrived: &HashMap<u32, Vec<u32>>, rounds:
             ));
         }
     }
-    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    assert!(wrong.is_empty(), "{}\n{}", wrong.join("\n"), bed.ike_logs());
 }
 
 #[test]
@@ -202,13 +233,13 @@ fn per_resource_sas_carry_each_workers_flows_in_order_and_add_up() {
             .collect();
         roles.sort();
         assert_eq!(roles, ["fallback", "worker 0", "worker 1"], "{side}");
-        let out = packets(&bed, side, "out");
-        let resources: Vec<Option<u64>> = out.keys().map(|k| k.0).collect();
-        assert_eq!(
-            resources,
-            vec![None, Some(0), Some(1)],
-            "{side}: outbound SAs {out:?}"
-        );
+        // The side that answered puts a per-resource outbound SA in once
+        // the peer sends under the child, or after 2 s.
+        wait_until(&bed, "an outbound SA per worker and the fallback", || {
+            let resources: Vec<Option<u64>> =
+                packets(&bed, side, "out").keys().map(|k| k.0).collect();
+            resources == [None, Some(0), Some(1)]
+        });
     }
     // Only the fallback child has policies; the data plane pairs the
     // per-resource SAs with them.
@@ -232,7 +263,7 @@ fn per_resource_sas_carry_each_workers_flows_in_order_and_add_up() {
     let before_b = packets(&bed, Side::B, "in");
 
     let arrived = flows(&bed);
-    assert_each_flow_whole_and_in_order(&arrived, PER_FLOW);
+    assert_each_flow_whole_and_in_order(&bed, &arrived, PER_FLOW);
 
     let sent = u64::from(FLOWS * PER_FLOW);
     let out = delta(&packets(&bed, Side::A, "out"), &before_a);
@@ -269,7 +300,7 @@ fn a_peer_without_per_resource_sas_gets_exactly_one_child() {
     }
     let before = packets(&bed, Side::A, "out");
     let arrived = flows(&bed);
-    assert_each_flow_whole_and_in_order(&arrived, PER_FLOW);
+    assert_each_flow_whole_and_in_order(&bed, &arrived, PER_FLOW);
     let out = delta(&packets(&bed, Side::A, "out"), &before);
     assert_eq!(out.len(), 1);
     assert_eq!(
@@ -309,7 +340,8 @@ fn per_resource_children_rekey_from_either_side_while_every_flow_runs() {
     // Rekeyed by B, A answers: A must not send on its new SAs before B has
     // their inbound halves (a per-resource outbound SA waits for the
     // Delete of the old child, as a policy switch does).
-    let (arrived, rounds) = flows_during(&bed, || {
+    let run = Flows::start(&bed, Side::A);
+    {
         for side in [Side::B, Side::A] {
             let old = child_spi_set(&bed, Side::A);
             let out = ike_command(&bed, side, &["rekey", "--child"]);
@@ -325,8 +357,9 @@ fn per_resource_children_rekey_from_either_side_while_every_flow_runs() {
             // Let the old inbound SAs' linger (2 s) pass under traffic.
             std::thread::sleep(Duration::from_millis(2500));
         }
-    });
-    assert_each_flow_whole_and_in_order(&arrived, rounds);
+    }
+    let (arrived, rounds) = run.finish();
+    assert_each_flow_whole_and_in_order(&bed, &arrived, rounds);
     let now = packets(&bed, Side::A, "out");
     let resources: Vec<Option<u64>> = now.keys().map(|k| k.0).collect();
     assert_eq!(resources, vec![None, Some(0), Some(1)], "{now:?}");
@@ -334,4 +367,35 @@ fn per_resource_children_rekey_from_either_side_while_every_flow_runs() {
         now.keys().all(|k| !before.contains_key(k)),
         "all new SAs: {before:?} -> {now:?}"
     );
+}
+
+#[test]
+fn a_restarted_daemon_sets_its_per_resource_children_up_again_while_every_flow_runs() {
+    let mut bed = bed([None, None]);
+    let children = 1 + WORKERS as usize;
+    for side in Side::BOTH {
+        bed.wait_for_children(side, SETTLE, |c| c.len() == children)
+            .unwrap_or_else(|e| panic!("{e}\n{}", bed.ike_logs()));
+    }
+    ping_ok(&bed, Side::B, Side::A, false, 1);
+    let old = child_spi_set(&bed, Side::B);
+    // B's flows to A while A's daemon restarts and sets the connection up
+    // again: B answers A's new per-resource children, and must not send on
+    // them before A has their inbound halves.
+    let run = Flows::start(&bed, Side::B);
+    std::thread::sleep(Duration::from_millis(300));
+    bed.ike_kill(Side::A).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    bed.ike_start(Side::A).unwrap();
+    bed.wait_for_ike_socket(Side::A).unwrap();
+    wait_until(&bed, "the connection and its children up again", || {
+        let now = child_spi_set(&bed, Side::B);
+        now.len() == children && now.iter().all(|c| !old.contains(c))
+    });
+    // Beyond the takeover timeout (2 s): every held SA is in.
+    std::thread::sleep(Duration::from_millis(2500));
+    let (arrived, rounds) = run.finish();
+    assert_each_flow_whole_and_in_order(&bed, &arrived, rounds);
+    let resources: Vec<Option<u64>> = packets(&bed, Side::B, "out").keys().map(|k| k.0).collect();
+    assert_eq!(resources, vec![None, Some(0), Some(1)]);
 }

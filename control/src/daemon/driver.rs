@@ -427,6 +427,11 @@ impl Driver {
         loop {
             let events: Vec<Event> = std::iter::from_fn(|| self.endpoint.poll_event()).collect();
             let mut progressed = !events.is_empty();
+            for t in takeover::find_per_resource(&events, now) {
+                tracing::debug!(child = %t.child, "the per-resource outbound SA goes in when the peer sends under the new child");
+                self.takeover_poll.get_or_insert(now + TAKEOVER_POLL);
+                self.takeovers.push(t);
+            }
             for t in takeover::find(&self.ledger, &events, now) {
                 tracing::debug!(child = %t.child, old = %t.old, "outbound policies move when the peer sends under the new child");
                 self.takeover_poll.get_or_insert(now + TAKEOVER_POLL);
@@ -435,6 +440,25 @@ impl Driver {
             for i in 0..events.len() {
                 let later = &events[i + 1..];
                 match &events[i] {
+                    event @ Event::InstallSa { .. }
+                        if self.takeovers.iter().any(|t| t.held.contains(event)) => {}
+                    Event::DeleteSa {
+                        child,
+                        direction: xdpsec_api::Direction::Out,
+                        ..
+                    } if self
+                        .takeovers
+                        .iter()
+                        .any(|t| t.child == *child && t.old == *child) =>
+                    {
+                        // A per-resource child whose outbound SA still
+                        // waits goes (a rekey, a delete): that SA never
+                        // goes in, or it would briefly take the worker
+                        // back from its successor.
+                        self.takeovers
+                            .retain(|t| !(t.child == *child && t.old == *child));
+                        self.apply(now, events[i].clone())?;
+                    }
                     Event::InstallPolicies { child, .. }
                         if self.takeovers.iter().any(|t| t.child == *child) => {}
                     event if self.takeovers.iter().any(|t| t.holds(event)) => {
@@ -854,6 +878,7 @@ impl Driver {
                 spi_in,
                 spi_out,
                 algorithms,
+                ..
             } => {
                 let remote = self.ike_remote.get(&ike).copied();
                 if let Some(remote) = remote {

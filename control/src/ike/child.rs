@@ -171,6 +171,7 @@ impl ChildSa {
             spi_in: self.spi_in,
             spi_out: self.spi_out,
             algorithms: self.algs.to_string(),
+            initiator: i.exchange_initiator,
         });
         Ok(())
     }
