@@ -278,6 +278,7 @@ impl Bed {
             pmtu_hold: Duration::from_secs(600),
             sources: &self.sources,
             events,
+            memo: Default::default(),
             tunnel: None,
         }
     }
@@ -430,6 +431,7 @@ impl<'a> Lane<'a> {
                     .map_err(|e| anyhow::anyhow!("making ESP: {}", e.as_str()))?;
                 frames.push(tx.range);
             }
+            drop(ctx);
             drop(snapshot);
             let started = Stopwatch::start();
             for (b, batch) in frames.chunks(BATCH).enumerate() {
@@ -571,6 +573,53 @@ pub struct Report {
     pub inner_mtu: usize,
     pub cells: Vec<CellResult>,
     pub scaling: Vec<ScalingResult>,
+    pub capacity: Vec<CapacityResult>,
+}
+
+/// What installing many SAs took: time, and heap per SA.
+#[derive(Debug, Serialize)]
+pub struct CapacityResult {
+    /// SAs each way (inbound and outbound tables alike).
+    pub sas: usize,
+    /// Seconds to build and install both tables (`Tables::add_bulk`).
+    pub install_s: f64,
+    /// Heap bytes the bed holds once built, over its SAs (both ways):
+    /// SA state, counters, table entries, as the binary's allocator counts
+    /// them (zero when it does not count; `xdpsec-bench` counts).
+    pub rust_heap_per_sa: f64,
+    /// What the crypto library allocates for a key outside Rust's
+    /// allocator (aws-lc's context), from the resident size.
+    pub key_context_per_sa: f64,
+    /// The two together: the data plane's memory per SA.
+    pub bytes_per_sa: f64,
+}
+
+/// Keys made to measure [`aead_context_bytes`]: enough pages that the
+/// resident size moves by their memory, not by chance.
+const KEY_PROBE: usize = 20_000;
+
+/// Bytes per key that the crypto library allocates outside Rust's
+/// allocator: the process's resident growth while [`KEY_PROBE`] keys are
+/// made, less what the Rust allocator counted of it.
+fn aead_context_bytes(cipher: Cipher) -> Result<f64> {
+    let resident = || -> Result<f64> {
+        let statm = std::fs::read_to_string("/proc/self/statm")?;
+        let pages: f64 = statm
+            .split_whitespace()
+            .nth(1)
+            .context("/proc/self/statm")?
+            .parse()?;
+        Ok(pages * 4096.0)
+    };
+    let heap = stats_alloc::Region::new(&stats_alloc::INSTRUMENTED_SYSTEM);
+    let before = resident()?;
+    let keys = (0..KEY_PROBE)
+        .map(|i| new_aead(cipher.backend(), &vec![i as u8; cipher.key_len()]))
+        .collect::<Result<Vec<_>, _>>()?;
+    let grown = resident()? - before;
+    let counted = heap.change().bytes_allocated as f64 - heap.change().bytes_deallocated as f64;
+    drop(keys);
+    Ok(((grown - counted) / KEY_PROBE as f64).max(0.0))
 }
 
 /// The raw seal of `sizes` (cycled) with `cipher`'s backend and key size,
@@ -832,7 +881,31 @@ pub fn two_workers(bed: &Bed, size: SizeSpec, limits: Limits) -> Result<ScalingR
 }
 
 /// The whole matrix (see `cargo xtask bench pipeline`); progress on stderr.
-pub fn run(limits: Limits) -> Result<Report> {
+/// A cell's name as the summary lines print it, which `--only` matches.
+fn cell_label(shape: Shape, dir: Dir, size: SizeSpec) -> String {
+    let dir = match dir {
+        Dir::Out => "out",
+        Dir::In => "in",
+    };
+    format!(
+        "dir={dir} size={} cipher={} sas={} policies={}",
+        size.label(),
+        shape.cipher.name(),
+        shape.sas,
+        shape.policies
+    )
+}
+
+/// Whether a cell named `label` is one of those `only` asks for: every
+/// `key=value` of `only` is one of the label's. An empty `only` asks for all.
+fn selected(label: &str, only: &[String]) -> bool {
+    only.iter()
+        .all(|want| label.split(' ').any(|have| have == want))
+}
+
+/// The whole matrix, or with `only` (`dir=out`, `size=64`, ...) the cells
+/// that match it and no two-worker runs: for profiling one path.
+pub fn run(limits: Limits, only: &[String]) -> Result<Report> {
     let sizes = [
         SizeSpec::Fixed(64),
         SizeSpec::Fixed(512),
@@ -846,24 +919,15 @@ pub fn run(limits: Limits) -> Result<Report> {
         policies,
         flows: 1,
     };
-    let mut beds = Vec::new();
-    for cipher in [Cipher::Aes128, Cipher::Aes256, Cipher::Null] {
-        beds.push(Bed::new(shape(cipher, 1, 1))?);
-    }
-    for sas in [1000, 100_000] {
-        let started = Instant::now();
-        beds.push(Bed::new(shape(Cipher::Aes128, sas, 1))?);
-        eprintln!(
-            "  {sas} SAs each way installed in {:.2} s",
-            started.elapsed().as_secs_f64()
-        );
-    }
-    for policies in [1000, 10_000] {
-        beds.push(Bed::new(shape(Cipher::Aes128, 1, policies))?);
-    }
-    let mut plan: Vec<(&Bed, Dir, SizeSpec)> = Vec::new();
-    for bed in &beds {
-        let (many_sas, many_policies) = (bed.shape.sas > 1, bed.shape.policies > 1);
+    let mut shapes: Vec<Shape> = [Cipher::Aes128, Cipher::Aes256, Cipher::Null]
+        .into_iter()
+        .map(|cipher| shape(cipher, 1, 1))
+        .collect();
+    shapes.extend([1000, 100_000].map(|sas| shape(Cipher::Aes128, sas, 1)));
+    shapes.extend([1000, 10_000].map(|policies| shape(Cipher::Aes128, 1, policies)));
+    let mut wanted: Vec<(Shape, Vec<(Dir, SizeSpec)>)> = Vec::new();
+    for shape in shapes {
+        let (many_sas, many_policies) = (shape.sas > 1, shape.policies > 1);
         let dirs: &[Dir] = if many_policies {
             // Inbound does not look at policies.
             &[Dir::Out]
@@ -875,12 +939,57 @@ pub fn run(limits: Limits) -> Result<Report> {
         } else {
             &sizes
         };
-        for &dir in dirs {
-            for &size in cell_sizes {
-                plan.push((bed, dir, size));
-            }
+        let cells: Vec<(Dir, SizeSpec)> = dirs
+            .iter()
+            .flat_map(|&dir| cell_sizes.iter().map(move |&size| (dir, size)))
+            .filter(|&(dir, size)| selected(&cell_label(shape, dir, size), only))
+            .collect();
+        if !cells.is_empty() {
+            wanted.push((shape, cells));
         }
     }
+    // First, while the heap is fresh: freed memory that later keys could
+    // reuse would hide their growth of the resident size.
+    let mut key_contexts = std::collections::HashMap::new();
+    for (shape, _) in wanted.iter().filter(|(shape, _)| shape.sas > 1) {
+        if let std::collections::hash_map::Entry::Vacant(slot) =
+            key_contexts.entry(shape.cipher.name())
+        {
+            slot.insert(aead_context_bytes(shape.cipher)?);
+        }
+    }
+    let mut beds = Vec::new();
+    let mut capacity = Vec::new();
+    for (shape, _) in &wanted {
+        let started = Instant::now();
+        let heap = stats_alloc::Region::new(&stats_alloc::INSTRUMENTED_SYSTEM);
+        beds.push(Bed::new(*shape)?);
+        if shape.sas > 1 {
+            let held =
+                heap.change().bytes_allocated as f64 - heap.change().bytes_deallocated as f64;
+            let install_s = started.elapsed().as_secs_f64();
+            let rust_heap_per_sa = held / (2 * shape.sas) as f64;
+            let key_context = key_contexts[&shape.cipher.name()];
+            let row = CapacityResult {
+                sas: shape.sas,
+                install_s,
+                rust_heap_per_sa,
+                key_context_per_sa: key_context,
+                bytes_per_sa: rust_heap_per_sa + key_context,
+            };
+            eprintln!(
+                "  {} SAs each way installed in {:.2} s, {:.0} bytes per SA ({:.0} Rust heap, \
+                 {:.0} the crypto library's key context)",
+                row.sas, row.install_s, row.bytes_per_sa, row.rust_heap_per_sa, key_context
+            );
+            capacity.push(row);
+        }
+    }
+    let plan: Vec<(&Bed, Dir, SizeSpec)> = beds
+        .iter()
+        .zip(&wanted)
+        .flat_map(|(bed, (_, cells))| cells.iter().map(move |&(dir, size)| (bed, dir, size)))
+        .collect();
     eprintln!(
         "  {} cells, {} rounds each, interleaved",
         plan.len(),
@@ -895,6 +1004,17 @@ pub fn run(limits: Limits) -> Result<Report> {
     }
     drop(plan);
     drop(beds);
+    if !only.is_empty() {
+        return Ok(Report {
+            backend: Cipher::Aes128.backend().name().to_owned(),
+            batch: BATCH,
+            chunk: CHUNK,
+            inner_mtu: INNER_MTU,
+            cells,
+            scaling: Vec::new(),
+            capacity,
+        });
+    }
     let beds = [1, 2]
         .into_iter()
         .map(|flows| {
@@ -924,6 +1044,7 @@ pub fn run(limits: Limits) -> Result<Report> {
         inner_mtu: INNER_MTU,
         cells,
         scaling: scalings,
+        capacity,
     })
 }
 

@@ -10,7 +10,7 @@
 //! dies, or a queue count that changes under the data plane, stops it
 //! (non-zero exit, guard in place) for its supervisor to restart.
 
-use crate::afxdp::{self, SocketConfig, Umem, UmemConfig, XskSocket};
+use crate::afxdp::{self, BindMode, BusyPoll, SocketConfig, Umem, UmemConfig, XskSocket};
 use crate::api_server::{self, ApiShared};
 use crate::crypto::Backend;
 use crate::guard::{self, Guard};
@@ -24,13 +24,15 @@ use crate::tunnel::TunnelInterface;
 use crate::worker::{self, MtuSettings, Port, PortRole, WorkerShared};
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeSet;
+use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use xdpsec_api::config::{GuardOnStop, Role, XdpMode};
+use xdpsec_api::config::{DataplaneConfig, GuardOnStop, Role, XdpBind, XdpMode};
+use xdpsec_api::messages::SocketInfo;
 use xdpsec_api::{Direction, Policy, PolicyAction, StaticConfig};
 use xdpsec_ebpf_common::Role as SteerRole;
 
@@ -60,6 +62,10 @@ struct Served {
     role: Role,
     /// Its RX queues when the data plane started; every one has a socket.
     rx_queues: u32,
+    /// `[[interface]] xdp_bind`.
+    bind: XdpBind,
+    /// Its RX and TX ring sizes, if it has its own.
+    rings: (Option<u32>, Option<u32>),
 }
 
 pub fn run(options: &DaemonOptions) -> Result<()> {
@@ -71,7 +77,9 @@ pub fn run(options: &DaemonOptions) -> Result<()> {
         signal_hook::flag::register(signal, term.clone()).context("installing a signal handler")?;
     }
     let path = options.config.display().to_string();
+    let mut startup = Startup::begin();
     let mut config = StaticConfig::load(&options.config)?;
+    startup.done("config");
     let backend = if options.null_cipher_benchmark {
         Backend::NullBenchmarkOnly
     } else {
@@ -81,25 +89,22 @@ pub fn run(options: &DaemonOptions) -> Result<()> {
     };
     // First of what needs privileges, so that a missing one is what an
     // unprivileged start reports (loading attaches nothing).
-    let mut steer = Steer::load()?;
+    let mut steer = Steer::load_sized(config.dataplane.max_protected_prefixes)?;
     let state = StateDir::open(&config.dataplane.state_dir)
         .with_context(|| format!("config {path}: dataplane.state_dir"))?;
     // Reserved on disk before any SA exists, so no number is ever used
     // that a restart could hand out again.
     let mut keeper = SeqKeeper::prepare(state.clone(), &mut config.sas)
         .with_context(|| format!("config {path}: the static SAs' sequence state"))?;
+    startup.done("sequence state");
     let tables = Arc::new(Tables::new(backend));
-    for (i, sa) in config.sas.iter().enumerate() {
-        tables
-            .add_sa(sa)
-            .with_context(|| format!("config {path}: sa[{i}]"))?;
-    }
+    // In one step: one by one, each edit copies the tables, which takes
+    // minutes for the SAs of 100,000 tunnels.
+    tables
+        .add_bulk(&config.sas, &config.policies)
+        .with_context(|| format!("config {path}"))?;
     keeper.install(&tables);
-    for (i, policy) in config.policies.iter().enumerate() {
-        tables
-            .add_policy(policy.clone())
-            .with_context(|| format!("config {path}: policy[{i}]"))?;
-    }
+    startup.done("tables");
     // Policies a previous run got over the API (the IKE daemon's): back as
     // they were, their SAs missing, so their traffic is dropped until the
     // IKE daemon installs new SAs, instead of leaving in cleartext.
@@ -111,6 +116,10 @@ pub fn run(options: &DaemonOptions) -> Result<()> {
     }
 
     let workers = config.dataplane.worker_count().max(1);
+    // Before anything is attached: a CPU the process may not run on is a
+    // start-up error, not a worker running unpinned.
+    check_cpus_allowed(&config.dataplane.cpus)
+        .map_err(|e| anyhow::anyhow!("config {path}: {e}"))?;
     // Created first, so its data plane end is there to attach to; dropped
     // last (after XDP is detached), which deletes it.
     let tunnel = match config.interfaces.iter().find(|i| i.role == Role::Tunnel) {
@@ -125,6 +134,7 @@ pub fn run(options: &DaemonOptions) -> Result<()> {
     // protects, whatever happens to this process.
     let mut guard = Guard::new(tunnel.as_ref().map(|t| t.name().to_string()));
     guard.apply(&tables.policies())?;
+    startup.done("guard");
 
     let mut interfaces = Vec::new();
     for (slot, iface) in config.interfaces.iter().enumerate() {
@@ -159,6 +169,8 @@ pub fn run(options: &DaemonOptions) -> Result<()> {
             name,
             role: iface.role,
             rx_queues,
+            bind: iface.xdp_bind,
+            rings: (iface.rx_ring_size, iface.tx_ring_size),
         });
     }
 
@@ -171,6 +183,7 @@ pub fn run(options: &DaemonOptions) -> Result<()> {
     }
     let mut xdp_sync = XdpMapSync::default();
     xdp_sync.apply(&mut steer, &tables)?;
+    startup.done("XDP maps");
     for iface in &interfaces {
         steer.attach(&iface.name, mode).map_err(|e| {
             let e = anyhow::Error::new(e);
@@ -229,6 +242,8 @@ pub fn run(options: &DaemonOptions) -> Result<()> {
         interfaces: interfaces.clone(),
         shared,
         steer: steer.clone(),
+        afxdp: AfXdpSettings::new(&config.dataplane),
+        config_path: path.clone(),
     };
     for w in 0..workers as usize {
         pool.start(w)?;
@@ -283,9 +298,10 @@ pub fn run(options: &DaemonOptions) -> Result<()> {
         )
     })?;
 
+    startup.done("workers and API");
     tracing::info!(
-        "{workers} worker(s) on {} interface(s) ({}), XDP {mode}, {} SA(s), API on {}, \
-         guard: nftables table inet {}",
+        "{workers} worker(s) on {} interface(s) ({}), XDP {mode}, {} SA(s) and {} policies, \
+         API on {}, guard: nftables table inet {}; started in {}",
         interfaces.len(),
         interfaces
             .iter()
@@ -293,8 +309,10 @@ pub fn run(options: &DaemonOptions) -> Result<()> {
             .collect::<Vec<_>>()
             .join(", "),
         config.sas.len(),
+        config.policies.len(),
         config.dataplane.api_socket.display(),
         guard::TABLE,
+        startup,
     );
     let outcome = supervise(&term, &mut pool, &mut keeper, &tables, &interfaces);
 
@@ -399,6 +417,143 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Checks that every CPU of `[dataplane] cpus` is in this process's
+/// affinity mask (which taskset, a cgroup cpuset and systemd narrow).
+fn check_cpus_allowed(cpus: &[u32]) -> Result<()> {
+    if cpus.is_empty() {
+        return Ok(());
+    }
+    let Some(allowed) = core_affinity::get_core_ids() else {
+        bail!(
+            "dataplane.cpus: cannot read this process's CPU affinity (sched_getaffinity) to \
+             check them"
+        );
+    };
+    let allowed: BTreeSet<usize> = allowed.into_iter().map(|c| c.id).collect();
+    for (i, cpu) in cpus.iter().enumerate() {
+        if !allowed.contains(&(*cpu as usize)) {
+            bail!(
+                "dataplane.cpus[{i}]: this process may not run on CPU {cpu} (it may run on {}): a \
+                 taskset, a cgroup cpuset or systemd's CPUAffinity=/AllowedCPUs= restricts it, \
+                 or the CPU does not exist. List CPUs from that set, widen the restriction, or \
+                 leave `cpus` out to run the workers unpinned",
+                cpu_list(&allowed)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `0-3,8` for {0, 1, 2, 3, 8}.
+fn cpu_list(cpus: &BTreeSet<usize>) -> String {
+    let mut ranges: Vec<(usize, usize)> = Vec::new();
+    for &c in cpus {
+        match ranges.last_mut() {
+            Some((_, end)) if *end + 1 == c => *end = c,
+            _ => ranges.push((c, c)),
+        }
+    }
+    if ranges.is_empty() {
+        return "none".to_owned();
+    }
+    ranges
+        .iter()
+        .map(|&(a, b)| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}-{b}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Pins the calling thread to `cpu`, and checks that it took.
+fn pin_current_thread(cpu: u32) -> Result<()> {
+    // core_affinity's CPU_SET panics past the fixed-size set (and the
+    // panic cannot unwind out of it: the process aborts).
+    if cpu as usize >= libc::CPU_SETSIZE as usize {
+        bail!(
+            "pinning to CPU {cpu} failed: CPU numbers stop at {}; list allowed CPUs in \
+             `[dataplane] cpus` or leave it out",
+            libc::CPU_SETSIZE - 1
+        );
+    }
+    let pinned = core_affinity::set_for_current(core_affinity::CoreId { id: cpu as usize });
+    let now: Option<Vec<usize>> =
+        core_affinity::get_core_ids().map(|ids| ids.into_iter().map(|c| c.id).collect());
+    if !pinned || now.as_deref() != Some(&[cpu as usize][..]) {
+        bail!(
+            "pinning to CPU {cpu} failed (sched_setaffinity refused, or the thread runs on \
+             {now:?}): the CPU is offline, or outside the cpuset this process is allowed; \
+             list allowed CPUs in `[dataplane] cpus` or leave it out"
+        );
+    }
+    Ok(())
+}
+
+/// `[dataplane]`'s AF_XDP knobs, as each worker's sockets and UMEMs get them.
+#[derive(Debug, Clone)]
+struct AfXdpSettings {
+    rx_ring: u32,
+    tx_ring: u32,
+    fill_ring: u32,
+    completion_ring: u32,
+    frame_size: u32,
+    umem_frames: Option<u32>,
+    busy_poll: Option<BusyPoll>,
+}
+
+impl AfXdpSettings {
+    fn new(dp: &DataplaneConfig) -> Self {
+        AfXdpSettings {
+            rx_ring: dp.rx_ring_size,
+            tx_ring: dp.tx_ring_size,
+            fill_ring: dp.fill_ring_size,
+            completion_ring: dp.completion_ring_size,
+            frame_size: dp.frame_size,
+            umem_frames: dp.umem_frames,
+            busy_poll: (dp.busy_poll && dp.busy_poll_usecs > 0).then(|| BusyPoll {
+                usecs: dp.busy_poll_usecs,
+                budget: u16::try_from(dp.busy_poll_budget).unwrap_or(u16::MAX),
+            }),
+        }
+    }
+
+    /// Frames kept in each fill ring: half of it, the rest of the UMEM
+    /// being for TX and for packets the worker holds.
+    fn fill_target(&self) -> u32 {
+        self.fill_ring / 2
+    }
+
+    /// Frames of a UMEM serving sockets whose TX rings are `tx_rings`: what
+    /// the config says, or each socket's fill target and TX ring, at least
+    /// 4096.
+    fn umem_frames(&self, tx_rings: &[u32], field: &str) -> Result<u32> {
+        let sockets = tx_rings.len() as u32;
+        let least = sockets * self.fill_target() + 2 * afxdp::BATCH_SIZE as u32;
+        match self.umem_frames {
+            Some(n) if n < least => bail!(
+                "{field}: {n} frames cannot stock the fill rings of the {sockets} socket(s) \
+                 sharing a UMEM ({} each) and hold two batches in flight; give at least \
+                 {least}, or leave it out",
+                self.fill_target()
+            ),
+            Some(n) => Ok(n),
+            None => {
+                let tx: u32 = tx_rings.iter().sum();
+                Ok((sockets * self.fill_target() + tx).max(4096))
+            }
+        }
+    }
+
+    /// The TX ring size of `iface`'s sockets.
+    fn tx_ring(&self, iface: &Served) -> u32 {
+        iface.rings.1.unwrap_or(self.tx_ring)
+    }
+}
+
 /// The workers, each serving the RX queues `q` with `q % workers == index`
 /// of every interface (and sending on the lowest of them).
 struct WorkerPool {
@@ -406,6 +561,223 @@ struct WorkerPool {
     interfaces: Vec<Served>,
     shared: WorkerShared,
     steer: Arc<Mutex<Steer>>,
+    afxdp: AfXdpSettings,
+    config_path: String,
+}
+
+/// What a worker's thread made before it started to run.
+struct WorkerSetup {
+    umems: Vec<Umem>,
+    ports: Vec<Port>,
+    names: Vec<String>,
+    sockets: Vec<SocketInfo>,
+    numa_node: Option<u32>,
+}
+
+/// Pins the thread, then makes the worker's UMEMs (on its NUMA node) and
+/// sockets and registers them with the XDP program.
+///
+/// Which sockets share a UMEM: each zero-copy interface has one of its own
+/// (sharing would force its mode on the others, or theirs on it); the
+/// copy-mode interfaces share one, since the kernel copies for them anyway
+/// and a frame then goes from one to another without a copy in user space.
+fn set_up_worker(
+    cpu: Option<u32>,
+    index: u32,
+    interfaces: &[(Served, Vec<u32>)],
+    settings: &AfXdpSettings,
+    steer: &Mutex<Steer>,
+    config_path: &str,
+) -> Result<WorkerSetup> {
+    if let Some(cpu) = cpu {
+        pin_current_thread(cpu)
+            .with_context(|| format!("config {config_path}: dataplane.cpus: worker {index}"))?;
+    }
+    let numa_node = cpu.and_then(|c| afxdp::cpu_numa_node(c as usize));
+    let mut setup = WorkerSetup {
+        umems: Vec::new(),
+        ports: Vec::new(),
+        names: Vec::new(),
+        sockets: Vec::new(),
+        numa_node,
+    };
+    let new_umem = |tx_rings: &[u32], name: &str| -> Result<Umem> {
+        let frames = settings.umem_frames(
+            tx_rings,
+            &format!("config {config_path}: dataplane.umem_frames"),
+        )?;
+        Umem::new(UmemConfig {
+            frame_size: settings.frame_size,
+            frame_count: frames,
+            fill_size: settings.fill_ring,
+            comp_size: settings.completion_ring,
+            numa_node,
+            ..UmemConfig::default()
+        })
+        .with_context(|| format!("allocating a UMEM for {name} (worker {index})"))
+    };
+    // Copy-mode interfaces, with why zero-copy was refused when asked.
+    let mut copy: Vec<CopyMember<'_>> = Vec::new();
+    for (iface, queues) in interfaces {
+        if iface.bind == XdpBind::Copy {
+            copy.push((iface, queues, None));
+            continue;
+        }
+        let mut umem = new_umem(&vec![settings.tx_ring(iface); queues.len()], &iface.name)?;
+        let (first, _) = queues
+            .split_first()
+            .context("an interface without a queue")?;
+        match bind_socket(&mut umem, iface, *first, BindMode::ZeroCopy, settings) {
+            Ok(socket) => {
+                let at = setup.umems.len();
+                setup.add(iface, socket, &umem, at, None, steer)?;
+                for &queue in &queues[1..] {
+                    let socket = bind_socket(&mut umem, iface, queue, BindMode::ZeroCopy, settings)
+                        .with_context(|| {
+                            format!("AF_XDP socket on {} queue {queue}", iface.name)
+                        })?;
+                    setup.add(iface, socket, &umem, at, None, steer)?;
+                }
+                setup.umems.push(umem);
+            }
+            Err(afxdp::XskError::ZeroCopyUnsupported { source, .. })
+                if iface.bind == XdpBind::Auto =>
+            {
+                copy.push((iface, queues, Some(source.to_string())));
+            }
+            Err(e @ afxdp::XskError::ZeroCopyUnsupported { .. }) => {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "config {config_path}: interface[{}].xdp_bind = \"zerocopy\": {} cannot \
+                     bind zero-copy; set xdp_bind = \"auto\" (falls back to copy mode) or \
+                     \"copy\", or use a NIC whose driver has AF_XDP zero-copy",
+                    iface.slot, iface.name
+                )))
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e)
+                    .context(format!("AF_XDP socket on {} queue {first}", iface.name)))
+            }
+        }
+    }
+    // Tests run the zero-copy layout (a UMEM per interface, frames copied
+    // between them) on veth, which has only copy mode.
+    #[cfg(feature = "fault-injection")]
+    let groups: Vec<Vec<CopyMember<'_>>> = if crate::fault::umem_per_interface() {
+        copy.into_iter().map(|c| vec![c]).collect()
+    } else {
+        vec![copy]
+    };
+    #[cfg(not(feature = "fault-injection"))]
+    let groups = vec![copy];
+    for group in groups.into_iter().filter(|g| !g.is_empty()) {
+        let tx_rings: Vec<u32> = group
+            .iter()
+            .flat_map(|(i, q, _)| q.iter().map(|_| settings.tx_ring(i)))
+            .collect();
+        let names: Vec<&str> = group.iter().map(|(i, _, _)| i.name.as_str()).collect();
+        let mut umem = new_umem(&tx_rings, &names.join(", "))?;
+        let at = setup.umems.len();
+        for (iface, queues, refused) in group {
+            for &queue in queues {
+                let socket = bind_socket(&mut umem, iface, queue, BindMode::Copy, settings)
+                    .with_context(|| format!("AF_XDP socket on {} queue {queue}", iface.name))?;
+                setup.add(iface, socket, &umem, at, refused.clone(), steer)?;
+            }
+        }
+        setup.umems.push(umem);
+    }
+    Ok(setup)
+}
+
+/// The NUMA node of interface `name`'s device; `None` for a virtual one
+/// (no device), or a machine without NUMA (sysfs says -1).
+fn device_numa_node(name: &str) -> Option<u32> {
+    std::fs::read_to_string(format!("/sys/class/net/{name}/device/numa_node"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// An interface bound in copy mode, its queues, and why not zero-copy.
+type CopyMember<'a> = (&'a Served, &'a [u32], Option<String>);
+
+fn bind_socket(
+    umem: &mut Umem,
+    iface: &Served,
+    queue: u32,
+    mode: BindMode,
+    settings: &AfXdpSettings,
+) -> Result<XskSocket, afxdp::XskError> {
+    let config = SocketConfig {
+        rx_size: iface.rings.0.unwrap_or(settings.rx_ring),
+        tx_size: iface.rings.1.unwrap_or(settings.tx_ring),
+        fill_target: settings.fill_target(),
+        mode,
+        need_wakeup: true,
+        busy_poll: settings.busy_poll,
+    };
+    XskSocket::bind(umem, iface.ifindex, queue, &config)
+}
+
+impl WorkerSetup {
+    /// Registers a bound socket with the XDP program and keeps it as a
+    /// port of the worker, on UMEM number `at`.
+    fn add(
+        &mut self,
+        iface: &Served,
+        socket: XskSocket,
+        umem: &Umem,
+        at: usize,
+        zero_copy_refused: Option<String>,
+        steer: &Mutex<Steer>,
+    ) -> Result<()> {
+        let queue = socket.queue_id();
+        lock(steer).register_xsk(iface.slot, queue, &socket)?;
+        let device_node = device_numa_node(&iface.name);
+        if let (Some(dev), Some(mem)) = (device_node, umem.numa_node()) {
+            if dev != mem {
+                tracing::warn!(
+                    "{} queue {queue} is on NUMA node {dev}, its worker and UMEM on node {mem}: \
+                     every frame crosses the interconnect; serve it from a CPU of node {dev} \
+                     (`[dataplane] cpus`)",
+                    iface.name
+                );
+            }
+        }
+        let name = format!("{}:{queue}", iface.name);
+        let (rx_ring, tx_ring) = socket.ring_sizes();
+        self.sockets.push(SocketInfo {
+            queue: name.clone(),
+            bind: if socket.is_zero_copy() {
+                "zerocopy"
+            } else {
+                "copy"
+            }
+            .to_owned(),
+            zero_copy_refused,
+            need_wakeup: socket.uses_need_wakeup(),
+            rx_ring,
+            tx_ring,
+            fill_ring: umem.config().fill_size,
+            completion_ring: umem.config().comp_size,
+            umem: u32::try_from(at).unwrap_or(u32::MAX),
+            umem_frames: umem.config().frame_count,
+            frame_size: umem.config().frame_size,
+            numa_node: umem.numa_node(),
+            device_numa_node: device_node,
+            numa_note: umem.numa_note().map(str::to_owned),
+            busy_poll_usecs: socket.busy_poll().map(|b| b.usecs),
+            busy_poll_budget: socket.busy_poll().map(|b| u32::from(b.budget)),
+        });
+        self.names.push(name);
+        self.ports.push(Port {
+            socket,
+            role: port_role(iface.role),
+            umem: at,
+        });
+        Ok(())
+    }
 }
 
 struct WorkerSlot {
@@ -421,51 +793,68 @@ impl WorkerPool {
         let count = self.workers.len() as u32;
         let slot = &self.workers[w];
         let index = slot.index;
-        let served: Vec<(&Served, u32)> = self
+        let served: Vec<(Served, Vec<u32>)> = self
             .interfaces
             .iter()
-            .flat_map(|iface| {
-                (index..iface.rx_queues)
-                    .step_by(count as usize)
-                    .map(move |q| (iface, q))
+            .map(|iface| {
+                let queues = (index..iface.rx_queues).step_by(count as usize).collect();
+                (iface.clone(), queues)
             })
+            .filter(|(_, queues): &(Served, Vec<u32>)| !queues.is_empty())
             .collect();
-        // Half the frames in the sockets' fill rings, half for TX and in
-        // flight, however many queues this worker serves.
-        let socket_config = SocketConfig::default();
-        let umem_config = UmemConfig {
-            frame_count: UmemConfig::default()
-                .frame_count
-                .max(served.len() as u32 * socket_config.fill_target * 2),
-            ..UmemConfig::default()
-        };
-        let mut umem = Umem::new(umem_config).context("allocating a UMEM")?;
-        let mut ports = Vec::new();
-        let mut names = Vec::new();
-        for (iface, queue) in served {
-            let socket = XskSocket::bind(&mut umem, iface.ifindex, queue, &socket_config)
-                .with_context(|| format!("AF_XDP socket on {} queue {queue}", iface.name))?;
-            lock(&self.steer).register_xsk(iface.slot, queue, &socket)?;
-            names.push(format!("{}:{queue}", iface.name));
-            ports.push(Port {
-                socket,
-                role: port_role(iface.role),
-            });
-        }
         let cpu = slot.cpu;
         let shared = self.shared.clone();
-        self.shared.stats[w].started(names);
+        let (steer, settings) = (self.steer.clone(), self.afxdp.clone());
+        let path = self.config_path.clone();
+        // The UMEMs are made by the worker's own thread once it is pinned,
+        // so that their pages are on its NUMA node (as DPDK's and VPP's
+        // per-lcore/per-thread set-up does); it reports back before it runs.
+        let (report, setup_done) = std::sync::mpsc::sync_channel(1);
         let thread = std::thread::Builder::new()
             .name(format!("xdpsec-worker-{index}"))
-            .spawn(move || {
-                if let Some(cpu) = cpu {
-                    core_affinity::set_for_current(core_affinity::CoreId { id: cpu as usize });
-                }
-                worker::run(w, umem, ports, shared);
-            })
+            .spawn(
+                move || match set_up_worker(cpu, index, &served, &settings, &steer, &path) {
+                    Ok(setup) => {
+                        let info = (setup.names, setup.sockets, setup.numa_node);
+                        if report.send(Ok(info)).is_ok() {
+                            worker::run(w, setup.umems, setup.ports, shared);
+                        }
+                    }
+                    Err(e) => {
+                        report.send(Err(e)).ok();
+                    }
+                },
+            )
             .context("starting a worker thread")?;
-        self.workers[w].thread = Some(thread);
-        Ok(())
+        match setup_done.recv() {
+            Ok(Ok((names, sockets, numa_node))) => {
+                let binds: Vec<String> = sockets
+                    .iter()
+                    .map(|s| match &s.zero_copy_refused {
+                        Some(why) => format!("{} {} (zero-copy refused: {why})", s.queue, s.bind),
+                        None => format!("{} {}", s.queue, s.bind),
+                    })
+                    .collect();
+                tracing::info!(
+                    "worker {index}: {}, NUMA node {}; {}",
+                    cpu.map_or_else(|| "not pinned".to_owned(), |c| format!("CPU {c}")),
+                    numa_node.map_or_else(|| "unknown".to_owned(), |n| n.to_string()),
+                    binds.join(", ")
+                );
+                self.shared.stats[w].started(names);
+                self.shared.stats[w].set_sockets(numa_node, sockets);
+                self.workers[w].thread = Some(thread);
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                thread.join().ok();
+                Err(e.context(format!("setting up worker {index}")))
+            }
+            Err(_) => {
+                thread.join().ok();
+                bail!("worker {index} ended while it was being set up")
+            }
+        }
     }
 
     /// Fails if a worker's thread ended: the data plane then stops with a
@@ -502,6 +891,42 @@ impl WorkerPool {
                 thread.join().ok();
             }
         }
+    }
+}
+
+/// How long each step of the start took, for the log: with 100,000
+/// tunnels a slow step shows itself there.
+struct Startup {
+    began: Instant,
+    last: Instant,
+    steps: Vec<(&'static str, Duration)>,
+}
+
+impl Startup {
+    fn begin() -> Startup {
+        let now = Instant::now();
+        Startup {
+            began: now,
+            last: now,
+            steps: Vec::new(),
+        }
+    }
+
+    fn done(&mut self, step: &'static str) {
+        let now = Instant::now();
+        self.steps.push((step, now - self.last));
+        self.last = now;
+    }
+}
+
+impl fmt::Display for Startup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:.2} s (", (self.last - self.began).as_secs_f64())?;
+        for (i, (step, took)) in self.steps.iter().enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            write!(f, "{sep}{step} {:.2} s", took.as_secs_f64())?;
+        }
+        write!(f, ")")
     }
 }
 
@@ -619,5 +1044,96 @@ impl XdpMapSync {
         self.local = local;
         self.protected = protected;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_lists_read_as_ranges() {
+        let set = |v: &[usize]| v.iter().copied().collect::<BTreeSet<usize>>();
+        assert_eq!(cpu_list(&set(&[])), "none");
+        assert_eq!(cpu_list(&set(&[3])), "3");
+        assert_eq!(cpu_list(&set(&[0, 1, 2, 3, 8, 10, 11])), "0-3,8,10-11");
+    }
+
+    #[test]
+    fn a_cpu_outside_the_affinity_mask_is_refused() {
+        assert!(check_cpus_allowed(&[]).is_ok());
+        let allowed = core_affinity::get_core_ids().expect("sched_getaffinity");
+        let first = allowed[0].id as u32;
+        assert!(check_cpus_allowed(&[first]).is_ok());
+        let err = check_cpus_allowed(&[first, 100_000])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("dataplane.cpus[1]: this process may not run on CPU 100000")
+                && err.contains("leave `cpus` out"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn pinning_to_a_cpu_that_does_not_exist_fails() {
+        for cpu in [1000, 100_000] {
+            let err = std::thread::spawn(move || pin_current_thread(cpu))
+                .join()
+                .unwrap()
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(&format!("pinning to CPU {cpu} failed")),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn umem_sizes_follow_the_rings_and_refuse_too_few_frames() {
+        let dp = DataplaneConfig::default();
+        let s = AfXdpSettings::new(&dp);
+        assert_eq!(s.busy_poll, None);
+        assert_eq!(s.fill_target(), 1024);
+        // One socket: at least 4096; four: fill target and TX ring each.
+        assert_eq!(s.umem_frames(&[2048], "f").unwrap(), 4096);
+        assert_eq!(s.umem_frames(&[2048; 4], "f").unwrap(), 4 * (1024 + 2048));
+        assert_eq!(
+            s.umem_frames(&[4096, 4096, 512], "f").unwrap(),
+            3 * 1024 + 4096 + 4096 + 512
+        );
+        let s = AfXdpSettings::new(&DataplaneConfig {
+            umem_frames: Some(2048),
+            busy_poll: true,
+            busy_poll_usecs: 50,
+            busy_poll_budget: 100_000,
+            ..DataplaneConfig::default()
+        });
+        assert_eq!(
+            s.busy_poll,
+            Some(BusyPoll {
+                usecs: 50,
+                budget: u16::MAX
+            })
+        );
+        assert_eq!(s.umem_frames(&[2048], "f").unwrap(), 2048);
+        let err = s
+            .umem_frames(&[2048; 2], "umem_frames")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(
+                "umem_frames: 2048 frames cannot stock the fill rings of the 2 socket(s)"
+            ) && err.contains("at least 2176"),
+            "{err}"
+        );
+        // busy_poll_usecs without a spinning worker is refused by the
+        // config; here it is simply off.
+        let s = AfXdpSettings::new(&DataplaneConfig {
+            busy_poll_usecs: 50,
+            ..DataplaneConfig::default()
+        });
+        assert_eq!(s.busy_poll, None);
     }
 }

@@ -1,9 +1,10 @@
 //! Test-only fault switches (cargo feature `fault-injection`), for the
-//! fail-closed tests: a worker that panics, an XDP map update that fails.
+//! fail-closed tests: a worker that panics, an XDP map update that fails;
+//! and a UMEM per copy-mode interface, to run the zero-copy layout on veth.
 //! Not in a default build.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 /// Packets after which worker 0 panics, once (`u64::MAX`: never).
@@ -11,6 +12,21 @@ static WORKER_PANIC_AFTER: AtomicU64 = AtomicU64::new(u64::MAX);
 
 /// A protected prefix whose XDP map insert fails.
 static FAIL_PREFIX: Mutex<Option<(IpAddr, u8)>> = Mutex::new(None);
+
+/// Copy-mode interfaces get a UMEM each instead of sharing one.
+static UMEM_PER_INTERFACE: AtomicBool = AtomicBool::new(false);
+
+/// Gives every copy-mode interface a UMEM of its own, as a zero-copy NIC
+/// has: frames then cross UMEMs by copy, which veth (copy mode only) would
+/// otherwise never do.
+pub fn set_umem_per_interface() {
+    UMEM_PER_INTERFACE.store(true, Ordering::Relaxed);
+}
+
+/// Whether [`set_umem_per_interface`] was called.
+pub fn umem_per_interface() -> bool {
+    UMEM_PER_INTERFACE.load(Ordering::Relaxed)
+}
 
 /// Makes worker 0 panic once it has received `packets` packets.
 pub fn panic_worker_after(packets: u64) {

@@ -7,6 +7,7 @@
 #[allow(unsafe_code)]
 pub mod afxdp;
 pub mod api_server;
+pub mod batch_memo;
 pub mod crypto;
 pub mod daemon;
 pub mod esp;
@@ -24,6 +25,7 @@ pub mod per_resource;
 pub mod persist;
 pub mod pipeline;
 pub mod pmtu;
+pub mod policy_index;
 pub mod reassembly;
 pub mod replay;
 pub mod sa;

@@ -7,6 +7,7 @@
 //! and tailroom after the end; the result names the bytes to transmit and
 //! the interface to send them on.
 
+use crate::batch_memo::BatchMemo;
 use crate::esp::{self, EspError};
 use crate::fragment;
 use crate::icmp::{self, RateLimit, SourceAddrs};
@@ -216,6 +217,9 @@ pub struct Context<'a> {
     pub sources: &'a SourceAddrs,
     /// The worker's own counters, for what is neither a forward nor a drop.
     pub events: &'a WorkerStatsCell,
+    /// Next hops and SA counts learned earlier in the batch
+    /// (`BatchMemo::default()` for each new batch).
+    pub memo: BatchMemo<'a>,
 }
 
 /// A worker's own mutable state that the pipeline uses.
@@ -241,8 +245,8 @@ const REASSEMBLED_AT: usize = 64;
 /// worst-case overhead) is either carried in outer fragments (IPv4 without
 /// DF, when `outer_fragmentation` is on) or answered with an ICMP "too big"
 /// to its sender, which is what the returned frame then holds.
-pub fn outbound(
-    ctx: &Context<'_>,
+pub fn outbound<'a>(
+    ctx: &Context<'a>,
     local: &mut Local,
     buf: &mut [u8],
     start: usize,
@@ -250,7 +254,8 @@ pub fn outbound(
 ) -> Result<(Transmit, Option<SoftExpiry>), Dropped> {
     let (l3, inner_len) = ip_after_ethernet(buf, start, len)?;
     let (src, dst) = ip_addresses(&buf[l3..l3 + inner_len]).ok_or(Dropped::NotIp)?;
-    let protection = match ctx.tables.outbound_verdict(src, dst) {
+    let tables: &'a Snapshot = ctx.tables;
+    let protection = match tables.outbound_verdict(src, dst) {
         Verdict::Protect(protection) => protection,
         Verdict::Bypass => return bypass(ctx, buf, l3, inner_len, dst),
         Verdict::Drop => return Err(Dropped::PolicyDrop),
@@ -407,8 +412,8 @@ fn too_big(
 /// reassembly table (`Ok(None)` while its datagram is incomplete); an ICMP
 /// "too big" about one of our outer packets sets that SA's path MTU
 /// (`Ok(None)`: nothing to send).
-pub fn inbound(
-    ctx: &Context<'_>,
+pub fn inbound<'a>(
+    ctx: &Context<'a>,
     local: &mut Local,
     buf: &mut [u8],
     start: usize,
@@ -498,8 +503,8 @@ fn learn_path_mtu(ctx: &Context<'_>, packet: &[u8]) -> Result<(), Dropped> {
 
 /// The ESP packet in the outer IP packet at `buf[l3..l3 + ip_len]`:
 /// decapsulate it and send the inner packet towards its destination.
-fn decapsulate(
-    ctx: &Context<'_>,
+fn decapsulate<'a>(
+    ctx: &Context<'a>,
     buf: &mut [u8],
     l3: usize,
     ip_len: usize,
@@ -510,8 +515,8 @@ fn decapsulate(
         .get(esp_range.start..esp_range.start + 4)
         .ok_or(Dropped::Esp(EspError::Truncated))?;
     let spi = u32::from_be_bytes([spi_bytes[0], spi_bytes[1], spi_bytes[2], spi_bytes[3]]);
-    let entry = ctx
-        .tables
+    let tables: &'a Snapshot = ctx.tables;
+    let entry = tables
         .inbound(spi)
         .ok_or(Dropped::Esp(EspError::UnknownSpi))?;
     let opened = esp::decapsulate(&entry.sa, &mut buf[esp_range.clone()]).map_err(|e| {
@@ -545,12 +550,12 @@ fn decapsulate(
 /// The tail both directions share: the next hop (as [`resolve`] found it),
 /// its Ethernet header in front of the IP packet at `ip`, and the packet
 /// counted on its SA.
-fn forward(
-    ctx: &Context<'_>,
+fn forward<'a>(
+    ctx: &Context<'a>,
     buf: &mut [u8],
     ip: Range<usize>,
     hop: Result<Hop, Dropped>,
-    stats: &SaStats,
+    stats: &'a SaStats,
     carried_bytes: u64,
     expiry: Option<SoftExpiry>,
 ) -> Result<(Transmit, Option<SoftExpiry>), Dropped> {
@@ -561,7 +566,7 @@ fn forward(
         })
     })?;
     let transmit = hop.transmit(buf, ip)?;
-    stats.add_carried(1, carried_bytes, ctx.now);
+    ctx.memo.carried(stats, carried_bytes, ctx.now);
     Ok((transmit, expiry))
 }
 
@@ -686,13 +691,27 @@ fn decrement_ttl(packet: &mut [u8]) -> Result<(), Dropped> {
 }
 
 fn resolve(ctx: &Context<'_>, dst: IpAddr) -> Result<Hop, Dropped> {
-    hop_or_drop(ctx, ctx.next_hops.lookup(None, dst))
+    hop_or_drop(ctx, lookup(ctx, dst))
+}
+
+/// The next-hop table's answer for `dst`, remembered for the batch when it
+/// is a usable hop (a miss is asked again: its packet may be held).
+#[inline]
+fn lookup(ctx: &Context<'_>, dst: IpAddr) -> Lookup {
+    if let Some(hop) = ctx.memo.hop(dst) {
+        return Lookup::Resolved(hop);
+    }
+    let found = ctx.next_hops.lookup(None, dst);
+    if let Lookup::Resolved(hop) = found {
+        ctx.memo.remember_hop(dst, hop);
+    }
+    found
 }
 
 /// [`resolve`] for decrypted packets: what is for the host itself goes into
 /// the tunnel interface, if there is one.
 fn resolve_inbound(ctx: &Context<'_>, dst: IpAddr) -> Result<Hop, Dropped> {
-    let lookup = ctx.next_hops.lookup(None, dst);
+    let lookup = lookup(ctx, dst);
     if let Some(hop) = ctx
         .tunnel
         .and_then(|t| t.inbound_hop(ctx.next_hops, dst, &lookup))

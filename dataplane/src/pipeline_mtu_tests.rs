@@ -151,6 +151,7 @@ impl Bed {
             pmtu_hold: Duration::from_secs(600),
             sources: &self.sources,
             events: &self.events,
+            memo: Default::default(),
             tunnel: None,
         };
         outbound(&ctx, &mut self.local, frame, start, len)
@@ -361,6 +362,7 @@ fn underlay_icmp_sets_the_path_mtu_only_for_a_matching_sa() {
         pmtu_hold: Duration::from_secs(600),
         sources: &bed.sources,
         events: &bed.events,
+        memo: Default::default(),
         tunnel: None,
     };
     let mut other = frame.clone();

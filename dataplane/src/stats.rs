@@ -9,7 +9,7 @@ use hdrhistogram::Histogram;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use xdpsec_api::messages::{HistogramBucket, LatencyPercentiles};
+use xdpsec_api::messages::{HistogramBucket, LatencyPercentiles, SocketInfo};
 use xdpsec_api::WorkerStats;
 
 /// Upper bounds of the batch-size histogram's buckets.
@@ -105,6 +105,8 @@ pub struct WorkerStatsCell {
 #[derive(Debug, Clone, Default)]
 struct Supervision {
     queues: Vec<String>,
+    numa_node: Option<u32>,
+    sockets: Vec<SocketInfo>,
     running: bool,
     last_failure: Option<String>,
 }
@@ -137,6 +139,13 @@ impl WorkerStatsCell {
         let mut s = self.supervision();
         s.queues = queues;
         s.running = true;
+    }
+
+    /// How the worker's sockets were bound, and its NUMA node.
+    pub fn set_sockets(&self, numa_node: Option<u32>, sockets: Vec<SocketInfo>) {
+        let mut s = self.supervision();
+        s.numa_node = numa_node;
+        s.sockets = sockets;
     }
 
     /// The worker's thread ended while it should run, for `why`.
@@ -183,6 +192,8 @@ impl WorkerStatsCell {
             queues: supervision.queues,
             running: supervision.running,
             last_failure: supervision.last_failure,
+            numa_node: supervision.numa_node,
+            sockets: supervision.sockets,
         }
     }
 

@@ -28,10 +28,11 @@ use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{HashMap as BpfHashMap, Map, MapError, PerCpuArray, XskMap};
 use aya::programs::xdp::XdpLinkId;
 use aya::programs::{ProgramError, Xdp, XdpMode};
-use aya::{Ebpf, EbpfError};
+use aya::{Ebpf, EbpfError, EbpfLoader};
 use xdpsec_ebpf_common::{
     v4_key, xsk_index, IfaceConfig, COUNTERS_MAP, IFACES_MAP, LOCAL_V4_MAP, LOCAL_V6_MAP,
-    MAX_QUEUES, MAX_SLOTS, PROTECT_V4_MAP, PROTECT_V6_MAP, STEER_PROGRAM, VERDICT_COUNT, XSKS_MAP,
+    MAX_QUEUES, MAX_SLOTS, PROTECT_LEN, PROTECT_V4_MAP, PROTECT_V6_MAP, STEER_PROGRAM,
+    VERDICT_COUNT, XSKS_MAP,
 };
 pub use xdpsec_ebpf_common::{Role, Verdict};
 
@@ -353,7 +354,16 @@ pub struct Steer {
 impl Steer {
     /// Loads the embedded object and the `steer` program into the kernel.
     pub fn load() -> Result<Self, SteerError> {
-        let mut ebpf = Ebpf::load(STEER_OBJECT)
+        Self::load_sized(PROTECT_LEN)
+    }
+
+    /// [`Steer::load`] with room for `protected_prefixes` prefixes of each
+    /// family (`[dataplane] max_protected_prefixes`).
+    pub fn load_sized(protected_prefixes: u32) -> Result<Self, SteerError> {
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(PROTECT_V4_MAP, protected_prefixes)
+            .map_max_entries(PROTECT_V6_MAP, protected_prefixes)
+            .load(STEER_OBJECT)
             .map_err(|e| SteerError::classify("loading the XDP object", e, SteerError::Load))?;
         let program: &mut Xdp = ebpf
             .program_mut(STEER_PROGRAM)

@@ -6,13 +6,14 @@ use crate::crypto::Backend;
 use crate::esp::EspError;
 use crate::per_resource::{Protection, ResourceIndex};
 use crate::pmtu::PathMtu;
+use crate::policy_index::PolicyIndex;
 use crate::sa::{Cipher, Direction, InboundSa, Lifetimes, Limit, OutboundSa, SaConfig, UdpEncap};
 use crate::selector::{IpRange, PortRange, TrafficSelector};
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 use thiserror::Error;
 use xdpsec_api::{
@@ -56,8 +57,9 @@ impl PathDrop {
 pub struct SaStats {
     packets: AtomicU64,
     bytes: AtomicU64,
-    esp_drops: [AtomicU64; EspError::COUNT],
-    path_drops: [AtomicU64; PathDrop::ALL.len()],
+    /// Allocated at the SA's first drop: most SAs never drop a packet, and
+    /// with 100,000 SAs the counters would be most of an SA's memory.
+    drops: OnceLock<Box<DropCounts>>,
     installed: Instant,
     /// Nanoseconds after `installed` of the last packet, 0 for none yet.
     last_used_ns: AtomicU64,
@@ -65,13 +67,19 @@ pub struct SaStats {
     pub pmtu: PathMtu,
 }
 
+/// An SA's drop counters by reason.
+#[derive(Debug)]
+struct DropCounts {
+    esp: [AtomicU64; EspError::COUNT],
+    path: [AtomicU64; PathDrop::ALL.len()],
+}
+
 impl SaStats {
-    fn new() -> SaStats {
+    pub(crate) fn new() -> SaStats {
         SaStats {
             packets: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
-            esp_drops: std::array::from_fn(|_| AtomicU64::new(0)),
-            path_drops: std::array::from_fn(|_| AtomicU64::new(0)),
+            drops: OnceLock::new(),
             installed: Instant::now(),
             last_used_ns: AtomicU64::new(0),
             pmtu: PathMtu::new(),
@@ -90,12 +98,21 @@ impl SaStats {
         );
     }
 
+    fn drop_counts(&self) -> &DropCounts {
+        self.drops.get_or_init(|| {
+            Box::new(DropCounts {
+                esp: std::array::from_fn(|_| AtomicU64::new(0)),
+                path: std::array::from_fn(|_| AtomicU64::new(0)),
+            })
+        })
+    }
+
     pub fn add_esp_drop(&self, reason: EspError) {
-        self.esp_drops[reason.index()].fetch_add(1, Ordering::Relaxed);
+        self.drop_counts().esp[reason.index()].fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn add_path_drop(&self, reason: PathDrop) {
-        self.path_drops[reason as usize].fetch_add(1, Ordering::Relaxed);
+        self.drop_counts().path[reason as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn counters(&self) -> SaCounters {
@@ -104,12 +121,15 @@ impl SaStats {
             bytes: self.bytes.load(Ordering::Relaxed),
             ..SaCounters::default()
         };
+        let Some(drops) = self.drops.get() else {
+            return counters;
+        };
         let esp = EspError::ALL
             .iter()
-            .map(|e| (e.as_str(), &self.esp_drops[e.index()]));
+            .map(|e| (e.as_str(), &drops.esp[e.index()]));
         let path = PathDrop::ALL
             .iter()
-            .map(|p| (p.as_str(), &self.path_drops[*p as usize]));
+            .map(|p| (p.as_str(), &drops.path[*p as usize]));
         for (name, count) in esp.chain(path) {
             let n = count.load(Ordering::Relaxed);
             if n > 0 {
@@ -141,9 +161,8 @@ pub struct Installed<S> {
     /// Shared with the entry an update replaces this one with, so the
     /// counters run on across updates.
     pub stats: Arc<SaStats>,
-    /// The description it was installed from, key removed.
-    info: SaInfo,
-    /// The same with the key, to rebuild the SA on an update.
+    /// What it was installed from: to describe it, and to rebuild it on
+    /// an update.
     spec: SaSpec,
 }
 
@@ -161,20 +180,18 @@ pub enum Verdict {
     NoPolicy,
 }
 
-#[derive(Debug)]
-struct CompiledPolicy {
-    local: Prefix,
-    remote: Prefix,
-    action: Verdict,
-}
+/// SAs by SPI. SPIs are chosen by this side (inbound) or come from the
+/// control plane, not from packets an attacker controls, so a fast
+/// unkeyed-quality hash is enough; SipHash cost more per lookup.
+type SpiMap<E> = HashMap<u32, Arc<E>, foldhash::fast::RandomState>;
 
 /// One consistent view of every SA and outbound policy.
 #[derive(Debug, Default)]
 pub struct Snapshot {
-    inbound: HashMap<u32, Arc<InboundEntry>>,
-    outbound: HashMap<u32, Arc<OutboundEntry>>,
-    /// Outbound policies, most specific first.
-    out_policies: Vec<CompiledPolicy>,
+    inbound: SpiMap<InboundEntry>,
+    outbound: SpiMap<OutboundEntry>,
+    /// Outbound policies by prefix, each with its verdict.
+    out_policies: PolicyIndex<Verdict>,
 }
 
 impl Snapshot {
@@ -196,12 +213,14 @@ impl Snapshot {
     }
 
     /// The outbound policy for a packet from `src` to `dst` (most specific
-    /// local prefix, then remote prefix, wins).
-    pub fn outbound_verdict(&self, src: IpAddr, dst: IpAddr) -> Verdict {
+    /// local prefix, then remote prefix, wins). Borrowed from the snapshot,
+    /// which the worker holds for its batch: no reference count is touched
+    /// per packet.
+    #[inline]
+    pub fn outbound_verdict(&self, src: IpAddr, dst: IpAddr) -> &Verdict {
         self.out_policies
-            .iter()
-            .find(|p| p.local.contains(src) && p.remote.contains(dst))
-            .map_or(Verdict::NoPolicy, |p| p.action.clone())
+            .lookup(src, dst)
+            .unwrap_or(&Verdict::NoPolicy)
     }
 
     pub fn sa_infos(&self) -> Vec<SaInfo> {
@@ -232,7 +251,7 @@ impl<S> Installed<S> {
             counters: self.stats.counters(),
             age_ms: self.stats.age_ms(),
             last_used_ms: self.stats.last_used_ms(),
-            ..self.info.clone()
+            ..SaInfo::from_spec(&self.spec)
         }
     }
 }
@@ -273,8 +292,8 @@ fn remaining(limit: Limit, used: u64) -> Limit {
 /// The control side's editable copy, from which snapshots are built.
 #[derive(Debug, Default, Clone)]
 struct Editable {
-    inbound: HashMap<u32, Arc<InboundEntry>>,
-    outbound: HashMap<u32, Arc<OutboundEntry>>,
+    inbound: SpiMap<InboundEntry>,
+    outbound: SpiMap<OutboundEntry>,
     policies: Vec<Policy>,
 }
 
@@ -314,53 +333,7 @@ impl Tables {
     }
 
     pub fn add_sa(&self, spec: &SaSpec) -> Result<(), TableError> {
-        spec.validate()
-            .map_err(|e| TableError::InvalidSa(e.to_string()))?;
-        let config = sa_config(spec, self.backend);
-        let info = SaInfo::from_spec(spec);
-        let mut edit = self.editable();
-        match spec.direction {
-            xdpsec_api::Direction::In => {
-                if edit.inbound.contains_key(&spec.spi) {
-                    return Err(TableError::SaExists {
-                        spi: spec.spi,
-                        direction: "in",
-                    });
-                }
-                let sa =
-                    InboundSa::new(config).map_err(|e| TableError::InvalidSa(e.to_string()))?;
-                edit.inbound.insert(
-                    spec.spi,
-                    Arc::new(Installed {
-                        sa: Arc::new(sa),
-                        stats: Arc::new(SaStats::new()),
-                        info,
-                        spec: spec.clone(),
-                    }),
-                );
-            }
-            xdpsec_api::Direction::Out => {
-                if edit.outbound.contains_key(&spec.spi) {
-                    return Err(TableError::SaExists {
-                        spi: spec.spi,
-                        direction: "out",
-                    });
-                }
-                let sa =
-                    OutboundSa::new(config).map_err(|e| TableError::InvalidSa(e.to_string()))?;
-                edit.outbound.insert(
-                    spec.spi,
-                    Arc::new(Installed {
-                        sa: Arc::new(sa),
-                        stats: Arc::new(SaStats::new()),
-                        info,
-                        spec: spec.clone(),
-                    }),
-                );
-            }
-        }
-        self.publish(&edit);
-        Ok(())
+        self.add_bulk(std::slice::from_ref(spec), &[])
     }
 
     /// Adds many SAs and policies and publishes once: [`Tables::add_sa`] and
@@ -379,7 +352,7 @@ impl Tables {
             let config = sa_config(spec, self.backend);
             let invalid = |e: crate::sa::SaConfigError| TableError::InvalidSa(e.to_string());
             let stats = Arc::new(SaStats::new());
-            let (info, spec_copy) = (SaInfo::from_spec(spec), spec.clone());
+            let spec_copy = spec.clone();
             let exists = match spec.direction {
                 xdpsec_api::Direction::In => next
                     .inbound
@@ -388,7 +361,6 @@ impl Tables {
                         Arc::new(Installed {
                             sa: Arc::new(InboundSa::new(config).map_err(invalid)?),
                             stats,
-                            info,
                             spec: spec_copy,
                         }),
                     )
@@ -400,7 +372,6 @@ impl Tables {
                         Arc::new(Installed {
                             sa: Arc::new(OutboundSa::new(config).map_err(invalid)?),
                             stats,
-                            info,
                             spec: spec_copy,
                         }),
                     )
@@ -480,7 +451,6 @@ impl Tables {
                 let entry = Installed {
                     sa: old.sa.clone(),
                     stats: old.stats.clone(),
-                    info: SaInfo::from_spec(&spec),
                     spec,
                 };
                 edit.inbound.insert(update.spi, Arc::new(entry));
@@ -511,7 +481,6 @@ impl Tables {
                 let entry = Installed {
                     sa: Arc::new(sa),
                     stats: old.stats.clone(),
-                    info: SaInfo::from_spec(&spec),
                     spec,
                 };
                 edit.outbound.insert(update.spi, Arc::new(entry));
@@ -597,26 +566,23 @@ impl Tables {
 
     fn publish(&self, edit: &Editable) {
         let resources = ResourceIndex::new(edit.outbound.values());
-        let mut out_policies: Vec<CompiledPolicy> = edit
-            .policies
-            .iter()
-            .filter(|p| p.direction == xdpsec_api::Direction::Out)
-            .map(|p| CompiledPolicy {
-                local: p.local,
-                remote: p.remote,
-                action: match (p.action, p.spi) {
-                    (PolicyAction::Protect, Some(spi)) => match edit.outbound.get(&spi) {
-                        Some(entry) => Verdict::Protect(Arc::new(resources.protection(entry))),
-                        // The SA is gone: the traffic must not leave in clear.
-                        None => Verdict::Drop,
-                    },
-                    (PolicyAction::Bypass, _) => Verdict::Bypass,
-                    _ => Verdict::Drop,
-                },
-            })
-            .collect();
-        out_policies
-            .sort_by_key(|p| std::cmp::Reverse((p.local.prefix_len(), p.remote.prefix_len())));
+        let out_policies = PolicyIndex::build(
+            edit.policies
+                .iter()
+                .filter(|p| p.direction == xdpsec_api::Direction::Out)
+                .map(|p| {
+                    let verdict = match (p.action, p.spi) {
+                        (PolicyAction::Protect, Some(spi)) => match edit.outbound.get(&spi) {
+                            Some(entry) => Verdict::Protect(Arc::new(resources.protection(entry))),
+                            // The SA is gone: the traffic must not leave in clear.
+                            None => Verdict::Drop,
+                        },
+                        (PolicyAction::Bypass, _) => Verdict::Bypass,
+                        _ => Verdict::Drop,
+                    };
+                    (p.local, p.remote, verdict)
+                }),
+        );
         self.live.store(Arc::new(Snapshot {
             inbound: edit.inbound.clone(),
             outbound: edit.outbound.clone(),

@@ -1,10 +1,20 @@
-//! A data-plane worker: one thread, pinned to a CPU, owning one UMEM and one
-//! AF_XDP socket per (interface, queue) it serves. It drains a batch from a
-//! socket's RX ring, runs each frame through the pipeline in place, queues the
-//! result on the TX batch of the interface the next hop is on, and pushes
-//! every TX batch out once. An idle worker sleeps in poll().
+//! A data-plane worker: one thread, pinned to a CPU, owning its UMEMs (on
+//! the CPU's NUMA node) and one AF_XDP socket per (interface, queue). It
+//! drains a batch from a socket's RX ring, runs each frame through the
+//! pipeline in place, queues the result on the TX batch of the interface
+//! the next hop is on (copied into that interface's UMEM when it is
+//! another), and pushes every TX batch out once. An idle worker sleeps in
+//! poll(), or spins when busy polling.
+//!
+//! Several UMEMs, not one per worker: the kernel binds every socket of a
+//! UMEM in the mode of its first, so a copy-only interface (veth, the
+//! tunnel interface) sharing a UMEM with a NIC would force the NIC into
+//! copy mode too. Each zero-copy interface has its own; the copy-mode ones
+//! share one. The copy a frame takes between UMEMs replaces the one the
+//! kernel makes in copy mode.
 
 use crate::afxdp::{Frame, FrameBatch, PollSet, Umem, XskSocket, BATCH_SIZE};
+use crate::batch_memo::BatchMemo;
 use crate::fragment;
 use crate::icmp::{RateLimit, SourceAddrs};
 use crate::neighbour_queue::{NeighbourQueue, Released};
@@ -35,6 +45,8 @@ pub enum PortRole {
 pub struct Port {
     pub socket: XskSocket,
     pub role: PortRole,
+    /// Index of its UMEM among the worker's.
+    pub umem: usize,
 }
 
 /// Extra wake-ups `send_all` makes when the TX ring is full before it drops
@@ -53,7 +65,7 @@ const IDLE_POLL_MS: i32 = 100;
 const WAITING_POLL_MS: i32 = 1;
 
 /// A packet waiting for its next hop's neighbour entry: the port it leaves
-/// on and its frame, narrowed to the IP packet.
+/// on and its frame (already in that port's UMEM), narrowed to the IP packet.
 type Waiting = NeighbourQueue<(usize, Frame)>;
 
 /// What a worker needs besides its own sockets.
@@ -91,8 +103,12 @@ pub struct MtuSettings {
 /// in front of it (see `pipeline::inbound`), and a VLAN tag's worth.
 const REASSEMBLY_FRAME_OVERHEAD: usize = 64 + ethernet::HEADER_LEN + 4;
 
-/// Runs until `shared.stop` is set. `index` selects this worker's stats cell.
-pub fn run(index: usize, mut umem: Umem, mut ports: Vec<Port>, shared: WorkerShared) {
+/// Runs until `shared.stop` is set. `index` selects this worker's stats cell;
+/// each port's `umem` indexes `umems`.
+pub fn run(index: usize, mut umems: Vec<Umem>, mut ports: Vec<Port>, shared: WorkerShared) {
+    if ports.iter().any(|p| p.umem >= umems.len()) || umems.is_empty() {
+        return;
+    }
     let Some(cell) = shared.stats.get(index) else {
         return;
     };
@@ -115,7 +131,7 @@ pub fn run(index: usize, mut umem: Umem, mut ports: Vec<Port>, shared: WorkerSha
         icmp_limit: RateLimit::new(shared.mtu.icmp_rate, now),
         reassembly: Reassembly::new(ReassemblyLimits {
             slots: shared.mtu.reassembly_slots,
-            max_datagram: (umem.config().frame_size as usize)
+            max_datagram: (umems[0].config().frame_size as usize)
                 .saturating_sub(REASSEMBLY_FRAME_OVERHEAD),
             timeout: shared.mtu.reassembly_timeout,
         }),
@@ -126,7 +142,8 @@ pub fn run(index: usize, mut umem: Umem, mut ports: Vec<Port>, shared: WorkerSha
     while !shared.stop.load(Ordering::Relaxed) {
         let mut received = 0;
         for p in 0..ports.len() {
-            let n = ports[p].socket.recv(&mut umem, &mut rx).unwrap_or(0);
+            let from = ports[p].umem;
+            let n = ports[p].socket.recv(&mut umems[from], &mut rx).unwrap_or(0);
             if n == 0 {
                 continue;
             }
@@ -139,7 +156,8 @@ pub fn run(index: usize, mut umem: Umem, mut ports: Vec<Port>, shared: WorkerSha
             let started = Instant::now();
             process_batch(
                 &shared,
-                &mut umem,
+                &mut umems,
+                from,
                 &mut local,
                 &ports,
                 ports[p].role,
@@ -151,7 +169,7 @@ pub fn run(index: usize, mut umem: Umem, mut ports: Vec<Port>, shared: WorkerSha
             );
             recorder.batch(n, started.elapsed());
             for (port, batch) in ports.iter_mut().zip(tx.iter_mut()) {
-                send_all(&mut umem, port, batch, &recorder);
+                send_all(&mut umems[port.umem], port, batch, &recorder);
             }
             recorder.maybe_publish(started);
         }
@@ -159,7 +177,7 @@ pub fn run(index: usize, mut umem: Umem, mut ports: Vec<Port>, shared: WorkerSha
         if !waiting.is_empty() {
             release_waiting(
                 &shared,
-                &mut umem,
+                &mut umems,
                 &mut ports,
                 &mut waiting,
                 &mut tx,
@@ -190,12 +208,15 @@ pub fn run(index: usize, mut umem: Umem, mut ports: Vec<Port>, shared: WorkerSha
     }
 }
 
-/// Puts the packet in `frame` (the IP packet at `ip`, without Ethernet
-/// header) in the waiting queue of its next hop, with its later outer
-/// fragments written out now (from the frame as the pipeline left it),
-/// all or none; returns how many frames wait.
+/// Puts the packet in `frame` (of `umems[from]`; the IP packet at `ip`,
+/// without Ethernet header) in the waiting queue of its next hop, with its
+/// later outer fragments written out now (from the frame as the pipeline
+/// left it), all or none, everything in `umems[to]`, the UMEM of the port it
+/// leaves on; returns how many frames wait.
+#[allow(clippy::too_many_arguments)]
 fn hold_for_neighbour(
-    umem: &mut Umem,
+    umems: &mut [Umem],
+    (from, to): (usize, usize),
     waiting: &mut Waiting,
     mut frame: Frame,
     ip: &std::ops::Range<usize>,
@@ -209,43 +230,76 @@ fn hold_for_neighbour(
         // The fragments get a copy of the bytes in front of the first as
         // their Ethernet header; the real one is written on release.
         let first = ip.start.saturating_sub(ethernet::HEADER_LEN)..ip.end;
-        match write_fragments(umem, &frame, &first, plan, room) {
+        match write_fragments(umems, (from, to), &frame, &first, plan, room) {
             Ok(written) => rest = written,
             Err(_) => {
-                umem.free(frame);
+                umems[from].free(frame);
                 return Err(Dropped::NeighbourQueueFull);
             }
         }
     }
     let extra = rest.iter().flatten().count();
-    let narrowed = umem
+    let narrowed = umems[from]
         .pull_head(&mut frame, ip.start)
-        .and_then(|()| umem.set_len(&mut frame, ip.len()));
+        .and_then(|()| umems[from].set_len(&mut frame, ip.len()));
     let rest_narrowed = rest
         .iter_mut()
         .flatten()
-        .all(|f| umem.pull_head(f, ethernet::HEADER_LEN).is_ok());
-    if room < extra + 1 || narrowed.is_err() || !rest_narrowed {
-        umem.free(frame);
-        for f in rest.iter_mut().filter_map(Option::take) {
-            umem.free(f);
+        .all(|f| umems[to].pull_head(f, ethernet::HEADER_LEN).is_ok());
+    let frame = match (room > extra && narrowed.is_ok() && rest_narrowed)
+        .then(|| cross(umems, from, to, frame))
+    {
+        Some(Ok(frame)) => frame,
+        failed => {
+            if let Some(Err(frame)) = failed {
+                umems[from].free(frame);
+            }
+            for f in rest.iter_mut().filter_map(Option::take) {
+                umems[to].free(f);
+            }
+            return Err(Dropped::NeighbourQueueFull);
         }
-        return Err(Dropped::NeighbourQueueFull);
-    }
+    };
     // `room` covers them all: none of these is refused.
     for f in std::iter::once(frame).chain(rest.iter_mut().filter_map(Option::take)) {
         if let Err((_, f)) = waiting.hold(neighbour, mtu, (port, f), now) {
-            umem.free(f);
+            umems[to].free(f);
         }
     }
     Ok(extra + 1)
+}
+
+/// `frame` (of `umems[from]`) as a frame of `umems[to]`: itself when that
+/// is the same UMEM, else a copy, the original freed. Gives the frame back
+/// when `to` has no free frame (its frames are all in its rings: the
+/// interface cannot send as fast as it is given packets).
+fn cross(umems: &mut [Umem], from: usize, to: usize, frame: Frame) -> Result<Frame, Frame> {
+    if from == to {
+        return Ok(frame);
+    }
+    let Some(mut out) = umems[to].alloc() else {
+        return Err(frame);
+    };
+    let (src, dst) = (&umems[from], &umems[to]);
+    let len = frame.len();
+    // A fresh frame starts behind the full headroom; a longer packet
+    // (outer headers pushed in front) starts earlier.
+    let short = len.saturating_sub(dst.tailroom(&out));
+    let fits = dst.push_head(&mut out, short).is_ok() && dst.set_len(&mut out, len).is_ok();
+    if !fits {
+        umems[to].free(out);
+        return Err(frame);
+    }
+    dst.data_mut(&mut out).copy_from_slice(src.data(&frame));
+    umems[from].free(frame);
+    Ok(out)
 }
 
 /// Sends the packets whose neighbour the kernel has resolved, behind their
 /// Ethernet header; drops (and counts) those it could not resolve in time.
 fn release_waiting(
     shared: &WorkerShared,
-    umem: &mut Umem,
+    umems: &mut [Umem],
     ports: &mut [Port],
     waiting: &mut Waiting,
     tx: &mut [FrameBatch],
@@ -253,6 +307,12 @@ fn release_waiting(
 ) {
     let table = shared.next_hops.load();
     waiting.release(&table, Instant::now(), |(port, mut frame), released| {
+        let Some(umem) = ports.get(port).and_then(|p| umems.get_mut(p.umem)) else {
+            // Cannot happen (a port is held with its index); not a panic,
+            // and the frame is leaked rather than freed into a wrong UMEM.
+            let _leaked = frame;
+            return;
+        };
         let hop = match released {
             Released::Send(hop) => hop,
             Released::Drop(reason) => {
@@ -282,7 +342,7 @@ fn release_waiting(
         }
     });
     for (port, batch) in ports.iter_mut().zip(tx.iter_mut()) {
-        send_all(umem, port, batch, recorder);
+        send_all(&mut umems[port.umem], port, batch, recorder);
     }
 }
 
@@ -305,7 +365,8 @@ fn expire_fragments(local: &mut Local, cell: &WorkerStatsCell) {
 #[allow(clippy::too_many_arguments)]
 fn process_batch(
     shared: &WorkerShared,
-    umem: &mut Umem,
+    umems: &mut [Umem],
+    from: usize,
     local: &mut Local,
     ports: &[Port],
     role: PortRole,
@@ -329,8 +390,10 @@ fn process_batch(
         pmtu_hold: shared.mtu.pmtu_hold,
         sources: &shared.sources,
         events: recorder.cell(),
+        memo: BatchMemo::default(),
     };
     for mut frame in rx.drain() {
+        let umem = &mut umems[from];
         let len = frame.len();
         let head = umem.headroom(&frame);
         let tail = umem.tailroom(&frame);
@@ -373,7 +436,8 @@ fn process_batch(
                 },
             ))) => {
                 let held = hold_for_neighbour(
-                    umem,
+                    umems,
+                    (from, ports[port].umem),
                     waiting,
                     frame,
                     &range,
@@ -396,34 +460,47 @@ fn process_batch(
                 // is narrowed (their payload lies behind the first's end),
                 // and queued after it: a receiver steering UDP fragments by
                 // what the first one showed needs it first.
+                let to = ports[port].umem;
                 let mut rest = Fragments::default();
                 if let Some(plan) = &fragments {
-                    match write_fragments(umem, &frame, &range, plan, tx[port].remaining()) {
+                    let room = tx[port].remaining();
+                    match write_fragments(umems, (from, to), &frame, &range, plan, room) {
                         Ok(written) => rest = written,
                         Err(reason) => {
-                            umem.free(frame);
+                            umems[from].free(frame);
                             recorder.dropped(reason);
                             continue;
                         }
                     }
                 }
+                let umem = &mut umems[from];
                 let narrowed = umem
                     .pull_head(&mut frame, range.start)
                     .and_then(|()| umem.set_len(&mut frame, range.len()));
                 if narrowed.is_ok() {
-                    if let Err(frame) = tx[port].push(frame) {
-                        umem.free(frame);
-                        recorder.dropped(Dropped::TxRingFull);
+                    match cross(umems, from, to, frame) {
+                        Ok(frame) => {
+                            if let Err(frame) = tx[port].push(frame) {
+                                umems[to].free(frame);
+                                recorder.dropped(Dropped::TxRingFull);
+                            }
+                        }
+                        // The port's UMEM has no frame free: its TX is
+                        // backed up, as when its ring is full.
+                        Err(frame) => {
+                            umems[from].free(frame);
+                            recorder.dropped(Dropped::TxRingFull);
+                        }
                     }
                     for f in rest.iter_mut().filter_map(Option::take) {
                         if let Err(f) = tx[port].push(f) {
-                            umem.free(f);
+                            umems[to].free(f);
                         }
                     }
                 } else {
                     umem.free(frame);
                     for f in rest.iter_mut().filter_map(Option::take) {
-                        umem.free(f);
+                        umems[to].free(f);
                     }
                     recorder.dropped(Dropped::Esp(crate::esp::EspError::NoHeadroom));
                 }
@@ -446,11 +523,12 @@ type Fragments = [Option<Frame>; MAX_EXTRA_FRAGMENTS];
 const MAX_EXTRA_FRAGMENTS: usize = 8;
 
 /// Writes the second and later outer fragments of the packet in `frame`
-/// (its first fragment at `first`, with its Ethernet header) into fresh
-/// frames. All or nothing: without a frame for each, or room for all in
-/// the TX batch (`room`), none is kept.
+/// (of `umems[from]`; its first fragment at `first`, with its Ethernet
+/// header) into fresh frames of `umems[to]`. All or nothing: without a
+/// frame for each, or room for all in the TX batch (`room`), none is kept.
 fn write_fragments(
-    umem: &mut Umem,
+    umems: &mut [Umem],
+    (from, to): (usize, usize),
     frame: &Frame,
     first: &std::ops::Range<usize>,
     plan: &fragment::Plan,
@@ -464,17 +542,18 @@ fn write_fragments(
     if extra > fresh.len() {
         return Err(Dropped::NoFrameForFragment);
     }
-    let frame_size = umem.config().frame_size as usize;
+    let frame_size = umems[to].config().frame_size as usize;
     for i in 0..extra {
-        let Some(mut out) = umem.alloc() else {
+        let Some(mut out) = umems[to].alloc() else {
             for f in fresh.iter_mut().filter_map(Option::take) {
-                umem.free(f);
+                umems[to].free(f);
             }
             return Err(Dropped::NoFrameForFragment);
         };
+        let (src_umem, umem) = (&umems[from], &umems[to]);
         let room = frame_size - umem.headroom(&out);
         let written = umem.set_len(&mut out, room).ok().and_then(|()| {
-            let src = umem.data(frame);
+            let src = src_umem.data(frame);
             let dst = umem.data_mut(&mut out);
             dst[..ethernet::HEADER_LEN]
                 .copy_from_slice(&src[first.start..first.start + ethernet::HEADER_LEN]);
@@ -483,9 +562,9 @@ fn write_fragments(
         match written.map(|n| umem.set_len(&mut out, ethernet::HEADER_LEN + n)) {
             Some(Ok(())) => fresh[i] = Some(out),
             _ => {
-                umem.free(out);
+                umems[to].free(out);
                 for f in fresh.iter_mut().filter_map(Option::take) {
-                    umem.free(f);
+                    umems[to].free(f);
                 }
                 return Err(Dropped::NoFrameForFragment);
             }

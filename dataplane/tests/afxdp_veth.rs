@@ -5,7 +5,9 @@
 //! frame comes back through the completion ring. Also: one UMEM shared by
 //! sockets on two interfaces, the errors for a missing interface, a busy
 //! queue, zero-copy on veth and a foreign UMEM, frame headroom arithmetic,
-//! and an idle wait in poll().
+//! and an idle wait in poll(); the automatic bind falling back to copy mode
+//! on veth and saying why, busy-polling socket options, and a UMEM placed
+//! on the NUMA node of a CPU.
 //!
 //! RX: the `steer` XDP program, attached natively to one end with role
 //! outside and a local address, redirects ESP-in-UDP datagrams that a plain
@@ -19,8 +21,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use xdpsec_dataplane::afxdp::{
-    ifindex, BindMode, FrameBatch, NoRoom, PollSet, SocketConfig, Umem, UmemConfig, XskError,
-    XskSocket, MIN_HEADROOM, XDP_PACKET_HEADROOM,
+    cpu_numa_node, ifindex, BindMode, BusyPoll, FrameBatch, NoRoom, PollSet, SocketConfig, Umem,
+    UmemConfig, XskError, XskSocket, MIN_HEADROOM, XDP_PACKET_HEADROOM,
 };
 use xdpsec_dataplane::steer::{AttachMode, Role, Steer, Verdict};
 use xdpsec_dataplane::wire::checksum;
@@ -411,18 +413,17 @@ fn bind_errors_are_clear() {
             "{err:?}"
         );
         assert!(err.to_string().contains("a0"), "{err}");
-        // That UMEM's first bind failed; it says to make a new one.
-        let err = XskSocket::bind(&mut umem, index, 0, &SocketConfig::default()).unwrap_err();
-        assert!(matches!(err, XskError::Config(_)), "{err:?}");
+        assert!(err.to_string().contains("copy mode"), "{err}");
 
-        // Forced copy mode works.
-        let mut umem = Umem::new(UmemConfig::default()).unwrap();
+        // The same UMEM, registered again after that failure, binds in
+        // forced copy mode.
         let copy = SocketConfig {
             mode: BindMode::Copy,
             ..SocketConfig::default()
         };
         let sock = XskSocket::bind(&mut umem, index, 0, &copy).unwrap();
         assert!(!sock.is_zero_copy());
+        assert_eq!(sock.zero_copy_refused(), None, "copy was asked for");
         // A queue veth does not have.
         let err = XskSocket::bind(&mut umem, index, 7, &copy);
         assert!(err.is_err(), "{err:?}");
@@ -450,6 +451,104 @@ fn bind_errors_are_clear() {
         }
     })
     .unwrap();
+}
+
+#[test]
+fn auto_bind_falls_back_to_copy_on_veth_and_keeps_the_reason() {
+    let p = pair();
+    p.a.run_in(|| {
+        let index = ifindex("a0").unwrap();
+        let mut umem = Umem::new(UmemConfig::default()).unwrap();
+        let auto = SocketConfig::default();
+        assert_eq!(auto.mode, BindMode::Auto);
+        let first = XskSocket::bind(&mut umem, index, 0, &auto).unwrap();
+        assert!(!first.is_zero_copy());
+        let why = first.zero_copy_refused().expect("the refusal is kept");
+        assert!(why.contains("os error"), "{why}");
+        assert!(first.uses_need_wakeup());
+        // The refused attempt left the UMEM registered again and whole:
+        // the copy-mode socket's fill ring is stocked from it.
+        assert_eq!(first.frames_in_fill(), auto.fill_target);
+        assert_eq!(first.ring_sizes(), (auto.rx_size, auto.tx_size));
+    })
+    .unwrap();
+}
+
+#[test]
+fn busy_polling_sets_the_socket_options_and_polls_the_driver() {
+    let p = pair();
+    p.b.run_in(|| {
+        let mut umem = Umem::new(UmemConfig::default()).unwrap();
+        let index = ifindex("b0").unwrap();
+        let plain = XskSocket::bind(&mut umem, index, 0, &SocketConfig::default()).unwrap();
+        assert_eq!(plain.busy_poll(), None);
+        assert!(!plain.busy_poll_options().unwrap().1, "off unless asked");
+    })
+    .unwrap();
+    p.a.run_in(|| {
+        let index = ifindex("a0").unwrap();
+        let mut umem = Umem::new(UmemConfig::default()).unwrap();
+        let busy = BusyPoll {
+            usecs: 20,
+            budget: 16,
+        };
+        let config = SocketConfig {
+            mode: BindMode::Copy,
+            busy_poll: Some(busy),
+            ..SocketConfig::default()
+        };
+        let mut sock = XskSocket::bind(&mut umem, index, 0, &config).unwrap();
+        assert_eq!(sock.busy_poll(), Some(busy));
+        assert_eq!(sock.busy_poll_options().unwrap(), (20, true));
+        // Nothing to receive: the empty recv goes into the kernel
+        // (recvfrom) whatever the need-wakeup flag says.
+        let mut batch = FrameBatch::new();
+        for _ in 0..3 {
+            assert_eq!(sock.recv(&mut umem, &mut batch).unwrap(), 0);
+        }
+        assert_eq!(sock.stats().busy_polls, 3);
+        sock.flush().unwrap();
+    })
+    .unwrap();
+}
+
+#[test]
+fn a_umem_goes_on_the_numa_node_asked_for() {
+    // This machine's CPU 0 has a node (node 0 on a single-node machine).
+    let node = cpu_numa_node(0);
+    let umem = Umem::new(UmemConfig {
+        numa_node: node,
+        ..UmemConfig::default()
+    })
+    .unwrap();
+    if node.is_some() {
+        assert_eq!(umem.numa_node(), node, "{:?}", umem.numa_note());
+        assert_eq!(umem.numa_note(), None);
+    }
+    assert_eq!(
+        umem.free_frames(),
+        UmemConfig::default().frame_count as usize
+    );
+    assert_eq!(cpu_numa_node(1 << 20), None, "no such CPU");
+    // A node the mask cannot name is a configuration error.
+    assert!(matches!(
+        Umem::new(UmemConfig {
+            numa_node: Some(5000),
+            ..UmemConfig::default()
+        }),
+        Err(XskError::Config(_))
+    ));
+    // A node that does not exist: the UMEM still comes, and says why it
+    // is not there.
+    let elsewhere = Umem::new(UmemConfig {
+        numa_node: Some(1000),
+        ..UmemConfig::default()
+    })
+    .unwrap();
+    if node.is_some() {
+        let note = elsewhere.numa_note().expect("mbind refuses node 1000");
+        assert!(note.contains("node 1000"), "{note}");
+    }
 }
 
 #[test]

@@ -14,6 +14,11 @@ use xdpsec_bench::packet::{Flow, SizeSpec};
 use xdpsec_bench::pipeline;
 use xdpsec_bench::sink::{self, SinkConfig};
 
+/// Counts allocated bytes, so the pipeline bench can report the memory
+/// its SAs take (`xdpsec_bench::pipeline`, `stats_alloc::Region`).
+#[global_allocator]
+static ALLOCATOR: &stats_alloc::StatsAlloc<std::alloc::System> = &stats_alloc::INSTRUMENTED_SYSTEM;
+
 #[derive(Parser)]
 #[command(
     name = "xdpsec-bench",
@@ -103,6 +108,11 @@ enum Command {
         /// Target length of one round in milliseconds.
         #[arg(long, default_value_t = 150)]
         round_ms: u64,
+        /// Only the cells whose summary line has all these `key=value`
+        /// fields (`--only dir=out --only size=64`), and no two-worker
+        /// runs: to profile one path.
+        #[arg(long)]
+        only: Vec<String>,
     },
 }
 
@@ -188,12 +198,16 @@ fn main() -> Result<()> {
             min_packets,
             rounds,
             round_ms,
-        } => serde_json::to_string(&pipeline::run(pipeline::Limits {
-            max_packets: packets,
-            min_packets: min_packets.min(packets),
-            rounds: rounds.max(1),
-            round: Duration::from_millis(round_ms),
-        })?)?,
+            only,
+        } => serde_json::to_string(&pipeline::run(
+            pipeline::Limits {
+                max_packets: packets,
+                min_packets: min_packets.min(packets),
+                rounds: rounds.max(1),
+                round: Duration::from_millis(round_ms),
+            },
+            &only,
+        )?)?,
     };
     println!("{json}");
     Ok(())

@@ -16,13 +16,15 @@ use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
 use crate::policy::{Policy, PolicyAction};
+use crate::prefix::Prefix;
 use crate::sa::{Direction, SaSpec, ValidationError};
 
 /// Where the SA API socket goes unless the config says otherwise.
 pub const DEFAULT_API_SOCKET: &str = "/run/xdpsec/api.sock";
 
-/// Largest config file read.
-const MAX_CONFIG_BYTES: u64 = 16 << 20;
+/// Largest config file read: a static config of 100,000 tunnels (two SAs
+/// and two policies each) takes about 70 MiB.
+const MAX_CONFIG_BYTES: u64 = 256 << 20;
 
 /// The example in `examples/static-tunnel.toml`: gateway A of a
 /// site-to-site tunnel.
@@ -75,6 +77,35 @@ pub struct DataplaneConfig {
     /// Spin instead of sleeping in poll() when idle.
     #[serde(default)]
     pub busy_poll: bool,
+    /// With `busy_poll`: the kernel's busy polling on every AF_XDP socket
+    /// (`SO_PREFER_BUSY_POLL`, `SO_BUSY_POLL` of this many microseconds),
+    /// the worker's spin driving the driver's NAPI through `recvfrom` and
+    /// `sendto` instead of interrupts. 0: off (the spin only reads rings).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub busy_poll_usecs: u32,
+    /// Packets the driver handles per busy-poll call (`SO_BUSY_POLL_BUDGET`).
+    #[serde(default = "default_busy_poll_budget")]
+    pub busy_poll_budget: u32,
+    /// Entries of each AF_XDP socket's RX ring (a power of two).
+    #[serde(default = "default_ring_size")]
+    pub rx_ring_size: u32,
+    /// Entries of each AF_XDP socket's TX ring (a power of two).
+    #[serde(default = "default_ring_size")]
+    pub tx_ring_size: u32,
+    /// Entries of each fill ring (a power of two); half of it is kept stocked.
+    #[serde(default = "default_ring_size")]
+    pub fill_ring_size: u32,
+    /// Entries of each completion ring (a power of two).
+    #[serde(default = "default_ring_size")]
+    pub completion_ring_size: u32,
+    /// Bytes per UMEM frame: 2048 or 4096.
+    #[serde(default = "default_frame_size")]
+    pub frame_size: u32,
+    /// Frames of each UMEM (a worker has one per zero-copy interface and
+    /// one for its copy-mode interfaces); absent: enough
+    /// for the rings of the queues it serves, at least 4096.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub umem_frames: Option<u32>,
     /// Native or generic XDP.
     #[serde(default)]
     pub xdp_mode: XdpMode,
@@ -100,6 +131,13 @@ pub struct DataplaneConfig {
     /// How long an incomplete datagram may wait for its fragments, in ms.
     #[serde(default = "default_reassembly_timeout_ms")]
     pub reassembly_timeout_ms: u32,
+    /// How many remote prefixes of each family the XDP program can steer
+    /// (the size of its protected-prefix maps): one per distinct remote
+    /// prefix of the outbound `protect` and `drop` policies, the static
+    /// ones and those the SA API adds. The kernel allocates an entry only
+    /// when it is used.
+    #[serde(default = "default_max_protected_prefixes")]
+    pub max_protected_prefixes: u32,
     /// Where the data plane keeps what must outlive it: the sequence
     /// number reservations of static SAs (so no AES-GCM nonce repeats
     /// across restarts), the replay floors of static inbound SAs, and the
@@ -159,6 +197,34 @@ fn default_reassembly_timeout_ms() -> u32 {
     2000
 }
 
+/// Room for 100,000 tunnels' prefixes and more.
+pub const DEFAULT_MAX_PROTECTED_PREFIXES: u32 = 1 << 17;
+
+fn default_max_protected_prefixes() -> u32 {
+    DEFAULT_MAX_PROTECTED_PREFIXES
+}
+
+/// Default of every AF_XDP ring size.
+pub const DEFAULT_RING_SIZE: u32 = 2048;
+
+/// Bounds of the AF_XDP ring sizes.
+pub const RING_SIZES: std::ops::RangeInclusive<u32> = 64..=32_768;
+
+/// Bounds of `umem_frames`: 4 GiB of 4096-byte frames at most per UMEM.
+pub const UMEM_FRAMES: std::ops::RangeInclusive<u32> = 512..=1 << 20;
+
+fn default_ring_size() -> u32 {
+    DEFAULT_RING_SIZE
+}
+
+fn default_frame_size() -> u32 {
+    2048
+}
+
+fn default_busy_poll_budget() -> u32 {
+    64
+}
+
 fn default_api_socket() -> PathBuf {
     PathBuf::from(DEFAULT_API_SOCKET)
 }
@@ -174,6 +240,14 @@ impl Default for DataplaneConfig {
             workers: None,
             cpus: Vec::new(),
             busy_poll: false,
+            busy_poll_usecs: 0,
+            busy_poll_budget: default_busy_poll_budget(),
+            rx_ring_size: DEFAULT_RING_SIZE,
+            tx_ring_size: DEFAULT_RING_SIZE,
+            fill_ring_size: DEFAULT_RING_SIZE,
+            completion_ring_size: DEFAULT_RING_SIZE,
+            frame_size: default_frame_size(),
+            umem_frames: None,
             xdp_mode: XdpMode::Native,
             mss_clamp: true,
             outer_fragmentation: true,
@@ -181,6 +255,7 @@ impl Default for DataplaneConfig {
             icmp_rate: default_icmp_rate(),
             reassembly_slots: default_reassembly_slots(),
             reassembly_timeout_ms: default_reassembly_timeout_ms(),
+            max_protected_prefixes: default_max_protected_prefixes(),
             state_dir: default_state_dir(),
             guard_on_stop: GuardOnStop::Keep,
             api_socket_group: None,
@@ -247,6 +322,40 @@ pub struct InterfaceConfig {
     /// Tunnel interfaces only: which decrypted packets go back into it.
     #[serde(default, skip_serializing_if = "is_default")]
     pub deliver: Deliver,
+    /// How its AF_XDP sockets bind: zero-copy if the driver offers it
+    /// (`auto`), zero-copy or refuse to start (`zerocopy`), or copy mode.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub xdp_bind: XdpBind,
+    /// Its sockets' RX ring entries; absent: `[dataplane] rx_ring_size`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rx_ring_size: Option<u32>,
+    /// Its sockets' TX ring entries; absent: `[dataplane] tx_ring_size`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tx_ring_size: Option<u32>,
+}
+
+/// `[[interface]] xdp_bind`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpBind {
+    /// Zero-copy when the driver takes it, else copy mode (`xdpsec status`
+    /// says which, and why zero-copy was refused).
+    #[default]
+    Auto,
+    /// Zero-copy, or the data plane does not start.
+    Zerocopy,
+    /// Copy mode (the kernel copies each frame between its buffers and the UMEM).
+    Copy,
+}
+
+impl fmt::Display for XdpBind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            XdpBind::Auto => "auto",
+            XdpBind::Zerocopy => "zerocopy",
+            XdpBind::Copy => "copy",
+        })
+    }
 }
 
 fn is_default<T: Default + PartialEq>(v: &T) -> bool {
@@ -370,6 +479,32 @@ impl StaticConfig {
                 }
             }
         }
+        self.validate_prefix_room()?;
+        Ok(())
+    }
+
+    /// The static policies' steered prefixes fit the XDP maps.
+    fn validate_prefix_room(&self) -> Result<(), ValidationError> {
+        let steered: std::collections::HashSet<(bool, Prefix)> = self
+            .policies
+            .iter()
+            .filter(|p| p.direction == Direction::Out && p.action != PolicyAction::Bypass)
+            .map(|p| (p.remote.is_ipv4(), p.remote))
+            .collect();
+        let room = u64::from(self.dataplane.max_protected_prefixes);
+        for v4 in [true, false] {
+            let count = steered.iter().filter(|(f, _)| *f == v4).count() as u64;
+            if count > room {
+                return Err(ValidationError::new(
+                    "dataplane.max_protected_prefixes",
+                    format!(
+                        "the policies steer {count} distinct {} remote prefixes, more than \
+                         max_protected_prefixes = {room}: raise it to at least {count}",
+                        if v4 { "IPv4" } else { "IPv6" }
+                    ),
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -398,7 +533,7 @@ impl StaticConfig {
                 "must be at least 1",
             ));
         }
-        let ranges: [(&str, u64, u64, u64); 3] = [
+        let ranges: [(&str, u64, u64, u64); 4] = [
             (
                 "dataplane.pmtu_timeout_secs",
                 dp.pmtu_timeout_secs,
@@ -417,6 +552,12 @@ impl StaticConfig {
                 10,
                 60_000,
             ),
+            (
+                "dataplane.max_protected_prefixes",
+                u64::from(dp.max_protected_prefixes),
+                1,
+                1 << 24,
+            ),
         ];
         for (field, value, min, max) in ranges {
             if !(min..=max).contains(&value) {
@@ -426,6 +567,7 @@ impl StaticConfig {
                 ));
             }
         }
+        self.validate_afxdp()?;
         let mut seen = BTreeMap::new();
         for (i, cpu) in dp.cpus.iter().enumerate() {
             if let Some(j) = seen.insert(cpu, i) {
@@ -445,6 +587,98 @@ impl StaticConfig {
                     ),
                 ));
             }
+        }
+        Ok(())
+    }
+
+    /// The AF_XDP knobs: ring and UMEM sizes, busy polling.
+    fn validate_afxdp(&self) -> Result<(), ValidationError> {
+        let dp = &self.dataplane;
+        let per_interface = self.interfaces.iter().enumerate().flat_map(|(i, iface)| {
+            [
+                (format!("interface[{i}].rx_ring_size"), iface.rx_ring_size),
+                (format!("interface[{i}].tx_ring_size"), iface.tx_ring_size),
+            ]
+            .into_iter()
+            .filter_map(|(key, v)| Some((key, v?)))
+        });
+        for (key, v) in [
+            ("dataplane.rx_ring_size".to_owned(), dp.rx_ring_size),
+            ("dataplane.tx_ring_size".to_owned(), dp.tx_ring_size),
+            ("dataplane.fill_ring_size".to_owned(), dp.fill_ring_size),
+            (
+                "dataplane.completion_ring_size".to_owned(),
+                dp.completion_ring_size,
+            ),
+        ]
+        .into_iter()
+        .chain(per_interface)
+        {
+            if !v.is_power_of_two() || !RING_SIZES.contains(&v) {
+                return Err(ValidationError::new(
+                    key,
+                    format!(
+                        "{v} is not a power of two in {}..={} (the kernel's rings are \
+                         powers of two)",
+                        RING_SIZES.start(),
+                        RING_SIZES.end()
+                    ),
+                ));
+            }
+        }
+        if dp.frame_size != 2048 && dp.frame_size != 4096 {
+            return Err(ValidationError::new(
+                "dataplane.frame_size",
+                format!(
+                    "{} bytes; a UMEM frame is 2048 or 4096 bytes",
+                    dp.frame_size
+                ),
+            ));
+        }
+        if let Some(frames) = dp.umem_frames {
+            if !UMEM_FRAMES.contains(&frames) {
+                return Err(ValidationError::new(
+                    "dataplane.umem_frames",
+                    format!(
+                        "{frames} is outside {}..={}",
+                        UMEM_FRAMES.start(),
+                        UMEM_FRAMES.end()
+                    ),
+                ));
+            }
+            // Half the fill ring is kept stocked; the rest of the frames
+            // carry TX and packets in flight.
+            let least = dp.fill_ring_size / 2 + 2 * 64;
+            if frames < least {
+                return Err(ValidationError::new(
+                    "dataplane.umem_frames",
+                    format!(
+                        "{frames} frames cannot stock half the fill ring ({}) and still \
+                         hold two batches in flight; give at least {least}, or leave it \
+                         out",
+                        dp.fill_ring_size / 2
+                    ),
+                ));
+            }
+        }
+        if dp.busy_poll_usecs > 1_000_000 {
+            return Err(ValidationError::new(
+                "dataplane.busy_poll_usecs",
+                format!("{} is outside 0..=1000000", dp.busy_poll_usecs),
+            ));
+        }
+        if !(1..=u32::from(u16::MAX)).contains(&dp.busy_poll_budget) {
+            return Err(ValidationError::new(
+                "dataplane.busy_poll_budget",
+                format!("{} is outside 1..=65535", dp.busy_poll_budget),
+            ));
+        }
+        if dp.busy_poll_usecs > 0 && !dp.busy_poll {
+            return Err(ValidationError::new(
+                "dataplane.busy_poll_usecs",
+                "the kernel's busy polling needs a worker that spins: set busy_poll = true \
+                 as well, or leave busy_poll_usecs out",
+            ));
         }
         Ok(())
     }
@@ -486,6 +720,20 @@ impl StaticConfig {
                 return Err(ValidationError::new(
                     format!("interface[{i}].queues"),
                     "must be at least 1",
+                ));
+            }
+            if iface.xdp_bind == XdpBind::Zerocopy && self.dataplane.xdp_mode == XdpMode::Generic {
+                return Err(ValidationError::new(
+                    format!("interface[{i}].xdp_bind"),
+                    "zero-copy needs XDP in the driver: set [dataplane] xdp_mode = \"native\", \
+                     or xdp_bind = \"auto\"",
+                ));
+            }
+            if iface.role == Role::Tunnel && iface.xdp_bind == XdpBind::Zerocopy {
+                return Err(ValidationError::new(
+                    format!("interface[{i}].xdp_bind"),
+                    "the tunnel interface is a veth pair, which has no zero-copy: leave \
+                     xdp_bind out or set it to \"copy\"",
                 ));
             }
             if iface.role != Role::Tunnel && iface.deliver != Deliver::Host {
@@ -537,7 +785,7 @@ impl StaticConfig {
     }
 }
 
-/// Reads a config file as UTF-8 text, refusing files over 16 MiB; errors
+/// Reads a config file as UTF-8 text, refusing files over 256 MiB; errors
 /// name the file.
 pub fn read_config_file(path: &Path) -> Result<String, ConfigError> {
     let fail = |reason: String| ConfigError {

@@ -521,6 +521,64 @@ pub struct WorkerStats {
     /// Why it died, if it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_failure: Option<String>,
+    /// The NUMA node of its CPU, where its UMEMs were allocated (absent:
+    /// not pinned, or a kernel without NUMA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub numa_node: Option<u32>,
+    /// Its AF_XDP sockets, one per queue, as they were bound.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sockets: Vec<SocketInfo>,
+}
+
+/// One AF_XDP socket of a worker, as bound: what the kernel gave, not only
+/// what the config asked.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SocketInfo {
+    /// `interface:queue`.
+    pub queue: String,
+    /// The mode the kernel bound it in: `zerocopy` or `copy`.
+    pub bind: String,
+    /// What the kernel said when `xdp_bind = "auto"` asked for zero-copy
+    /// and fell back to copy mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zero_copy_refused: Option<String>,
+    /// Bound with `XDP_USE_NEED_WAKEUP`.
+    pub need_wakeup: bool,
+    /// RX ring entries.
+    pub rx_ring: u32,
+    /// TX ring entries.
+    pub tx_ring: u32,
+    /// Fill ring entries.
+    pub fill_ring: u32,
+    /// Completion ring entries.
+    pub completion_ring: u32,
+    /// Which of the worker's UMEMs it uses (sockets with the same number
+    /// share frames: a zero-copy interface has a UMEM of its own, the
+    /// copy-mode ones share one).
+    #[serde(default)]
+    pub umem: u32,
+    /// Frames of its UMEM.
+    pub umem_frames: u32,
+    /// Bytes per frame.
+    pub frame_size: u32,
+    /// The NUMA node its UMEM's memory is on, as the kernel reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub numa_node: Option<u32>,
+    /// The NUMA node of the interface's device (`/sys/class/net/IF/device/
+    /// numa_node`), when it has one: a worker on another node reaches its
+    /// frames across the interconnect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_numa_node: Option<u32>,
+    /// Why the UMEM is not bound to the worker's node, if it is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub numa_note: Option<String>,
+    /// `SO_BUSY_POLL`, when busy polling is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub busy_poll_usecs: Option<u32>,
+    /// `SO_BUSY_POLL_BUDGET`, when busy polling is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub busy_poll_budget: Option<u32>,
 }
 
 fn running() -> bool {

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use xdpsec_api::config::{Role, XdpMode, DEFAULT_API_SOCKET};
+use xdpsec_api::config::{Role, XdpBind, XdpMode, DEFAULT_API_SOCKET};
 use xdpsec_api::{sample_config, Direction, PolicyAction, StaticConfig};
 
 const FILE: &str = "/etc/xdpsec.toml";
@@ -127,6 +127,23 @@ fn minimal_one_armed_config_uses_defaults() {
     assert_eq!(cfg.dataplane.icmp_rate, 100);
     assert_eq!(cfg.dataplane.reassembly_slots, 64);
     assert_eq!(cfg.dataplane.reassembly_timeout_ms, 2000);
+    assert_eq!(
+        cfg.dataplane.busy_poll_usecs, 0,
+        "the kernel's busy polling is opt-in"
+    );
+    assert_eq!(cfg.dataplane.busy_poll_budget, 64);
+    assert_eq!(
+        [
+            cfg.dataplane.rx_ring_size,
+            cfg.dataplane.tx_ring_size,
+            cfg.dataplane.fill_ring_size,
+            cfg.dataplane.completion_ring_size,
+        ],
+        [2048; 4]
+    );
+    assert_eq!(cfg.dataplane.frame_size, 2048);
+    assert_eq!(cfg.dataplane.umem_frames, None);
+    assert_eq!(cfg.interfaces[0].xdp_bind, XdpBind::Auto);
     assert!(cfg.sas.is_empty() && cfg.policies.is_empty());
     let off = StaticConfig::parse(
         "[dataplane]\nmss_clamp = false\n\n[[interface]]\nname = \"eth0\"\nrole = \"both\"\n",
@@ -134,6 +151,41 @@ fn minimal_one_armed_config_uses_defaults() {
     )
     .unwrap();
     assert!(!off.dataplane.mss_clamp);
+}
+
+#[test]
+fn nic_knobs_parse_and_round_trip() {
+    let text = "[dataplane]\nbusy_poll = true\nbusy_poll_usecs = 50\nbusy_poll_budget = 256\n\
+                rx_ring_size = 4096\ntx_ring_size = 1024\nfill_ring_size = 8192\n\
+                completion_ring_size = 512\nframe_size = 4096\numem_frames = 16384\n\n\
+                [[interface]]\nname = \"eth0\"\nrole = \"outside\"\nxdp_bind = \"zerocopy\"\n\n\
+                [[interface]]\nname = \"lan0\"\nrole = \"inside\"\nxdp_bind = \"copy\"\n\
+                rx_ring_size = 256\n";
+    let cfg = StaticConfig::parse(text, FILE).unwrap();
+    let dp = &cfg.dataplane;
+    assert_eq!((dp.busy_poll_usecs, dp.busy_poll_budget), (50, 256));
+    assert_eq!(
+        (
+            dp.rx_ring_size,
+            dp.tx_ring_size,
+            dp.fill_ring_size,
+            dp.completion_ring_size
+        ),
+        (4096, 1024, 8192, 512)
+    );
+    assert_eq!((dp.frame_size, dp.umem_frames), (4096, Some(16384)));
+    assert_eq!(cfg.interfaces[0].xdp_bind, XdpBind::Zerocopy);
+    assert_eq!(cfg.interfaces[1].xdp_bind, XdpBind::Copy);
+    assert_eq!(
+        (
+            cfg.interfaces[1].rx_ring_size,
+            cfg.interfaces[1].tx_ring_size
+        ),
+        (Some(256), None)
+    );
+    assert_eq!(cfg.interfaces[0].rx_ring_size, None);
+    let again = toml::to_string(&cfg).unwrap();
+    assert_eq!(StaticConfig::parse(&again, FILE).unwrap(), cfg);
 }
 
 struct Case {
@@ -338,6 +390,70 @@ const CASES: &[Case] = &[
         to: "workers = 2\nreassembly_slots = 100000",
         field: "dataplane.reassembly_slots",
         reason: "100000 is outside 1..=4096",
+        at_change: true,
+    },
+    Case {
+        name: "ring size not a power of two",
+        from: "workers = 2",
+        to: "workers = 2\nrx_ring_size = 1000",
+        field: "dataplane.rx_ring_size",
+        reason: "1000 is not a power of two in 64..=32768",
+        at_change: true,
+    },
+    Case {
+        name: "fill ring too large",
+        from: "workers = 2",
+        to: "workers = 2\nfill_ring_size = 65536",
+        field: "dataplane.fill_ring_size",
+        reason: "65536 is not a power of two in 64..=32768",
+        at_change: true,
+    },
+    Case {
+        name: "an interface's ring not a power of two",
+        from: "role = \"outside\"",
+        to: "role = \"outside\"\ntx_ring_size = 3000",
+        field: "interface[1].tx_ring_size",
+        reason: "3000 is not a power of two in 64..=32768",
+        at_change: false,
+    },
+    Case {
+        name: "odd frame size",
+        from: "workers = 2",
+        to: "workers = 2\nframe_size = 3000",
+        field: "dataplane.frame_size",
+        reason: "3000 bytes; a UMEM frame is 2048 or 4096 bytes",
+        at_change: true,
+    },
+    Case {
+        name: "UMEM smaller than its fill ring",
+        from: "workers = 2",
+        to: "workers = 2\nfill_ring_size = 4096\numem_frames = 1024",
+        field: "dataplane.umem_frames",
+        reason: "1024 frames cannot stock half the fill ring (2048)",
+        at_change: false,
+    },
+    Case {
+        name: "busy poll budget out of range",
+        from: "workers = 2",
+        to: "workers = 2\nbusy_poll = true\nbusy_poll_usecs = 50\nbusy_poll_budget = 0",
+        field: "dataplane.busy_poll_budget",
+        reason: "0 is outside 1..=65535",
+        at_change: false,
+    },
+    Case {
+        name: "kernel busy polling without a spinning worker",
+        from: "workers = 2",
+        to: "workers = 2\nbusy_poll_usecs = 50",
+        field: "dataplane.busy_poll_usecs",
+        reason: "set busy_poll = true",
+        at_change: true,
+    },
+    Case {
+        name: "bad bind mode",
+        from: "role = \"outside\"",
+        to: "role = \"outside\"\nxdp_bind = \"zero-copy\"",
+        field: "interface[1].xdp_bind",
+        reason: "unknown variant `zero-copy`, expected one of `auto`, `zerocopy`, `copy`",
         at_change: true,
     },
     Case {
@@ -614,4 +730,33 @@ fn tunnel_interfaces() {
         assert_eq!(e.field.as_deref(), Some(field), "{e}");
         assert!(e.reason.contains(reason), "{e}");
     }
+}
+
+#[test]
+fn zero_copy_where_it_cannot_be_is_refused() {
+    let generic = BASE
+        .replacen("workers = 2", "workers = 2\nxdp_mode = \"generic\"", 1)
+        .replacen(
+            "role = \"outside\"",
+            "role = \"outside\"\nxdp_bind = \"zerocopy\"",
+            1,
+        );
+    let err = StaticConfig::parse(&generic, FILE).unwrap_err().to_string();
+    assert!(
+        err.starts_with(&format!(
+            "config {FILE}: interface[1].xdp_bind: zero-copy needs XDP in the driver"
+        )),
+        "{err}"
+    );
+    let tunnel = BASE.replacen(
+        "name = \"lan0\"\nrole = \"inside\"",
+        "name = \"tun0\"\nrole = \"tunnel\"\nxdp_bind = \"zerocopy\"",
+        1,
+    );
+    assert_ne!(tunnel, BASE);
+    let err = StaticConfig::parse(&tunnel, FILE).unwrap_err().to_string();
+    assert!(
+        err.contains("interface[0].xdp_bind: the tunnel interface is a veth pair"),
+        "{err}"
+    );
 }

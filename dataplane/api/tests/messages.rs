@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use xdpsec_api::framing::{serve_connection_with, ServeOptions, MAX_REQUEST_LINE};
-use xdpsec_api::messages::{HistogramBucket, LatencyPercentiles, SaCounters, SaMtu};
+use xdpsec_api::messages::{HistogramBucket, LatencyPercentiles, SaCounters, SaMtu, SocketInfo};
 use xdpsec_api::policy::PolicyKey;
 use xdpsec_api::sa::{validate_spi, KeyError};
 use xdpsec_api::{
@@ -149,6 +149,25 @@ fn all_responses() -> Vec<Response> {
                     queues: vec!["lan0:0".to_owned(), "wan0:0".to_owned()],
                     running: true,
                     last_failure: Some("panicked: test".to_owned()),
+                    numa_node: Some(0),
+                    sockets: vec![SocketInfo {
+                        queue: "wan0:0".to_owned(),
+                        bind: "copy".to_owned(),
+                        zero_copy_refused: Some("Operation not supported (os error 95)".to_owned()),
+                        need_wakeup: true,
+                        rx_ring: 2048,
+                        tx_ring: 2048,
+                        fill_ring: 2048,
+                        completion_ring: 2048,
+                        umem: 0,
+                        umem_frames: 4096,
+                        frame_size: 2048,
+                        numa_node: Some(0),
+                        device_numa_node: Some(1),
+                        numa_note: None,
+                        busy_poll_usecs: Some(50),
+                        busy_poll_budget: Some(64),
+                    }],
                 },
                 WorkerStats::default(),
             ],

@@ -1,9 +1,11 @@
 //! AF_XDP sockets: the data plane's frame I/O, on top of `xdpilone`.
 //!
-//! One worker owns one [`Umem`] — a page-aligned mmap'd area cut into frames
-//! of 2048 or 4096 bytes — and one [`XskSocket`] per (interface, queue) it
-//! serves. All of a worker's sockets share its UMEM, so a frame received on
-//! one interface is transmitted on another without a copy in user space.
+//! A [`Umem`] is a page-aligned mmap'd area cut into frames of 2048 or 4096
+//! bytes, allocated on a chosen NUMA node ([`UmemConfig::numa_node`]); one
+//! [`XskSocket`] per (interface, queue) uses it. Sockets sharing a UMEM pass
+//! frames between them without a copy; the data plane's workers give each
+//! zero-copy interface a UMEM of its own, put the copy-mode ones in one,
+//! and copy a frame that leaves through another UMEM (see `worker.rs`).
 //!
 //! # Frames and who owns them
 //!
@@ -36,8 +38,11 @@
 //!
 //! [`XskSocket::bind`] binds to an interface index and queue id in the
 //! calling thread's network namespace; [`BindMode::Auto`] (the default) asks
-//! for zero-copy and lets the kernel fall back to copy mode (veth only has
-//! copy mode). The sockets of one UMEM share the first one's mode. Opening an
+//! for zero-copy and, refused, binds in copy mode and keeps the kernel's
+//! answer (veth only has copy mode). The sockets of one UMEM share the
+//! first one's mode (the kernel's rule), so the data plane gives each
+//! zero-copy interface a UMEM of its own: a copy-only interface cannot
+//! demote a zero-copy NIC. Opening an
 //! AF_XDP socket needs CAP_NET_RAW; registering the UMEM needs CAP_IPC_LOCK
 //! unless it fits the memlock limit. Frames reach a socket only once an XDP
 //! program redirects them into an `XSKMAP` entry holding its file descriptor
@@ -56,8 +61,8 @@ mod umem;
 pub use batch::FrameBatch;
 pub use ethtool::disable_tx_checksum_offload;
 pub use poll::PollSet;
-pub use socket::{ifindex, BindMode, KernelStats, SocketConfig, SocketStats, XskSocket};
-pub use umem::{Frame, NoRoom, Umem, UmemConfig};
+pub use socket::{ifindex, BindMode, BusyPoll, KernelStats, SocketConfig, SocketStats, XskSocket};
+pub use umem::{cpu_numa_node, Frame, NoRoom, Umem, UmemConfig};
 
 use std::io;
 
@@ -103,14 +108,17 @@ pub enum XskError {
     Config(String),
     /// Zero-copy was required but the driver does not offer it.
     #[error(
-        "interface {ifname} queue {queue} does not support zero-copy AF_XDP \
-         (bind in BindMode::Auto or BindMode::Copy)"
+        "interface {ifname} queue {queue} refused a zero-copy AF_XDP bind: its \
+         driver has no AF_XDP zero-copy (veth, most virtual NICs), or not in this XDP mode; \
+         bind in copy mode, or let it fall back (BindMode::Auto)"
     )]
     ZeroCopyUnsupported {
         /// Interface name.
         ifname: String,
         /// Queue id.
         queue: u32,
+        /// What the kernel said.
+        source: io::Error,
     },
     /// Another AF_XDP socket is bound to this interface queue already.
     #[error("interface {ifname} queue {queue} already has an AF_XDP socket bound")]

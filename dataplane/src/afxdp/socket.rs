@@ -12,12 +12,19 @@ const SOL_XDP: libc::c_int = 283;
 const XDP_OPTIONS: libc::c_int = 8;
 /// `XDP_OPTIONS_ZEROCOPY` flag of `struct xdp_options`.
 const XDP_OPTIONS_ZEROCOPY: u32 = 1;
+/// Busy-polling socket options (asm-generic/socket.h; the same on every
+/// architecture Linux has AF_XDP on, and not in every libc version).
+const SO_BUSY_POLL: libc::c_int = 46;
+const SO_PREFER_BUSY_POLL: libc::c_int = 69;
+const SO_BUSY_POLL_BUDGET: libc::c_int = 70;
 
 /// How to bind: zero-copy or copy mode.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum BindMode {
-    /// Zero-copy when the driver offers it, else copy mode (the kernel falls
-    /// back on its own). The default; veth gets copy mode.
+    /// Zero-copy when the driver takes it, else copy mode: the first socket
+    /// of a UMEM asks for zero-copy and, refused, binds again in copy mode,
+    /// keeping the kernel's answer ([`XskSocket::zero_copy_refused`]). The
+    /// default; veth gets copy mode.
     #[default]
     Auto,
     /// Copy mode, always.
@@ -42,6 +49,20 @@ pub struct SocketConfig {
     /// Bind with `XDP_USE_NEED_WAKEUP`: the kernel says when it needs a
     /// wake-up syscall. Like the mode, the first socket of a UMEM decides.
     pub need_wakeup: bool,
+    /// The kernel's preferred busy polling on this socket; `None`: off.
+    pub busy_poll: Option<BusyPoll>,
+}
+
+/// Preferred busy polling (`SO_PREFER_BUSY_POLL`): the application's
+/// `recvfrom`/`sendto` run the driver's NAPI instead of its interrupts, as
+/// the kernel's xdpsock `-B` does. Pays off with `napi_defer_hard_irqs` and
+/// `gro_flush_timeout` set on the NIC (see docs/DEPLOYMENT.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BusyPoll {
+    /// `SO_BUSY_POLL`: how long one call may spin in the driver, in µs.
+    pub usecs: u32,
+    /// `SO_BUSY_POLL_BUDGET`: packets the driver handles per call.
+    pub budget: u16,
 }
 
 impl Default for SocketConfig {
@@ -52,6 +73,7 @@ impl Default for SocketConfig {
             fill_target: 1024,
             mode: BindMode::Auto,
             need_wakeup: true,
+            busy_poll: None,
         }
     }
 }
@@ -75,6 +97,8 @@ pub struct SocketStats {
     pub invalid_rx_descs: u64,
     /// Empty frames handed to `send`, freed instead of sent.
     pub empty_tx_frames: u64,
+    /// `recvfrom` calls made to busy-poll the driver (busy polling only).
+    pub busy_polls: u64,
 }
 
 /// The kernel's counters of an AF_XDP socket (`XDP_STATISTICS`).
@@ -102,7 +126,12 @@ pub struct XskSocket {
     ifname: String,
     queue_id: u32,
     zero_copy: bool,
+    /// Why zero-copy was refused when [`BindMode::Auto`] fell back to copy.
+    zero_copy_refused: Option<String>,
     need_wakeup: bool,
+    busy_poll: Option<BusyPoll>,
+    rx_size: u32,
+    tx_size: u32,
     fd: RawFd,
     fq: xdpilone::DeviceQueue,
     rx: xdpilone::RingRx,
@@ -171,8 +200,9 @@ impl XskSocket {
     /// fill ring. Frames arrive only once an XDP program redirects them to
     /// this socket's fd through an `XSKMAP`.
     ///
-    /// If the first socket of a UMEM fails to bind, that UMEM cannot bind
-    /// another first socket: make a new one.
+    /// The first socket of a UMEM chooses its mode and need-wakeup; those
+    /// sharing it get the same (the kernel's rule for a shared UMEM), so an
+    /// interface that must bind otherwise needs a UMEM of its own.
     pub fn bind(
         umem: &mut Umem,
         ifindex: u32,
@@ -188,11 +218,6 @@ impl XskSocket {
                 umem.config().fill_size
             )));
         }
-        if umem.first_bind_failed {
-            return Err(XskError::Config(
-                "the first bind of this UMEM failed; make a new Umem".into(),
-            ));
-        }
         let ifname = ifname(ifindex)
             .ok_or_else(|| XskError::InterfaceNotFound(format!("index {ifindex}")))?;
         let mut info = xdpilone::IfInfo::invalid();
@@ -201,14 +226,50 @@ impl XskSocket {
         info.set_queue(queue_id);
 
         let first = umem.bound == 0;
-        let result = Self::bind_inner(umem, &info, &ifname, queue_id, config, first);
-        if first && result.is_err() {
-            umem.first_bind_failed = true;
-        }
-        let mut sock = result?;
+        let mut sock = if first && config.mode == BindMode::Auto {
+            // Ask for zero-copy explicitly rather than let the kernel fall
+            // back in silence: the operator sees why a NIC runs in copy mode.
+            let zc = SocketConfig {
+                mode: BindMode::ZeroCopy,
+                ..config.clone()
+            };
+            match Self::bind_first(umem, &info, &ifname, queue_id, &zc) {
+                Ok(sock) => sock,
+                Err(XskError::ZeroCopyUnsupported { source, .. }) => {
+                    let copy = SocketConfig {
+                        mode: BindMode::Copy,
+                        ..config.clone()
+                    };
+                    let mut sock = Self::bind_first(umem, &info, &ifname, queue_id, &copy)?;
+                    sock.zero_copy_refused = Some(source.to_string());
+                    sock
+                }
+                Err(e) => return Err(e),
+            }
+        } else if first {
+            Self::bind_first(umem, &info, &ifname, queue_id, config)?
+        } else {
+            Self::bind_inner(umem, &info, &ifname, queue_id, config, false)?
+        };
         umem.bound += 1;
         sock.refill(umem);
         Ok(sock)
+    }
+
+    /// Binds the UMEM's own socket; on failure registers the UMEM again,
+    /// since its fd keeps rings that cannot be set twice.
+    fn bind_first(
+        umem: &mut Umem,
+        info: &xdpilone::IfInfo,
+        ifname: &str,
+        queue_id: u32,
+        config: &SocketConfig,
+    ) -> Result<Self, XskError> {
+        let result = Self::bind_inner(umem, info, ifname, queue_id, config, true);
+        if result.is_err() {
+            umem.register_again()?;
+        }
+        result
     }
 
     fn bind_inner(
@@ -288,10 +349,22 @@ impl XskSocket {
                 Some(libc::ENODEV) | Some(libc::ENXIO) => {
                     XskError::InterfaceNotFound(ifname.to_string())
                 }
-                Some(libc::EOPNOTSUPP) => XskError::ZeroCopyUnsupported {
-                    ifname: ifname.to_string(),
-                    queue: queue_id,
-                },
+                // A driver without AF_XDP zero-copy says EOPNOTSUPP (no
+                // ndo_xsk_wakeup: veth) or EINVAL (an ndo_bpf that does not
+                // know XDP_SETUP_XSK_POOL).
+                Some(libc::EOPNOTSUPP) | Some(libc::EINVAL)
+                    if first && config.mode == BindMode::ZeroCopy =>
+                {
+                    XskError::ZeroCopyUnsupported {
+                        ifname: ifname.to_string(),
+                        queue: queue_id,
+                        source,
+                    }
+                }
+                Some(libc::EOPNOTSUPP) => XskError::io(
+                    format!("binding to {ifname} queue {queue_id} (not supported)"),
+                    source,
+                ),
                 Some(libc::EBUSY) => busy(),
                 Some(libc::EINVAL) => XskError::io(
                     format!(
@@ -317,6 +390,9 @@ impl XskSocket {
                     return Err(XskError::ZeroCopyUnsupported {
                         ifname: ifname.to_string(),
                         queue: queue_id,
+                        source: io::Error::other(
+                            "this UMEM's first socket is in copy mode; sockets sharing it are too",
+                        ),
                     })
                 }
                 BindMode::Copy if zero_copy => {
@@ -327,13 +403,30 @@ impl XskSocket {
                 _ => {}
             }
         }
+        if let Some(busy) = config.busy_poll {
+            set_busy_poll(fd, busy).map_err(|source| match source.raw_os_error() {
+                Some(libc::EPERM) | Some(libc::EACCES) => XskError::MissingPrivilege {
+                    op: "turning on busy polling (SO_PREFER_BUSY_POLL)",
+                    cap: "CAP_NET_ADMIN",
+                    source,
+                },
+                _ => XskError::io(
+                    format!("turning on busy polling on {ifname} queue {queue_id}"),
+                    source,
+                ),
+            })?;
+        }
         Ok(XskSocket {
             umem_id: umem.id(),
             ifindex: info.ifindex(),
             ifname: ifname.to_string(),
             queue_id,
             zero_copy,
+            zero_copy_refused: None,
             need_wakeup,
+            busy_poll: config.busy_poll,
+            rx_size: config.rx_size,
+            tx_size: config.tx_size,
             fd,
             fq,
             rx,
@@ -369,6 +462,35 @@ impl XskSocket {
     /// Whether it was bound with `XDP_USE_NEED_WAKEUP`.
     pub fn uses_need_wakeup(&self) -> bool {
         self.need_wakeup
+    }
+
+    /// Why the kernel refused zero-copy, when [`BindMode::Auto`] fell back
+    /// to copy mode.
+    pub fn zero_copy_refused(&self) -> Option<&str> {
+        self.zero_copy_refused.as_deref()
+    }
+
+    /// Its busy-polling settings, if on.
+    pub fn busy_poll(&self) -> Option<BusyPoll> {
+        self.busy_poll
+    }
+
+    /// Entries of its RX and TX rings.
+    pub fn ring_sizes(&self) -> (u32, u32) {
+        (self.rx_size, self.tx_size)
+    }
+
+    /// `SO_BUSY_POLL` and `SO_PREFER_BUSY_POLL` as the kernel holds them
+    /// (it has no getsockopt for `SO_BUSY_POLL_BUDGET`).
+    pub fn busy_poll_options(&self) -> Result<(u32, bool), XskError> {
+        let get = |opt| get_int(self.fd, libc::SOL_SOCKET, opt);
+        let read = || -> io::Result<(u32, bool)> {
+            Ok((
+                u32::try_from(get(SO_BUSY_POLL)?).unwrap_or(0),
+                get(SO_PREFER_BUSY_POLL)? != 0,
+            ))
+        };
+        read().map_err(|e| XskError::io("reading the busy-polling options", e))
     }
 
     /// This socket's own counters.
@@ -476,7 +598,10 @@ impl XskSocket {
         self.in_fill = self.in_fill.saturating_sub(n);
         self.stats.rx_frames += u64::from(n);
         self.refill(umem);
-        if n == 0 && self.need_wakeup && self.fq.needs_wakeup() {
+        if n == 0 && self.busy_poll.is_some() {
+            // The driver's NAPI runs in this call, not in an interrupt.
+            self.busy_poll_rx();
+        } else if n == 0 && self.need_wakeup && self.fq.needs_wakeup() {
             self.fq.wake();
             self.stats.rx_wakeups += 1;
         }
@@ -524,8 +649,16 @@ impl XskSocket {
     /// Wakes the kernel to transmit (one `sendto`) if TX descriptors are
     /// pending and the kernel asks for it. A busy kernel ("try again") is
     /// not an error.
+    ///
+    /// Busy polling: a `sendto` whenever frames are pending or not yet
+    /// completed, whatever the flag says: only the syscall runs the driver.
     pub fn flush(&mut self) -> Result<(), XskError> {
-        if self.tx.pending() == 0 || (self.need_wakeup && !self.tx.needs_wakeup()) {
+        let kick = if self.busy_poll.is_some() {
+            self.tx.pending() > 0 || self.tx_in_flight > 0
+        } else {
+            self.tx.pending() > 0 && (!self.need_wakeup || self.tx.needs_wakeup())
+        };
+        if !kick {
             return Ok(());
         }
         self.stats.tx_wakeups += 1;
@@ -555,6 +688,74 @@ impl XskSocket {
             )),
         }
     }
+}
+
+impl XskSocket {
+    /// A non-blocking, empty `recvfrom`: with preferred busy polling the
+    /// kernel runs the queue's NAPI in it (xsk_recvmsg's sk_busy_loop).
+    fn busy_poll_rx(&mut self) {
+        self.stats.busy_polls += 1;
+        // SAFETY: a zero-length recvfrom with no buffer and no address on a socket fd this value keeps open; the kernel writes no memory.
+        unsafe {
+            libc::recvfrom(
+                self.fd,
+                std::ptr::null_mut(),
+                0,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            );
+        }
+    }
+}
+
+fn set_int(fd: RawFd, level: libc::c_int, opt: libc::c_int, value: libc::c_int) -> io::Result<()> {
+    // SAFETY: `value` is a readable c_int and the length says so; the kernel reads only that.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            opt,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn get_int(fd: RawFd, level: libc::c_int, opt: libc::c_int) -> io::Result<libc::c_int> {
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `value` is a writable c_int and `len` says so; the kernel writes at most `len` bytes.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            level,
+            opt,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(value)
+}
+
+/// The kernel's xdpsock sets these three in this order (`apply_setsockopt`).
+fn set_busy_poll(fd: RawFd, busy: BusyPoll) -> io::Result<()> {
+    set_int(fd, libc::SOL_SOCKET, SO_PREFER_BUSY_POLL, 1)?;
+    let usecs = libc::c_int::try_from(busy.usecs).unwrap_or(libc::c_int::MAX);
+    set_int(fd, libc::SOL_SOCKET, SO_BUSY_POLL, usecs)?;
+    set_int(
+        fd,
+        libc::SOL_SOCKET,
+        SO_BUSY_POLL_BUDGET,
+        libc::c_int::from(busy.budget),
+    )
 }
 
 /// Whether the kernel bound the socket `fd` in zero-copy mode.

@@ -20,6 +20,10 @@ pub struct UmemConfig {
     pub fill_size: u32,
     /// Entries of each socket's completion ring (power of two).
     pub comp_size: u32,
+    /// The NUMA node to put the area's pages on (the node of the CPU the
+    /// worker runs on, from [`cpu_numa_node`]); `None`: wherever the
+    /// allocating thread first touches them.
+    pub numa_node: Option<u32>,
 }
 
 impl Default for UmemConfig {
@@ -30,6 +34,7 @@ impl Default for UmemConfig {
             headroom: MIN_HEADROOM,
             fill_size: 2048,
             comp_size: 2048,
+            numa_node: None,
         }
     }
 }
@@ -61,8 +66,32 @@ impl UmemConfig {
                 return bad(format!("{name} {v} (a power of two)"));
             }
         }
+        if self.numa_node.is_some_and(|n| n >= MAX_NUMA_NODES) {
+            return bad(format!(
+                "numa_node {:?} (below {MAX_NUMA_NODES})",
+                self.numa_node
+            ));
+        }
         Ok(())
     }
+}
+
+/// Nodes a [`UmemConfig::numa_node`] may name: the size of the node mask
+/// handed to mbind(2) (the kernel's default NODES_SHIFT allows 1024).
+const MAX_NUMA_NODES: u32 = 1024;
+
+/// `MPOL_PREFERRED`, `MPOL_F_NODE`, `MPOL_F_ADDR` from linux/mempolicy.h.
+const MPOL_PREFERRED: libc::c_int = 1;
+const MPOL_F_NODE: libc::c_ulong = 1;
+const MPOL_F_ADDR: libc::c_ulong = 2;
+
+/// The NUMA node of CPU `cpu` (the `nodeN` link sysfs puts in its
+/// directory); `None` on a kernel without NUMA, or a CPU sysfs does not show.
+pub fn cpu_numa_node(cpu: usize) -> Option<u32> {
+    std::fs::read_dir(format!("/sys/devices/system/cpu/cpu{cpu}"))
+        .ok()?
+        .filter_map(|e| e.ok())
+        .find_map(|e| e.file_name().to_str()?.strip_prefix("node")?.parse().ok())
 }
 
 /// A page-aligned anonymous mapping, unmapped on drop.
@@ -70,17 +99,30 @@ impl UmemConfig {
 struct Area {
     ptr: NonNull<u8>,
     len: usize,
+    /// The node its first page is on, as the kernel says (`None` when it
+    /// cannot say: a kernel without NUMA).
+    node: Option<u32>,
+    /// Why the pages are not bound to the node asked for, if they are not.
+    numa_note: Option<String>,
 }
 
 impl Area {
-    fn new(len: usize) -> io::Result<Self> {
+    /// Maps `len` bytes. With a `node`, the pages are put on it (preferred,
+    /// so a full node falls back to another instead of failing) before the
+    /// first touch; then all are touched, so none faults on the hot path.
+    fn new(len: usize, node: Option<u32>) -> io::Result<Self> {
+        let populate = if node.is_some() {
+            0
+        } else {
+            libc::MAP_POPULATE
+        };
         // SAFETY: an anonymous private mapping at an address of the kernel's choosing aliases no existing memory; every argument is valid.
         let ptr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
                 len,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | populate,
                 -1,
                 0,
             )
@@ -90,7 +132,80 @@ impl Area {
         }
         let ptr =
             NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("mmap gave NULL"))?;
-        Ok(Area { ptr, len })
+        let mut area = Area {
+            ptr,
+            len,
+            node: None,
+            numa_note: None,
+        };
+        if let Some(node) = node {
+            if let Err(e) = area.prefer_node(node) {
+                // Still usable: first touch puts the pages on the node of
+                // the (pinned) thread that allocates.
+                area.numa_note = Some(format!("mbind to node {node} failed: {e}"));
+            }
+            area.touch();
+        }
+        area.node = area.first_page_node();
+        Ok(area)
+    }
+
+    fn prefer_node(&self, node: u32) -> io::Result<()> {
+        const WORD: u32 = libc::c_ulong::BITS;
+        let mut mask = [0 as libc::c_ulong; (MAX_NUMA_NODES / WORD) as usize];
+        let word = mask
+            .get_mut((node / WORD) as usize)
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
+        *word |= 1 << (node % WORD);
+        // mbind's maxnode counts one more than the mask's bits (the kernel
+        // subtracts one), as libnuma passes it.
+        let maxnode = libc::c_ulong::from(MAX_NUMA_NODES) + 1;
+        // SAFETY: the range is this mapping, which nothing has touched yet; `mask` is a readable array of `maxnode - 1` bits that outlives the call; mbind changes the placement policy of the range only.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_mbind,
+                self.ptr.as_ptr(),
+                self.len as libc::c_ulong,
+                MPOL_PREFERRED,
+                mask.as_ptr(),
+                maxnode,
+                0 as libc::c_uint,
+            )
+        };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Faults every page in (what MAP_POPULATE does at mmap time, which
+    /// would be before mbind).
+    fn touch(&mut self) {
+        // SAFETY: sysconf has no memory preconditions.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
+            .ok()
+            .filter(|p| *p > 0)
+            .unwrap_or(4096);
+        for offset in (0..self.len).step_by(page) {
+            // SAFETY: `offset < len`, inside this private mapping, which no one else reaches yet (the area is not registered with the kernel, no frame token exists).
+            unsafe { self.ptr.as_ptr().add(offset).write_volatile(0) };
+        }
+    }
+
+    fn first_page_node(&self) -> Option<u32> {
+        let mut node: libc::c_int = -1;
+        // SAFETY: `node` is a writable c_int; no node mask is passed (NULL, 0); the address is the first page of this mapping, already faulted in.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_get_mempolicy,
+                &mut node as *mut libc::c_int,
+                std::ptr::null_mut::<libc::c_ulong>(),
+                0 as libc::c_ulong,
+                self.ptr.as_ptr(),
+                MPOL_F_NODE | MPOL_F_ADDR,
+            )
+        };
+        (r == 0).then_some(()).and(u32::try_from(node).ok())
     }
 
     fn as_nonnull_slice(&self) -> NonNull<[u8]> {
@@ -164,8 +279,6 @@ pub struct Umem {
     free: Vec<u64>,
     /// Sockets bound with this UMEM so far (the first one carries its fd).
     pub(super) bound: u32,
-    /// The first bind failed: the UMEM's fd has rings it cannot set again.
-    pub(super) first_bind_failed: bool,
     /// Whether the first socket was bound with need-wakeup (all share it).
     pub(super) need_wakeup: bool,
 }
@@ -198,17 +311,9 @@ impl Umem {
         let bytes = (config.frame_count as usize)
             .checked_mul(config.frame_size as usize)
             .ok_or_else(|| XskError::Config("frame_count * frame_size overflows".into()))?;
-        let area = Area::new(bytes).map_err(|source| XskError::UmemAlloc { bytes, source })?;
-        let xcfg = xdpilone::UmemConfig {
-            fill_size: config.fill_size,
-            complete_size: config.comp_size,
-            frame_size: config.frame_size,
-            headroom: config.headroom,
-            flags: 0,
-        };
-        // SAFETY: the area is page aligned (fresh mmap), `bytes` long, a whole number of frames, and lives as long as `inner` (it is dropped after it, see the field order).
-        let inner = unsafe { xdpilone::Umem::new(xcfg, area.as_nonnull_slice()) }
-            .map_err(|e| umem_error(bytes, errno(e)))?;
+        let area = Area::new(bytes, config.numa_node)
+            .map_err(|source| XskError::UmemAlloc { bytes, source })?;
+        let inner = register(&config, &area)?;
         let free = (0..u64::from(config.frame_count))
             .rev()
             .map(|i| i * u64::from(config.frame_size))
@@ -221,9 +326,29 @@ impl Umem {
             config,
             free,
             bound: 0,
-            first_bind_failed: false,
             need_wakeup: false,
         })
+    }
+
+    /// Registers the area with the kernel again, on a fresh fd: after the
+    /// UMEM's own socket failed to bind, its fd keeps rings that cannot be
+    /// set twice. The frames and the free list stay as they are.
+    pub(super) fn register_again(&mut self) -> Result<(), XskError> {
+        // The old registration goes when its fd closes, once the failed
+        // socket's rings are gone too.
+        self.inner = register(&self.config, &self.area)?;
+        self.bound = 0;
+        Ok(())
+    }
+
+    /// The NUMA node its first page is on, when the kernel says.
+    pub fn numa_node(&self) -> Option<u32> {
+        self.area.node
+    }
+
+    /// Why its pages are not bound to [`UmemConfig::numa_node`], if not.
+    pub fn numa_note(&self) -> Option<&str> {
+        self.area.numa_note.as_deref()
     }
 
     /// The configuration it was made with.
@@ -383,6 +508,19 @@ impl Umem {
         frame.len = len as u32;
         Ok(())
     }
+}
+
+fn register(config: &UmemConfig, area: &Area) -> Result<xdpilone::Umem, XskError> {
+    let xcfg = xdpilone::UmemConfig {
+        fill_size: config.fill_size,
+        complete_size: config.comp_size,
+        frame_size: config.frame_size,
+        headroom: config.headroom,
+        flags: 0,
+    };
+    // SAFETY: the area is page aligned (fresh mmap), a whole number of frames long, and lives as long as the returned registration (`Umem` drops `inner` before `area`, see the field order).
+    unsafe { xdpilone::Umem::new(xcfg, area.as_nonnull_slice()) }
+        .map_err(|e| umem_error(area.len, errno(e)))
 }
 
 fn umem_error(bytes: usize, source: io::Error) -> XskError {

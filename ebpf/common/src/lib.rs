@@ -74,7 +74,8 @@ pub const XSKS_LEN: u32 = MAX_SLOTS * MAX_QUEUES;
 pub const IFACES_LEN: u32 = 64;
 /// `max_entries` of [`LOCAL_V4_MAP`] and [`LOCAL_V6_MAP`].
 pub const LOCAL_LEN: u32 = 64;
-/// `max_entries` of [`PROTECT_V4_MAP`] and [`PROTECT_V6_MAP`].
+/// `max_entries` of [`PROTECT_V4_MAP`] and [`PROTECT_V6_MAP`] in the object;
+/// the data plane loads them with `[dataplane] max_protected_prefixes`.
 pub const PROTECT_LEN: u32 = 4096;
 
 /// The [`XSKS_MAP`] index of receive queue `queue` of the interface in slot

@@ -61,6 +61,11 @@ enum Command {
         #[cfg(feature = "fault-injection")]
         #[arg(long, value_name = "PREFIX")]
         fault_fail_prefix: Option<xdpsec_api::Prefix>,
+        /// Test only (feature `fault-injection`): a UMEM per copy-mode
+        /// interface, as a zero-copy NIC has, so frames cross UMEMs on veth.
+        #[cfg(feature = "fault-injection")]
+        #[arg(long)]
+        fault_umem_per_interface: bool,
     },
     /// Run the IKEv2 daemon: negotiates SAs and installs them in the data
     /// plane over the SA API. Needs CAP_NET_BIND_SERVICE for port 500 and
@@ -101,7 +106,9 @@ enum Command {
     /// and firewall as they were.
     Disconnect(connect::DisconnectArgs),
     /// Worker statistics of the running data plane, the queues each worker
-    /// serves, and the fail-closed guard (also when the data plane is down).
+    /// serves and how each AF_XDP socket was bound (zero-copy or copy,
+    /// rings, UMEM and its NUMA node, busy polling), and the fail-closed
+    /// guard (also when the data plane is down).
     Status(ApiArgs),
     /// The fail-closed guard: the nftables table that drops protected
     /// traffic the kernel would otherwise send in cleartext.
@@ -168,6 +175,8 @@ fn main() -> ExitCode {
             fault_worker_panic_after,
             #[cfg(feature = "fault-injection")]
             fault_fail_prefix,
+            #[cfg(feature = "fault-injection")]
+            fault_umem_per_interface,
         } => {
             #[cfg(feature = "fault-injection")]
             {
@@ -176,6 +185,9 @@ fn main() -> ExitCode {
                 }
                 if let Some(p) = fault_fail_prefix {
                     xdpsec_dataplane::fault::fail_prefix(p.addr(), p.prefix_len());
+                }
+                if fault_umem_per_interface {
+                    xdpsec_dataplane::fault::set_umem_per_interface();
                 }
             }
             return dataplane(DaemonOptions {

@@ -394,9 +394,51 @@ pub fn worker_table(workers: &[WorkerStats]) -> String {
         if let Some(why) = &w.last_failure {
             let _ = write!(out, ", last failure: {why}");
         }
+        if let Some(node) = w.numa_node {
+            let _ = write!(out, ", NUMA node {node}");
+        }
         out.push('\n');
+        for sock in &w.sockets {
+            let _ = writeln!(out, "  {}", socket_line(sock));
+        }
     }
     out
+}
+
+/// How one AF_XDP socket was bound: the mode obtained (and why not
+/// zero-copy, when asked), rings, UMEM and its node, busy polling.
+fn socket_line(s: &xdpsec_api::messages::SocketInfo) -> String {
+    let mut line = format!("{} {}", s.queue, s.bind);
+    if let Some(why) = &s.zero_copy_refused {
+        let _ = write!(line, " (zero-copy refused: {why})");
+    }
+    if s.need_wakeup {
+        line.push_str(", need-wakeup");
+    }
+    let _ = write!(
+        line,
+        ", rings rx {} tx {} fill {} comp {}, UMEM {}: {} x {} B",
+        s.rx_ring, s.tx_ring, s.fill_ring, s.completion_ring, s.umem, s.umem_frames, s.frame_size
+    );
+    match s.numa_node {
+        Some(node) => {
+            let _ = write!(line, " on node {node}");
+        }
+        None => line.push_str(" on node ?"),
+    }
+    if let Some(dev) = s.device_numa_node.filter(|d| Some(*d) != s.numa_node) {
+        let _ = write!(line, " (device on node {dev}: remote)");
+    }
+    if let Some(note) = &s.numa_note {
+        let _ = write!(line, " ({note})");
+    }
+    match (s.busy_poll_usecs, s.busy_poll_budget) {
+        (Some(us), Some(budget)) => {
+            let _ = write!(line, ", busy poll {us} us budget {budget}");
+        }
+        _ => line.push_str(", busy poll off"),
+    }
+    line
 }
 
 /// The fail-closed guard's line of `xdpsec status`.
@@ -527,6 +569,65 @@ mod tests {
         assert_eq!(
             cells(lines[3]),
             ["total", "-", "640", "640", "10", "64.0", "-", "-", "-", "0"]
+        );
+    }
+
+    #[test]
+    fn socket_lines_show_the_bind_obtained() {
+        use xdpsec_api::messages::SocketInfo;
+        let mut w = WorkerStats {
+            worker: 0,
+            cpu: Some(1),
+            running: true,
+            queues: vec!["wan0:0".into(), "tun0-dp:0".into()],
+            numa_node: Some(0),
+            ..WorkerStats::default()
+        };
+        let nic = SocketInfo {
+            queue: "wan0:0".into(),
+            bind: "zerocopy".into(),
+            need_wakeup: true,
+            rx_ring: 4096,
+            tx_ring: 2048,
+            fill_ring: 4096,
+            completion_ring: 2048,
+            umem_frames: 8192,
+            frame_size: 4096,
+            numa_node: Some(0),
+            busy_poll_usecs: Some(50),
+            busy_poll_budget: Some(64),
+            device_numa_node: Some(1),
+            ..SocketInfo::default()
+        };
+        let veth = SocketInfo {
+            queue: "tun0-dp:0".into(),
+            bind: "copy".into(),
+            zero_copy_refused: Some("Invalid argument (os error 22)".into()),
+            umem: 1,
+            numa_node: None,
+            device_numa_node: None,
+            busy_poll_usecs: None,
+            busy_poll_budget: None,
+            ..nic.clone()
+        };
+        w.sockets = vec![nic, veth];
+        let text = worker_table(&[w]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[4], "worker 0 running, queues: wan0:0,tun0-dp:0, NUMA node 0",
+            "{text}"
+        );
+        assert_eq!(
+            lines[5],
+            "  wan0:0 zerocopy, need-wakeup, rings rx 4096 tx 2048 fill 4096 comp 2048, \
+             UMEM 0: 8192 x 4096 B on node 0 (device on node 1: remote), busy poll 50 us \
+             budget 64"
+        );
+        assert_eq!(
+            lines[6],
+            "  tun0-dp:0 copy (zero-copy refused: Invalid argument (os error 22)), need-wakeup, \
+             rings rx 4096 tx 2048 fill 4096 comp 2048, UMEM 1: 8192 x 4096 B on node ?, \
+             busy poll off"
         );
     }
 
