@@ -168,6 +168,7 @@ fn sa_spec(cipher: Cipher, i: usize, direction: Direction) -> Result<SaSpec> {
         selectors: vec![sel],
         lifetime: Default::default(),
         initial_seq: None,
+        resource: None,
     })
 }
 
@@ -339,6 +340,7 @@ impl Stopwatch {
 
 fn local() -> Local {
     Local {
+        worker: 0,
         icmp_limit: RateLimit::new(10, Instant::now()),
         reassembly: Reassembly::new(ReassemblyLimits {
             slots: 64,
@@ -1144,6 +1146,7 @@ mod tests {
             selectors: vec![selector("10.1.0.0/24", "10.0.0.0/8")],
             lifetime: Default::default(),
             initial_seq: None,
+            resource: None,
         };
         assert!(tables
             .add_bulk(&[one(0x101), one(0x102), one(0x101)], &[])

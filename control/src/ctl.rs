@@ -237,6 +237,10 @@ pub struct ChildSaInfo {
     pub bytes_out: u64,
     /// Packets encrypted and sent (data plane).
     pub packets_out: u64,
+    /// RFC 9611: `fallback`, or `worker N` for a per-resource Child SA;
+    /// absent for an ordinary one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
 }
 
 /// What can go wrong talking to the daemon.

@@ -787,6 +787,7 @@ mod tests {
             age_ms,
             last_used_ms,
             mtu: None,
+            resource: None,
         }
     }
 

@@ -21,6 +21,7 @@ pub mod l4_checksum;
 pub mod mss;
 pub mod neighbour_queue;
 pub mod nexthop;
+pub mod per_resource;
 pub mod persist;
 pub mod pipeline;
 pub mod pmtu;

@@ -225,6 +225,8 @@ pub struct Context<'a> {
 /// A worker's own mutable state that the pipeline uses.
 #[derive(Debug)]
 pub struct Local {
+    /// The worker's index: which RFC 9611 per-resource SA it sends on.
+    pub worker: usize,
     /// Limits the ICMP errors this worker sends.
     pub icmp_limit: RateLimit,
     /// Outer fragments waiting for the rest of their datagram.
@@ -253,12 +255,13 @@ pub fn outbound<'a>(
     let (l3, inner_len) = ip_after_ethernet(buf, start, len)?;
     let (src, dst) = ip_addresses(&buf[l3..l3 + inner_len]).ok_or(Dropped::NotIp)?;
     let tables: &'a Snapshot = ctx.tables;
-    let entry = match tables.outbound_verdict(src, dst) {
-        Verdict::Protect(entry) => entry,
+    let protection = match tables.outbound_verdict(src, dst) {
+        Verdict::Protect(protection) => protection,
         Verdict::Bypass => return bypass(ctx, buf, l3, inner_len, dst),
         Verdict::Drop => return Err(Dropped::PolicyDrop),
         Verdict::NoPolicy => return Err(Dropped::NoPolicy),
     };
+    let entry = protection.for_worker(local.worker);
     // Before MSS clamping: its RFC 1624 update is right on a full checksum
     // but turns a partial one into garbage (l4_checksum's tests show it).
     finish_checksum(

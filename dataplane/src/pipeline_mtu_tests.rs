@@ -60,6 +60,7 @@ fn bed(icmp_rate: u32) -> Bed {
             ],
             lifetime: Default::default(),
             initial_seq: None,
+            resource: None,
         })
         .unwrap();
     for (local, remote) in [
@@ -121,6 +122,7 @@ fn bed(icmp_rate: u32) -> Bed {
         sources: SourceAddrs::new([(LAN, GW_LAN.into()), (LAN, v6("fd00:1::1").into())]),
         events: WorkerStatsCell::new(0, None),
         local: Local {
+            worker: 0,
             icmp_limit: RateLimit::new(icmp_rate, Instant::now()),
             reassembly: Reassembly::new(crate::reassembly::ReassemblyLimits {
                 slots: 4,

@@ -4,6 +4,7 @@
 
 use crate::crypto::Backend;
 use crate::esp::EspError;
+use crate::per_resource::{Protection, ResourceIndex};
 use crate::pmtu::PathMtu;
 use crate::policy_index::PolicyIndex;
 use crate::sa::{Cipher, Direction, InboundSa, Lifetimes, Limit, OutboundSa, SaConfig, UdpEncap};
@@ -138,6 +139,11 @@ impl SaStats {
         counters
     }
 
+    /// When the SA was installed (an update keeps the time).
+    pub fn installed_at(&self) -> Instant {
+        self.installed
+    }
+
     fn age_ms(&self) -> u64 {
         u64::try_from(self.installed.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
@@ -166,7 +172,8 @@ pub type OutboundEntry = Installed<OutboundSa>;
 /// What an outbound packet's policy lookup decides.
 #[derive(Debug, Clone)]
 pub enum Verdict {
-    Protect(Arc<OutboundEntry>),
+    /// The policy's SA, and per worker an RFC 9611 per-resource SA.
+    Protect(Arc<Protection>),
     Bypass,
     Drop,
     /// No policy covers the packet.
@@ -233,6 +240,11 @@ impl Snapshot {
 }
 
 impl<S> Installed<S> {
+    /// The description it was installed from (with the key).
+    pub fn spec(&self) -> &SaSpec {
+        &self.spec
+    }
+
     fn describe(&self, seq: u64) -> SaInfo {
         SaInfo {
             seq,
@@ -553,6 +565,7 @@ impl Tables {
     }
 
     fn publish(&self, edit: &Editable) {
+        let resources = ResourceIndex::new(edit.outbound.values());
         let out_policies = PolicyIndex::build(
             edit.policies
                 .iter()
@@ -560,7 +573,7 @@ impl Tables {
                 .map(|p| {
                     let verdict = match (p.action, p.spi) {
                         (PolicyAction::Protect, Some(spi)) => match edit.outbound.get(&spi) {
-                            Some(entry) => Verdict::Protect(entry.clone()),
+                            Some(entry) => Verdict::Protect(Arc::new(resources.protection(entry))),
                             // The SA is gone: the traffic must not leave in clear.
                             None => Verdict::Drop,
                         },

@@ -127,6 +127,7 @@ pub fn run(index: usize, mut umems: Vec<Umem>, mut ports: Vec<Port>, shared: Wor
     let mut waiting = Waiting::default();
     let now = Instant::now();
     let mut local = Local {
+        worker: index,
         icmp_limit: RateLimit::new(shared.mtu.icmp_rate, now),
         reassembly: Reassembly::new(ReassemblyLimits {
             slots: shared.mtu.reassembly_slots,

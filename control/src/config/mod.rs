@@ -288,6 +288,14 @@ pub struct Connection {
     /// Force UDP encapsulation even without a NAT.
     #[serde(default)]
     pub encap: bool,
+    /// RFC 9611 per-resource Child SAs: announce SA_RESOURCE_INFO and,
+    /// when the peer answers with it and the data plane runs more than one
+    /// worker, add one Child SA per worker beside each child's first (the
+    /// fallback SA), so each worker sends on its own SA. A peer without
+    /// support never answers, and gets one Child SA as before. On by
+    /// default; `false` neither sends nor answers the notify.
+    #[serde(default = "yes")]
+    pub per_resource_sas: bool,
     /// IKE fragmentation.
     #[serde(default)]
     pub fragmentation: Fragmentation,
@@ -329,6 +337,9 @@ pub struct Connection {
     pub children: BTreeMap<String, Child>,
 }
 
+fn yes() -> bool {
+    true
+}
 fn two() -> u8 {
     2
 }

@@ -79,13 +79,16 @@ enum Awaiting {
     },
 }
 
-/// Policies of a new child that wait for the old child's deletion.
+/// Policies of a new child that wait for the old child's deletion; or,
+/// for an RFC 9611 per-resource child (which has no policies: the data
+/// plane sends on the newest per-resource SA of a worker), its outbound SA.
 #[derive(Debug)]
 struct DeferredSwitch {
     at: Instant,
     old: ChildSaId,
     child: ChildSaId,
     policies: Vec<xdpsec_api::Policy>,
+    outbound_sa: Option<Event>,
 }
 
 /// The child that `child` replaces (rekeys), from its up event in
@@ -424,6 +427,11 @@ impl Driver {
         loop {
             let events: Vec<Event> = std::iter::from_fn(|| self.endpoint.poll_event()).collect();
             let mut progressed = !events.is_empty();
+            for t in takeover::find_per_resource(&events, now) {
+                tracing::debug!(child = %t.child, "the per-resource outbound SA goes in when the peer sends under the new child");
+                self.takeover_poll.get_or_insert(now + TAKEOVER_POLL);
+                self.takeovers.push(t);
+            }
             for t in takeover::find(&self.ledger, &events, now) {
                 tracing::debug!(child = %t.child, old = %t.old, "outbound policies move when the peer sends under the new child");
                 self.takeover_poll.get_or_insert(now + TAKEOVER_POLL);
@@ -432,6 +440,25 @@ impl Driver {
             for i in 0..events.len() {
                 let later = &events[i + 1..];
                 match &events[i] {
+                    event @ Event::InstallSa { .. }
+                        if self.takeovers.iter().any(|t| t.held.contains(event)) => {}
+                    Event::DeleteSa {
+                        child,
+                        direction: xdpsec_api::Direction::Out,
+                        ..
+                    } if self
+                        .takeovers
+                        .iter()
+                        .any(|t| t.child == *child && t.old == *child) =>
+                    {
+                        // A per-resource child whose outbound SA still
+                        // waits goes (a rekey, a delete): that SA never
+                        // goes in, or it would briefly take the worker
+                        // back from its successor.
+                        self.takeovers
+                            .retain(|t| !(t.child == *child && t.old == *child));
+                        self.apply(now, events[i].clone())?;
+                    }
                     Event::InstallPolicies { child, .. }
                         if self.takeovers.iter().any(|t| t.child == *child) => {}
                     event if self.takeovers.iter().any(|t| t.holds(event)) => {
@@ -456,6 +483,21 @@ impl Driver {
                         }
                         self.apply(now, events[i].clone())?;
                     }
+                    Event::InstallSa { child, spec, .. }
+                        if spec.direction == xdpsec_api::Direction::Out
+                            && spec.resource.is_some()
+                            && self.switch_later(*child, later) =>
+                    {
+                        let old = replaced(*child, later).unwrap_or(*child);
+                        tracing::debug!(%child, replaces = %old, "the per-resource outbound SA goes in when the peer deletes the old child");
+                        self.deferred.push(DeferredSwitch {
+                            at: now + POLICY_SWITCH_TIMEOUT,
+                            old,
+                            child: *child,
+                            policies: Vec::new(),
+                            outbound_sa: Some(events[i].clone()),
+                        });
+                    }
                     Event::InstallPolicies { child, policies }
                         if self.switch_later(*child, later) =>
                     {
@@ -466,6 +508,7 @@ impl Driver {
                             old,
                             child: *child,
                             policies: policies.clone(),
+                            outbound_sa: None,
                         });
                     }
                     Event::InstallPolicies { policies, .. } => {
@@ -530,6 +573,17 @@ impl Driver {
             .partition(|d| old.map_or(d.at <= now, |o| d.old == o));
         self.deferred = rest;
         for d in due {
+            if let Some(install) = d.outbound_sa {
+                if self
+                    .ledger
+                    .child(d.child.0)
+                    .is_some_and(|c| c.spi_in.is_some())
+                {
+                    tracing::debug!(child = %d.child, "installing the per-resource outbound SA");
+                    self.apply(now, install)?;
+                }
+                continue;
+            }
             if self
                 .ledger
                 .child(d.child.0)
@@ -637,6 +691,8 @@ impl Driver {
             return;
         };
         self.installer = Installer::new(requests);
+        self.endpoint
+            .set_resources(super::install::data_plane_workers(self.installer.api()));
         self.events_api = events;
         self.lost = None;
         // What the old data plane held is gone: children of an earlier run
@@ -822,6 +878,7 @@ impl Driver {
                 spi_in,
                 spi_out,
                 algorithms,
+                ..
             } => {
                 let remote = self.ike_remote.get(&ike).copied();
                 if let Some(remote) = remote {
@@ -1264,6 +1321,7 @@ impl Driver {
                             packets_in,
                             bytes_out,
                             packets_out,
+                            resource: c.resource,
                         }
                     })
                     .collect(),
@@ -1308,6 +1366,7 @@ impl Driver {
                     packets_in,
                     bytes_out,
                     packets_out,
+                    resource: None,
                 }],
             });
         }

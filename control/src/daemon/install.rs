@@ -265,6 +265,23 @@ impl Installer {
     }
 }
 
+/// How many workers the data plane runs: each can send on its own RFC 9611
+/// per-resource Child SA. One if it cannot say (an older data plane, an
+/// error), which makes none.
+pub fn data_plane_workers(api: &mut ApiClient) -> u32 {
+    match api.worker_stats() {
+        Ok(workers) => {
+            let n = u32::try_from(workers.len()).unwrap_or(u32::MAX);
+            tracing::info!(workers = n, "data-plane workers (RFC 9611 resources)");
+            n.max(1)
+        }
+        Err(e) => {
+            tracing::warn!("asking the data plane for its workers: {e}; no per-resource Child SAs");
+            1
+        }
+    }
+}
+
 fn tolerate_missing(result: Result<(), ApiError>) -> Result<(), ApiError> {
     match result {
         Err(ApiError::Server {

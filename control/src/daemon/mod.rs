@@ -229,6 +229,7 @@ pub fn run(options: &DaemonOptions) -> anyhow::Result<()> {
     }
 
     let mut endpoint = Endpoint::new(settings, connections, Box::new(SystemRandom));
+    endpoint.set_resources(install::data_plane_workers(installer.api()));
     // Certificates are checked against the calendar.
     endpoint.set_wall_clock(Instant::now(), SystemTime::now());
     endpoint.reserve_spis(held_in.iter().copied());

@@ -102,6 +102,37 @@ pub fn find(ledger: &Ledger, events: &[Event], now: Instant) -> Vec<Takeover> {
     found
 }
 
+/// The new RFC 9611 per-resource children we answered for in a batch: the
+/// data plane sends on a worker's per-resource SA the moment it is in, but
+/// the peer installs its inbound half only when our answer arrives. Their
+/// outbound SA waits as a takeover's policies do (first packet under the
+/// new inbound SA, or [`TAKEOVER_TIMEOUT`]); the worker sends on the
+/// fallback SA meanwhile. `old` is the child itself (nothing of another
+/// child waits), so its own outbound deletion, if it goes first, waits in
+/// `held` behind its installation.
+pub fn find_per_resource(events: &[Event], now: Instant) -> Vec<Takeover> {
+    events
+        .iter()
+        .filter_map(|event| match event {
+            Event::InstallSa { child, spec, .. }
+                if spec.direction == Direction::Out && spec.resource.is_some() =>
+            {
+                let answered_new = events.iter().any(|e| {
+                    matches!(e, Event::ChildSaUp { child: c, replaces: None, initiator: false, .. } if c == child)
+                });
+                answered_new.then(|| Takeover {
+                    deadline: now + TAKEOVER_TIMEOUT,
+                    child: *child,
+                    old: *child,
+                    policies: Vec::new(),
+                    held: vec![event.clone()],
+                })
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,6 +179,7 @@ mod tests {
             spi_in: 0x30,
             spi_out: 0x40,
             algorithms: String::new(),
+            initiator: false,
         }
     }
 

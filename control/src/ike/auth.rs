@@ -7,13 +7,14 @@ use std::time::Instant;
 
 use tracing::{debug, info, warn};
 
-use super::child::{install_child, select_child, ChildChoice};
+use super::child::{install_child, select_child, ChildChoice, ResourceRole};
 use super::common::{
     error_notify, find, id_display, jittered, notify_of, random_child_spi, sa_payload, tsi, tsr,
 };
 use super::connection::{Connection, Identity, LocalMethod, RemoteMethod};
 use super::endpoint::Endpoint;
 use super::event::{Event, Reason};
+use super::per_resource;
 use super::proposal::{select_esp, EspProposal};
 use super::sa::{Channel, IkeSa, Phase, Request};
 use super::ts;
@@ -250,6 +251,9 @@ pub(crate) fn send_auth_request(
             payloads.push(Payload::TsR(TrafficSelectors {
                 selectors: sa.peer_ts(child),
             }));
+            if conn.per_resource_sas {
+                payloads.push(per_resource::notify());
+            }
             Some(PendingChild { config: 0, spi_in })
         }
         None => None,
@@ -403,7 +407,12 @@ pub(crate) fn handle_auth_response(
             ));
         }
         let keys = first_child_keys(sa, chan, algs.encr)?;
-        install_child(
+        let role = if conn.per_resource_sas {
+            per_resource::initiator_role(ResourceRole::Fallback, &p)
+        } else {
+            ResourceRole::Plain
+        };
+        let id = install_child(
             sa,
             now,
             pc.config,
@@ -415,8 +424,12 @@ pub(crate) fn handle_auth_response(
             &keys,
             true,
             None,
+            role,
             ep,
         )?;
+        if role == ResourceRole::Fallback {
+            per_resource::queue_for_workers(sa, pc.config, id, chan, ep);
+        }
         Ok(())
     })();
     if let Err(r) = result {
@@ -592,6 +605,13 @@ pub(crate) fn handle_auth_request(
                 let result = (|| -> Result<(), Reason> {
                     let spi_in = random_child_spi(ep)?;
                     let keys = first_child_keys(sa, chan, algs.encr)?;
+                    // The first child of an IKE SA cannot have a fallback
+                    // beside it yet: it is one, or plain.
+                    let role = if conn.per_resource_sas && per_resource::present(&p) {
+                        ResourceRole::Fallback
+                    } else {
+                        ResourceRole::Plain
+                    };
                     install_child(
                         sa,
                         now,
@@ -604,8 +624,12 @@ pub(crate) fn handle_auth_request(
                         &keys,
                         false,
                         None,
+                        role,
                         ep,
                     )?;
+                    if role.announced() {
+                        out.push(per_resource::notify());
+                    }
                     out.push(Payload::Sa(SecurityAssociation {
                         proposals: vec![EspProposal::from_chosen(&algs).to_wire(
                             super::proposal::esp_number(&s.proposals, &algs, false),

@@ -21,6 +21,35 @@ use crate::crypto::ChildKeys;
 use crate::wire::consts::notify;
 use crate::wire::TrafficSelector;
 
+/// What a Child SA is under RFC 9611.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ResourceRole {
+    /// No SA_RESOURCE_INFO was exchanged for it: an ordinary Child SA.
+    Plain,
+    /// The first Child SA of its selectors, made with SA_RESOURCE_INFO on
+    /// both sides: its policies are the selectors', and every worker
+    /// without a per-resource SA of its own sends on it.
+    Fallback,
+    /// A further Child SA with the same selectors, bound to one worker.
+    /// It installs no policy: the data plane finds it by its selectors.
+    PerResource(u32),
+}
+
+impl ResourceRole {
+    /// Whether SA_RESOURCE_INFO goes with its exchanges (a rekey keeps
+    /// saying what the SA is).
+    pub(crate) fn announced(self) -> bool {
+        self != ResourceRole::Plain
+    }
+
+    fn index(self) -> Option<u32> {
+        match self {
+            ResourceRole::PerResource(w) => Some(w),
+            _ => None,
+        }
+    }
+}
+
 /// One Child SA (a pair of ESP SAs).
 #[derive(Debug)]
 pub(crate) struct ChildSa {
@@ -41,6 +70,8 @@ pub(crate) struct ChildSa {
     /// (RFC 7296 section 2.8.1): the SA the peer's exchange created and the
     /// lowest nonce of that exchange.
     pub collision: Option<(ChildSaId, Vec<u8>)>,
+    /// RFC 9611: plain, fallback or per-resource.
+    pub role: ResourceRole,
 }
 
 /// Everything needed to emit the install events of a Child SA.
@@ -98,6 +129,7 @@ impl ChildSa {
             selectors: selectors.clone(),
             lifetime: xdpsec_api::Lifetimes::default(),
             initial_seq: None,
+            resource: self.role.index(),
         };
         let (enc_in, enc_out) = if i.encap {
             (
@@ -123,10 +155,13 @@ impl ChildSa {
             child: self.id,
             spec: spec(self.spi_out, Direction::Out, key_out, enc_out),
         });
-        events.push_back(Event::InstallPolicies {
-            child: self.id,
-            policies: self.policies(),
-        });
+        let policies = self.policies();
+        if !policies.is_empty() {
+            events.push_back(Event::InstallPolicies {
+                child: self.id,
+                policies,
+            });
+        }
         events.push_back(Event::ChildSaUp {
             ike: i.ike,
             child: self.id,
@@ -136,12 +171,17 @@ impl ChildSa {
             spi_in: self.spi_in,
             spi_out: self.spi_out,
             algorithms: self.algs.to_string(),
+            initiator: i.exchange_initiator,
         });
         Ok(())
     }
 
     pub(crate) fn policies(&self) -> Vec<Policy> {
         let mut out: Vec<Policy> = Vec::new();
+        if self.role.index().is_some() {
+            // The fallback child's policies cover these selectors.
+            return out;
+        }
         for sel in ts::to_api(&self.local_ts, &self.remote_ts) {
             for (direction, spi) in [(Direction::Out, self.spi_out), (Direction::In, self.spi_in)] {
                 let p = Policy {
@@ -211,6 +251,11 @@ impl ChildSa {
             encap: self.encap,
             age: now.saturating_duration_since(self.installed_at),
             rekey_in: self.rekey_at.map(|t| t.saturating_duration_since(now)),
+            resource: match self.role {
+                ResourceRole::Plain => None,
+                ResourceRole::Fallback => Some("fallback".into()),
+                ResourceRole::PerResource(w) => Some(format!("worker {w}")),
+            },
         }
     }
 }
@@ -229,6 +274,7 @@ pub(crate) fn install_child(
     keys: &crate::crypto::ChildKeys,
     exchange_initiator: bool,
     replaces: Option<super::ChildSaId>,
+    role: ResourceRole,
     ep: &mut Endpoint,
 ) -> Result<super::ChildSaId, Reason> {
     let cfg = sa
@@ -251,6 +297,7 @@ pub(crate) fn install_child(
         expire_at: cfg.life_time.map(|d| now + d),
         encap,
         collision: None,
+        role,
     };
     let install = Install {
         ike: sa.id,
@@ -263,7 +310,7 @@ pub(crate) fn install_child(
         replaces,
     };
     child.install(&install, &mut ep.events)?;
-    info!(ike = %sa.id, child = %child.id, name = %child.name, spi_in = format_args!("{:08x}", spi_in), spi_out = format_args!("{:08x}", spi_out), algorithms = %algs, "Child SA installed");
+    info!(ike = %sa.id, child = %child.id, name = %child.name, role = ?role, spi_in = format_args!("{:08x}", spi_in), spi_out = format_args!("{:08x}", spi_out), algorithms = %algs, "Child SA installed");
     let id = child.id;
     sa.children.push(child);
     Ok(id)

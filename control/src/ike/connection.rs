@@ -129,6 +129,8 @@ pub struct Connection {
     pub dpd_action: DpdAction,
     /// Force UDP encapsulation of ESP.
     pub encap: bool,
+    /// RFC 9611 per-resource Child SAs (`per_resource_sas`).
+    pub per_resource_sas: bool,
     /// Announce and accept IKE fragmentation (RFC 7383).
     pub fragmentation: bool,
     /// Fragment our own big messages when the peer supports it.
@@ -217,6 +219,7 @@ impl Connection {
             dpd_delay: nonzero(conn.dpd_delay),
             dpd_action: conn.dpd_action,
             encap: conn.encap,
+            per_resource_sas: conn.per_resource_sas,
             fragmentation: conn.fragmentation != Fragmentation::No,
             fragment_ours: conn.fragmentation == Fragmentation::Yes,
             pools: conn.pools.clone(),

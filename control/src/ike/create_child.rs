@@ -7,13 +7,14 @@ use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
 use super::auth::child_sa_payload;
-use super::child::{install_child, select_child};
+use super::child::{install_child, select_child, ResourceRole};
 use super::common::{
     error_notify, notify_of, random_child_spi, random_ike_spi, random_vec, sa_payload, tsi, tsr,
     NONCE_LEN,
 };
 use super::endpoint::{CommandError, Endpoint};
 use super::event::{ChildSaState, Event, Reason};
+use super::per_resource;
 use super::proposal::{select_esp, select_ike, ChildAlgorithms, EspProposal, IkeProposal};
 use super::sa::{Channel, IkeSa, Phase, Queued, Request};
 use super::ts;
@@ -41,6 +42,8 @@ pub(crate) struct ChildRequest {
     local_ts: Vec<TrafficSelector>,
     remote_ts: Vec<TrafficSelector>,
     ke_retried: bool,
+    /// RFC 9611: what the child is to be (a rekey: what the old one is).
+    role: ResourceRole,
 }
 
 /// A CREATE_CHILD_SA we sent to rekey the IKE SA.
@@ -79,6 +82,9 @@ fn build_child_request(sa: &IkeSa, req: &ChildRequest) -> Vec<Payload> {
             data: Vec::new(),
         }));
     }
+    if req.role.announced() {
+        p.push(per_resource::notify());
+    }
     let proposals = sa
         .conn
         .children
@@ -115,13 +121,30 @@ fn build_child_request(sa: &IkeSa, req: &ChildRequest) -> Vec<Payload> {
     p
 }
 
+/// What a new child request is for, beside its config.
+#[derive(Debug, Clone, Copy)]
+enum Purpose {
+    /// A further child of the connection (RFC 9611 fallback SA if the
+    /// connection does per-resource SAs and the peer agrees).
+    New,
+    /// A rekey of this child; role and selectors are the old child's.
+    Rekey(ChildSaId),
+    /// A per-resource child for worker `w` with the selectors of the
+    /// fallback child `ChildSaId`.
+    PerResource(ChildSaId, u32),
+}
+
 fn new_child_request(
     sa: &IkeSa,
     config: usize,
-    rekey: Option<ChildSaId>,
+    purpose: Purpose,
     group: Option<DhGroup>,
     ep: &mut Endpoint,
 ) -> Result<ChildRequest, Reason> {
+    let rekey = match purpose {
+        Purpose::Rekey(id) => Some(id),
+        _ => None,
+    };
     let cfg = sa
         .conn
         .children
@@ -138,9 +161,19 @@ fn new_child_request(
         ),
         None => None,
     };
-    let (local_ts, remote_ts) = match rekey.and_then(|id| sa.children.iter().find(|c| c.id == id)) {
+    let like = match purpose {
+        Purpose::Rekey(id) | Purpose::PerResource(id, _) => sa.children.iter().find(|c| c.id == id),
+        Purpose::New => None,
+    };
+    let (local_ts, remote_ts) = match like {
         Some(old) => (old.local_ts.clone(), old.remote_ts.clone()),
         None => (sa.our_ts(cfg), sa.peer_ts(cfg)),
+    };
+    let role = match purpose {
+        Purpose::New if sa.conn.per_resource_sas => ResourceRole::Fallback,
+        Purpose::New => ResourceRole::Plain,
+        Purpose::Rekey(_) => like.map_or(ResourceRole::Plain, |c| c.role),
+        Purpose::PerResource(_, w) => ResourceRole::PerResource(w),
     };
     Ok(ChildRequest {
         config,
@@ -151,6 +184,7 @@ fn new_child_request(
         local_ts,
         remote_ts,
         ke_retried: false,
+        role,
     })
 }
 
@@ -162,7 +196,26 @@ pub(crate) fn queue_new_child(
     chan: &mut Channel,
     ep: &mut Endpoint,
 ) -> Result<(), Reason> {
-    let req = new_child_request(sa, config, None, None, ep)?;
+    let req = new_child_request(sa, config, Purpose::New, None, ep)?;
+    chan.queue.push_back(Queued {
+        exchange: exchange::CREATE_CHILD_SA,
+        payloads: build_child_request(sa, &req),
+        request: Request::CreateChild(req),
+    });
+    Ok(())
+}
+
+/// Queues a CREATE_CHILD_SA for an RFC 9611 per-resource child of worker
+/// `worker`, with the selectors of the fallback child `fallback`.
+pub(crate) fn queue_per_resource(
+    sa: &mut IkeSa,
+    config: usize,
+    fallback: ChildSaId,
+    worker: u32,
+    chan: &mut Channel,
+    ep: &mut Endpoint,
+) -> Result<(), Reason> {
+    let req = new_child_request(sa, config, Purpose::PerResource(fallback, worker), None, ep)?;
     chan.queue.push_back(Queued {
         exchange: exchange::CREATE_CHILD_SA,
         payloads: build_child_request(sa, &req),
@@ -195,7 +248,7 @@ pub(crate) fn start_child_rekey(
             "the Child SA's config is no longer loaded",
         ));
     };
-    let req = new_child_request(sa, config, Some(id), None, ep)
+    let req = new_child_request(sa, config, Purpose::Rekey(id), None, ep)
         .map_err(|r| CommandError::Internal(r.to_string()))?;
     if let Some(c) = sa.children.iter_mut().find(|c| c.id == id) {
         c.state = ChildSaState::Rekeying;
@@ -399,6 +452,19 @@ pub(crate) fn handle_request(
             return temporary_failure(sa, chan, &header, n, ep);
         }
     };
+    let role = match old.and_then(|id| sa.children.iter().find(|c| c.id == id)) {
+        Some(oc) => oc.role,
+        None => {
+            let offered = per_resource::present(&p);
+            match per_resource::responder_role(sa, config, &local_ts, &remote_ts, offered, ep) {
+                Ok(role) => role,
+                Err(()) => {
+                    info!(ike = %sa.id, "CREATE_CHILD_SA: every worker has a per-resource Child SA for these selectors");
+                    return temporary_failure(sa, chan, &header, notify::TS_MAX_QUEUE, ep);
+                }
+            }
+        }
+    };
     let pfs = match algs.dh {
         None => None,
         Some(g) => match ke(&p).filter(|k| k.group == g.id()) {
@@ -460,6 +526,7 @@ pub(crate) fn handle_request(
             &keys,
             false,
             old,
+            role,
             ep,
         )?;
         if let Some(oid) = old {
@@ -486,6 +553,9 @@ pub(crate) fn handle_request(
         ];
         if let Some(k) = ke_r {
             out.push(Payload::Ke(k));
+        }
+        if role.announced() {
+            out.push(per_resource::notify());
         }
         out.push(Payload::TsI(TrafficSelectors {
             selectors: remote_ts.clone(),
@@ -664,7 +734,23 @@ pub(crate) fn handle_child_response(
             });
             if ok {
                 info!(ike = %sa.id, "CREATE_CHILD_SA: peer asks for another PFS group");
-                match new_child_request(sa, req.config, req.rekey, g, ep) {
+                let purpose = match (req.rekey, req.role) {
+                    (Some(id), _) => Some(Purpose::Rekey(id)),
+                    (None, ResourceRole::PerResource(w)) => sa
+                        .children
+                        .iter()
+                        .find(|c| {
+                            c.role == ResourceRole::Fallback
+                                && c.local_ts == req.local_ts
+                                && c.remote_ts == req.remote_ts
+                        })
+                        .map(|c| Purpose::PerResource(c.id, w)),
+                    (None, _) => Some(Purpose::New),
+                };
+                match purpose
+                    .ok_or_else(|| Reason::Internal("the fallback child is gone".into()))
+                    .and_then(|purpose| new_child_request(sa, req.config, purpose, g, ep))
+                {
                     Ok(mut again) => {
                         again.ke_retried = true;
                         let payloads = build_child_request(sa, &again);
@@ -678,6 +764,13 @@ pub(crate) fn handle_child_response(
                     Err(r) => warn!(ike = %sa.id, reason = %r, "cannot retry CREATE_CHILD_SA"),
                 }
             }
+        }
+        if n.kind == notify::TS_MAX_QUEUE {
+            // RFC 9611: the peer has a per-resource SA for each of its
+            // resources; our worker without one sends on the fallback SA.
+            info!(ike = %sa.id, child = %name, role = ?req.role, "CREATE_CHILD_SA: the peer takes no further per-resource Child SA");
+            back_to_installed(sa, false);
+            return;
         }
         let reason = match n.kind {
             notify::NO_PROPOSAL_CHOSEN => {
@@ -821,11 +914,16 @@ pub(crate) fn handle_child_response(
             return;
         }
     };
+    let role = per_resource::initiator_role(req.role, &p);
     match install_child(
         sa, now, req.config, algs, req.spi_in, spi_out, local_ts, remote_ts, &keys, true,
-        req.rekey, ep,
+        req.rekey, role, ep,
     ) {
-        Ok(_) => {}
+        Ok(id) => {
+            if req.rekey.is_none() && role == ResourceRole::Fallback {
+                per_resource::queue_for_workers(sa, req.config, id, chan, ep);
+            }
+        }
         Err(r) => {
             warn!(ike = %sa.id, reason = %r, "Child SA not installed");
             return;

@@ -202,6 +202,9 @@ pub struct Endpoint {
     pub(super) wall_clock: Option<(Instant, SystemTime)>,
     /// Virtual IP pools, made from the config when a client first asks.
     pub(super) pools: Option<crate::pool::Pools>,
+    /// Data-plane workers, each of which can have its own RFC 9611
+    /// per-resource Child SA.
+    pub(super) resources: u32,
 }
 
 impl Endpoint {
@@ -227,7 +230,21 @@ impl Endpoint {
             restart: Vec::new(),
             wall_clock: None,
             pools: None,
+            resources: 1,
         }
+    }
+
+    /// How many data-plane workers send ESP (the SA API's `worker_stats`):
+    /// with more than one, RFC 9611 per-resource Child SAs are made, one
+    /// per worker, for peers that support them. New Child SAs use the
+    /// number; those already up keep theirs.
+    pub fn set_resources(&mut self, workers: u32) {
+        self.resources = workers.clamp(1, xdpsec_api::sa::MAX_RESOURCES);
+    }
+
+    /// See [`Endpoint::set_resources`].
+    pub fn resources(&self) -> u32 {
+        self.resources
     }
 
     /// Tells the endpoint that `now` is `wall` in calendar time (call it

@@ -171,6 +171,10 @@ pub enum Event {
         spi_out: u32,
         /// Algorithms as a strongSwan proposal string.
         algorithms: String,
+        /// Whether we sent the request that made it: then the peer has
+        /// its SAs in before ours. As responder, the peer installs them
+        /// only once our answer arrived.
+        initiator: bool,
     },
     /// A Child SA is gone (after its DeleteSa events) or could not be set up
     /// (`child` is then `None`).
@@ -239,6 +243,9 @@ pub struct ChildSaSnapshot {
     pub age: Duration,
     /// Time until the rekey, if one is scheduled.
     pub rekey_in: Option<Duration>,
+    /// RFC 9611: `fallback`, or `worker N` for a per-resource Child SA;
+    /// `None` for an ordinary one.
+    pub resource: Option<String>,
 }
 
 /// One IKE SA in [`super::Endpoint::list_sas`].

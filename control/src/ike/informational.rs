@@ -49,12 +49,21 @@ pub(crate) fn delete_children(
     reason: Reason,
     ep: &mut Endpoint,
 ) -> Result<(), CommandError> {
+    if let Some(unknown) = ids
+        .iter()
+        .find(|id| !sa.children.iter().any(|c| c.id == **id))
+    {
+        return Err(CommandError::UnknownChildSa(*unknown));
+    }
+    // RFC 9611: the per-resource children of a fallback child that goes
+    // carry nothing without its policies; they go with it.
+    let mut all = ids.to_vec();
+    all.extend(super::per_resource::siblings_of(sa, ids));
     let mut spis = Vec::new();
-    for id in ids {
-        let c = sa
-            .remove_child(*id, reason.clone(), ep)
-            .ok_or(CommandError::UnknownChildSa(*id))?;
-        spis.push(c.spi_in.to_be_bytes().to_vec());
+    for id in &all {
+        if let Some(c) = sa.remove_child(*id, reason.clone(), ep) {
+            spis.push(c.spi_in.to_be_bytes().to_vec());
+        }
     }
     if spis.is_empty() || !matches!(sa.phase, Phase::Established) {
         return Ok(());

@@ -65,6 +65,7 @@ mod fragment;
 mod informational;
 mod init;
 mod log_limit;
+mod per_resource;
 mod proposal;
 mod sa;
 mod ts;

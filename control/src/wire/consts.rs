@@ -230,6 +230,9 @@ pub mod notify {
     pub const TEMPORARY_FAILURE: u16 = 43;
     /// CHILD_SA_NOT_FOUND.
     pub const CHILD_SA_NOT_FOUND: u16 = 44;
+    /// TS_MAX_QUEUE (RFC 9611): the responder takes no further
+    /// per-resource Child SA for these selectors.
+    pub const TS_MAX_QUEUE: u16 = 48;
 
     /// INITIAL_CONTACT.
     pub const INITIAL_CONTACT: u16 = 16384;
@@ -259,6 +262,10 @@ pub mod notify {
     pub const IKEV2_FRAGMENTATION_SUPPORTED: u16 = 16430;
     /// SIGNATURE_HASH_ALGORITHMS (RFC 7427; data: two-octet hash IDs).
     pub const SIGNATURE_HASH_ALGORITHMS: u16 = 16431;
+    /// SA_RESOURCE_INFO (RFC 9611): the Child SA is a fallback or
+    /// per-resource SA; data: an optional opaque resource identifier.
+    /// (16442 is USE_AGGFRAG, RFC 9347; 16444 is what IANA assigned here.)
+    pub const SA_RESOURCE_INFO: u16 = 16444;
 
     /// Whether a notify type is an error type (below 16384).
     pub const fn is_error(kind: u16) -> bool {

@@ -410,6 +410,9 @@ pub struct SaInfo {
     /// Outbound SAs: what fits the tunnel, once a packet has gone out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtu: Option<SaMtu>,
+    /// The worker of an RFC 9611 per-resource SA (see [`SaSpec::resource`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<u32>,
 }
 
 /// The MTUs of an outbound SA.
@@ -450,6 +453,7 @@ impl SaInfo {
             age_ms: 0,
             last_used_ms: None,
             mtu: None,
+            resource: sa.resource,
         }
     }
 }

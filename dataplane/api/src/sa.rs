@@ -626,6 +626,14 @@ pub struct SaSpec {
     /// 1 when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub initial_seq: Option<u64>,
+    /// RFC 9611 per-resource SA: the data-plane worker that sends on it.
+    /// An outbound SA with `resource = w` is used by worker `w` for the
+    /// traffic of every `protect` policy whose SA (the fallback SA) has the
+    /// same tunnel addresses and selectors; other workers keep using the
+    /// policy's SA. On an inbound SA it is only reported (each SA has its
+    /// own replay window anyway). Absent: an ordinary SA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<u32>,
 }
 
 /// An IP address from a string, with an error that quotes the input.
@@ -729,9 +737,21 @@ impl SaSpec {
                 ));
             }
         }
+        if let Some(resource) = self.resource {
+            if resource >= MAX_RESOURCES {
+                return Err(ValidationError::new(
+                    "resource",
+                    format!("{resource} is not a worker index below {MAX_RESOURCES}"),
+                ));
+            }
+        }
         Ok(())
     }
 }
+
+/// Bound on [`SaSpec::resource`]: the data plane keeps a slot per index up
+/// to the highest one in use, so an index must not make that table huge.
+pub const MAX_RESOURCES: u32 = 1024;
 
 /// A change to an installed SA (`UpdateSa`). Absent fields stay as they are.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

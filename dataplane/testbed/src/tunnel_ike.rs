@@ -84,6 +84,9 @@ pub struct IkeOptions {
     /// is enterable by others (0711, not listable), and each daemon keeps
     /// its state in a directory of its own that it creates.
     pub run_as: Option<(String, String)>,
+    /// `per_resource_sas` (RFC 9611) of each xdpsec side's connection;
+    /// `None`: the daemon's default.
+    pub per_resource_sas: [Option<bool>; 2],
 }
 
 impl Default for IkeOptions {
@@ -103,6 +106,7 @@ impl Default for IkeOptions {
             wait_for_tunnel: true,
             extra_args: Vec::new(),
             run_as: None,
+            per_resource_sas: [None, None],
         }
     }
 }
@@ -372,7 +376,8 @@ impl TunnelBed {
              remote_addrs = [\"{}\"]\n\
              proposals = [{}]\n\
              encap = {}\n\
-             rekey_time = {}\n",
+             rekey_time = {}\n\
+             {}",
             self.api_socket(side).display(),
             daemon.socket.display(),
             ike.run_as
@@ -385,6 +390,8 @@ impl TunnelBed {
             quoted(proposals),
             self.options.encap == Encapsulation::Udp,
             duration(ike.ike_rekey_time),
+            ike.per_resource_sas[side.index()]
+                .map_or(String::new(), |on| format!("per_resource_sas = {on}\n")),
         );
         match &ike.pki {
             Some(pki) => {

@@ -24,6 +24,7 @@ pub fn sa(spi: u32, direction: Direction) -> SaSpec {
         )],
         lifetime: Lifetimes::default(),
         initial_seq: None,
+        resource: None,
     }
 }
 
@@ -58,5 +59,6 @@ pub fn full_sa() -> SaSpec {
             hard_packets: Some(2_000_000),
         },
         initial_seq: Some(1 << 40),
+        resource: None,
     }
 }

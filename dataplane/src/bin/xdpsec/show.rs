@@ -495,6 +495,7 @@ mod tests {
             age_ms: 0,
             last_used_ms: None,
             mtu: None,
+            resource: None,
         };
         assert_eq!(mtu(&sa), "-");
         sa.mtu = Some(xdpsec_api::messages::SaMtu {
