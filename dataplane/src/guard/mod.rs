@@ -13,7 +13,8 @@
 //!   alike, before any source NAT): a packet an outbound `protect` policy
 //!   covers leaves only into the tunnel interface (where the data plane
 //!   takes it); a `drop` policy drops; a `bypass` policy accepts. Rules
-//!   come in the tables' order, most specific first.
+//!   come in the tables' order, most specific first, each matching the
+//!   remote prefixes of its policies in an nftables set (`layout.rs`).
 //! - `ingress` (prerouting): a cleartext packet an inbound `protect` or
 //!   `drop` policy covers is dropped unless it comes out of the tunnel
 //!   interface (the data plane decrypted it).
@@ -29,9 +30,12 @@
 //! what protects the host while the data plane is gone is this table.
 //! `[dataplane] guard_on_stop = "remove"` or `xdpsec guard remove` lifts it.
 
+mod layout;
+
 use anyhow::{Context, Result};
+use layout::{element_changes, layout, set_name, Chain, Layout};
 use std::fmt::Write as _;
-use xdpsec_api::{Direction, Policy, PolicyAction, Prefix};
+use xdpsec_api::{Policy, Prefix};
 
 /// The nftables table of the guard (family `inet`).
 pub const TABLE: &str = "xdpsec_guard";
@@ -46,9 +50,10 @@ const BLOCKED_IN: &str = "blocked_in";
 pub struct Guard {
     /// The host end of the tunnel interface, where protected traffic may go.
     tunnel: Option<String>,
-    /// The rules last installed, so an update that changes nothing (a rekey
-    /// moving a policy to a new SA) costs no nft run.
-    installed: Option<String>,
+    /// What was last installed: an update that changes nothing (a rekey
+    /// moving a policy to a new SA) costs no nft run, and one that keeps
+    /// the rules changes only set elements.
+    installed: Option<Layout>,
 }
 
 impl Guard {
@@ -65,15 +70,21 @@ impl Guard {
     /// rules hold until the new ones are in). Fails if nft is missing or
     /// refuses the rules; the rules in force are then unchanged.
     pub fn apply(&mut self, policies: &[Policy]) -> Result<()> {
-        let rules = rules(policies, self.tunnel.as_deref());
-        if self.installed.as_deref() == Some(rules.as_str()) {
-            return Ok(());
-        }
-        nft(&["-f", "-"], Some(&script(&rules))).context(
+        let wanted = layout(policies, self.tunnel.is_some());
+        let script = match &self.installed {
+            Some(old) if *old == wanted => return Ok(()),
+            Some(old) if old.groups == wanted.groups => element_script(old, &wanted),
+            Some(old) => {
+                let old_sets: Vec<String> = (0..old.groups.len()).map(set_name).collect();
+                full_script(&wanted, self.tunnel.as_deref(), &old_sets)
+            }
+            None => full_script(&wanted, self.tunnel.as_deref(), &existing_sets()?),
+        };
+        nft(&["-f", "-"], Some(&script)).context(
             "installing the fail-closed guard (nftables table inet xdpsec_guard; \
              is nftables installed and nf_tables available?)",
         )?;
-        self.installed = Some(rules);
+        self.installed = Some(wanted);
         Ok(())
     }
 }
@@ -130,11 +141,31 @@ pub fn status() -> Result<Option<GuardStatus>> {
     Ok(Some(status))
 }
 
+/// The sets the guard's table holds now, from an earlier run of the data
+/// plane: they go when the rules that use them are replaced.
+fn existing_sets() -> Result<Vec<String>> {
+    let listing = match nft(&["-j", "list", "sets", "table", "inet", TABLE], None) {
+        Ok(out) => out,
+        Err(e) if format!("{e:#}").contains("No such file or directory") => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let json: serde_json::Value =
+        serde_json::from_str(&listing).context("reading nft's JSON listing")?;
+    Ok(json["nftables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|item| item["set"]["name"].as_str().map(str::to_owned))
+        .collect())
+}
+
 /// The whole transaction: create the table, counters and chains if they
 /// are missing (an existing counter keeps its count), flush the chains,
-/// add the rules.
-fn script(rules: &str) -> String {
-    format!(
+/// delete `old_sets` (no rule uses them once the chains are flushed), add
+/// the new sets and the rules.
+/// nft applies it atomically: no packet sees a half-made guard.
+fn full_script(layout: &Layout, tunnel: Option<&str>, old_sets: &[String]) -> String {
+    let mut out = format!(
         "table inet {TABLE} {{\n\
          \tcounter {BLOCKED_OUT} {{ }}\n\
          \tcounter {BLOCKED_IN} {{ }}\n\
@@ -142,18 +173,11 @@ fn script(rules: &str) -> String {
          \tchain ingress {{ type filter hook prerouting priority -10; policy accept; }}\n\
          }}\n\
          flush chain inet {TABLE} egress\n\
-         flush chain inet {TABLE} ingress\n\
-         {rules}"
-    )
-}
-
-/// The `add rule` lines for `policies`.
-fn rules(policies: &[Policy], tunnel: Option<&str>) -> String {
-    let mut sorted: Vec<&Policy> = policies.iter().collect();
-    // The order the tables match in: most specific local prefix, then
-    // remote prefix, first (a stable sort keeps insertion order for ties).
-    sorted.sort_by_key(|p| std::cmp::Reverse((p.local.prefix_len(), p.remote.prefix_len())));
-    let mut out = String::new();
+         flush chain inet {TABLE} ingress\n"
+    );
+    for set in old_sets {
+        let _ = writeln!(out, "delete set inet {TABLE} {set}");
+    }
     let add = |out: &mut String, chain: &str, rule: &str| {
         let _ = writeln!(out, "add rule inet {TABLE} {chain} {rule}");
     };
@@ -170,50 +194,53 @@ fn rules(policies: &[Policy], tunnel: Option<&str>) -> String {
     if let Some(tunnel) = tunnel {
         add(&mut out, "ingress", &format!("iifname \"{tunnel}\" accept"));
     }
-    for policy in sorted {
-        let (chain, counter, src, dst) = match policy.direction {
-            Direction::Out => ("egress", BLOCKED_OUT, &policy.local, &policy.remote),
-            Direction::In => ("ingress", BLOCKED_IN, &policy.remote, &policy.local),
+    for (i, (group, prefixes)) in layout.groups.iter().zip(&layout.prefixes).enumerate() {
+        let set = set_name(i);
+        let _ = writeln!(out, "add set inet {TABLE} {set} {}", group.set_type());
+        elements(&mut out, "add", &set, prefixes.iter());
+        let counter = match group.chain {
+            Chain::Egress => BLOCKED_OUT,
+            Chain::Ingress => BLOCKED_IN,
         };
-        let matches = match_addresses(src, dst);
-        match policy.action {
-            PolicyAction::Bypass => add(&mut out, chain, &format!("{matches} accept")),
-            PolicyAction::Protect | PolicyAction::Drop => {
-                if let (PolicyAction::Protect, Direction::Out, Some(tunnel)) =
-                    (policy.action, policy.direction, tunnel)
-                {
-                    add(
-                        &mut out,
-                        chain,
-                        &format!("{matches} oifname \"{tunnel}\" accept"),
-                    );
-                }
-                add(
-                    &mut out,
-                    chain,
-                    &format!("{matches} counter name \"{counter}\" drop"),
-                );
-            }
+        for rule in group.rules(&set, tunnel, counter) {
+            add(&mut out, group.chain.name(), &rule);
         }
     }
     out
 }
 
-/// The nft match for source in `src` and destination in `dst` (both of
-/// one family, which `Policy::validate` ensures); a /0 matches the family.
-fn match_addresses(src: &Prefix, dst: &Prefix) -> String {
-    let (family, ip) = if src.is_ipv4() {
-        ("ipv4", "ip")
-    } else {
-        ("ipv6", "ip6")
-    };
-    let mut m = format!("meta nfproto {family}");
-    for (field, prefix) in [("saddr", src), ("daddr", dst)] {
-        if !prefix.is_default() {
-            let _ = write!(m, " {ip} {field} {prefix}");
-        }
+/// The transaction from `old` to `new`, which have the same rules: set
+/// elements deleted, then added (an added prefix may cover a deleted one,
+/// and a set's elements must not overlap).
+fn element_script(old: &Layout, new: &Layout) -> String {
+    let mut out = String::new();
+    let changes = element_changes(old, new);
+    for (group, gone, _) in &changes {
+        elements(&mut out, "delete", &set_name(*group), gone.iter().copied());
     }
-    m
+    for (group, _, came) in &changes {
+        elements(&mut out, "add", &set_name(*group), came.iter().copied());
+    }
+    out
+}
+
+/// `add element` or `delete element` lines for `prefixes` in `set`, a
+/// thousand to a line.
+fn elements<'a>(
+    out: &mut String,
+    verb: &str,
+    set: &str,
+    prefixes: impl Iterator<Item = &'a Prefix>,
+) {
+    let prefixes: Vec<&Prefix> = prefixes.collect();
+    for chunk in prefixes.chunks(1000) {
+        let list: Vec<String> = chunk.iter().map(|p| p.to_string()).collect();
+        let _ = writeln!(
+            out,
+            "{verb} element inet {TABLE} {set} {{ {} }}",
+            list.join(", ")
+        );
+    }
 }
 
 fn nft(args: &[&str], stdin: Option<&str>) -> Result<String> {
@@ -223,76 +250,47 @@ fn nft(args: &[&str], stdin: Option<&str>) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use xdpsec_api::{Direction, PolicyAction};
 
-    fn policy(local: &str, remote: &str, direction: Direction, action: PolicyAction) -> Policy {
+    fn policy(remote: &str, action: PolicyAction) -> Policy {
         Policy {
-            local: local.parse().unwrap(),
+            local: "10.1.0.0/24".parse().unwrap(),
             remote: remote.parse().unwrap(),
-            direction,
+            direction: Direction::Out,
             action,
             spi: (action == PolicyAction::Protect).then_some(0x1001),
         }
     }
 
     #[test]
-    fn rules_follow_the_policies_most_specific_first() {
-        let policies = [
-            policy(
-                "10.1.0.0/24",
-                "10.2.0.0/16",
-                Direction::Out,
-                PolicyAction::Protect,
-            ),
-            policy(
-                "10.1.0.0/24",
-                "10.2.5.0/24",
-                Direction::Out,
-                PolicyAction::Bypass,
-            ),
-            policy(
-                "10.1.0.0/24",
-                "10.2.0.0/16",
-                Direction::In,
-                PolicyAction::Protect,
-            ),
-            policy("::/0", "fd00:2::/64", Direction::Out, PolicyAction::Drop),
-        ];
-        let text = rules(&policies, Some("xtun0"));
-        let lines: Vec<&str> = text.lines().collect();
-        let egress: Vec<&str> = lines
-            .iter()
-            .filter(|l| l.contains(" egress "))
-            .copied()
-            .collect();
-        assert_eq!(
-            egress,
-            [
-                "add rule inet xdpsec_guard egress udp sport { 500, 4500 } fib saddr type local accept",
-                "add rule inet xdpsec_guard egress meta nfproto ipv4 ip saddr 10.1.0.0/24 ip daddr 10.2.5.0/24 accept",
-                "add rule inet xdpsec_guard egress meta nfproto ipv4 ip saddr 10.1.0.0/24 ip daddr 10.2.0.0/16 oifname \"xtun0\" accept",
-                "add rule inet xdpsec_guard egress meta nfproto ipv4 ip saddr 10.1.0.0/24 ip daddr 10.2.0.0/16 counter name \"blocked_out\" drop",
-                "add rule inet xdpsec_guard egress meta nfproto ipv6 ip6 daddr fd00:2::/64 counter name \"blocked_out\" drop",
-            ]
-        );
-        assert!(text.contains(
-            "ingress meta nfproto ipv4 ip saddr 10.2.0.0/16 ip daddr 10.1.0.0/24 counter name \"blocked_in\" drop"
-        ));
-        assert!(text.contains("ingress iifname \"xtun0\" accept"));
+    fn a_full_script_replaces_the_old_sets_and_keeps_the_counters() {
+        let l = layout(&[policy("10.2.0.0/16", PolicyAction::Protect)], true);
+        let script = full_script(&l, Some("xtun0"), &["g0".into(), "g1".into()]);
+        let lines: Vec<&str> = script.lines().collect();
+        assert!(lines.contains(&"delete set inet xdpsec_guard g1"));
+        assert!(lines.contains(&"add set inet xdpsec_guard g0 { type ipv4_addr; flags interval; }"));
+        assert!(lines.contains(&"add element inet xdpsec_guard g0 { 10.2.0.0/16 }"));
+        assert!(lines.contains(&"add rule inet xdpsec_guard ingress iifname \"xtun0\" accept"));
+        assert!(!script.contains("delete counter"));
+        // The IKE exception comes before any policy's rule.
+        let ike = lines.iter().position(|l| l.contains("udp sport")).unwrap();
+        let first = lines.iter().position(|l| l.contains("@g0")).unwrap();
+        assert!(ike < first);
     }
 
     #[test]
-    fn without_a_tunnel_protected_traffic_has_no_way_out() {
-        let policies = [policy(
-            "0.0.0.0/0",
-            "0.0.0.0/0",
-            Direction::Out,
-            PolicyAction::Protect,
-        )];
-        let text = rules(&policies, None);
-        assert!(!text.contains("oifname"));
-        assert!(
-            text.contains("egress meta nfproto ipv4 counter name \"blocked_out\" drop"),
-            "{text}"
+    fn an_added_policy_of_a_known_shape_only_adds_an_element() {
+        let before = layout(&[policy("10.2.0.0/24", PolicyAction::Protect)], true);
+        let after = layout(
+            &[
+                policy("10.2.0.0/24", PolicyAction::Protect),
+                policy("10.3.0.0/24", PolicyAction::Protect),
+            ],
+            true,
+        );
+        assert_eq!(
+            element_script(&before, &after),
+            "add element inet xdpsec_guard g0 { 10.3.0.0/24 }\n"
         );
     }
 }
