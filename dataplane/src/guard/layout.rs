@@ -180,6 +180,16 @@ fn outermost(mut prefixes: Vec<Prefix>) -> Vec<Prefix> {
     kept
 }
 
+/// The prefixes of `these` that `those` lacks (both sorted as
+/// [`outermost`] sorts).
+fn not_in<'a>(these: &'a [Prefix], those: &[Prefix]) -> Vec<&'a Prefix> {
+    let key = |p: &Prefix| (p.addr(), p.prefix_len());
+    these
+        .iter()
+        .filter(|p| those.binary_search_by_key(&key(p), key).is_err())
+        .collect()
+}
+
 /// What to delete from and add to each group's set to go from `old` to
 /// `new` (same groups): (group index, deleted, added).
 pub(super) fn element_changes<'a>(
@@ -191,29 +201,7 @@ pub(super) fn element_changes<'a>(
         .zip(&new.prefixes)
         .enumerate()
         .filter(|(_, (before, after))| before != after)
-        .map(|(i, (before, after))| {
-            let gone = before
-                .iter()
-                .filter(|p| {
-                    after
-                        .binary_search_by_key(&(p.addr(), p.prefix_len()), |q| {
-                            (q.addr(), q.prefix_len())
-                        })
-                        .is_err()
-                })
-                .collect();
-            let came = after
-                .iter()
-                .filter(|p| {
-                    before
-                        .binary_search_by_key(&(p.addr(), p.prefix_len()), |q| {
-                            (q.addr(), q.prefix_len())
-                        })
-                        .is_err()
-                })
-                .collect();
-            (i, gone, came)
-        })
+        .map(|(i, (before, after))| (i, not_in(before, after), not_in(after, before)))
         .collect()
 }
 
