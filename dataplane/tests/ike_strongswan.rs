@@ -234,6 +234,21 @@ fn a_restarted_data_plane_gets_its_child_rekeyed_with_strongswan() {
     wait_until(&bed, "a new child after the data plane's restart", || {
         child_replaced(&bed, Side::A, &before)
     });
+    // strongSwan answers the rekey by registering its new outbound SA and
+    // sends on the old one until the old child is deleted (make before
+    // break); the restarted data plane no longer has the old inbound SA,
+    // so traffic back is whole only once the old child is gone.
+    wait_until(&bed, "the old child deleted", || {
+        bed.ike_sa_list(Side::A).is_ok_and(|list| {
+            list["ike_sas"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|ike| ike["children"].as_array().cloned().unwrap_or_default())
+                .count()
+                == 1
+        })
+    });
     ping_ok(&bed, Side::A, Side::B, false, 3);
     ping_ok(&bed, Side::B, Side::A, false, 3);
     assert!(bed.ike_log(Side::A).contains("the data plane is back"));
