@@ -94,15 +94,33 @@ impl SavedState {
     }
 }
 
+/// Reads and validates the config at `path` as the daemon starts from it:
+/// the file, the certificates and keys it names, and each connection
+/// built from them. `xdpsec check --ike` calls this too, so that a config
+/// it passes is one the daemon starts with.
+pub fn load_config(
+    path: &std::path::Path,
+) -> Result<(Arc<IkeConfig>, Vec<Connection>), crate::config::ConfigError> {
+    let config = IkeConfig::load(path)?;
+    let credentials = config.load_credentials(path)?;
+    let config = Arc::new(config);
+    // Its messages start with the field (`connections.gw.proposals: ...`).
+    let connections = Connection::all_from_config(&config, &credentials).map_err(|reason| {
+        crate::config::ConfigError {
+            file: path.to_owned(),
+            field: None,
+            reason,
+            location: None,
+        }
+    })?;
+    Ok((config, connections))
+}
+
 /// Runs the daemon until SIGTERM or SIGINT, then deletes its IKE SAs
 /// (telling the peers) and exits. Errors name what failed (the config
 /// field, the socket, the missing capability).
 pub fn run(options: &DaemonOptions) -> anyhow::Result<()> {
-    let config = IkeConfig::load(&options.config)?;
-    let credentials = config.load_credentials(&options.config)?;
-    let config = Arc::new(config);
-    let connections =
-        Connection::all_from_config(&config, &credentials).map_err(anyhow::Error::msg)?;
+    let (config, connections) = load_config(&options.config)?;
     let mut settings = Settings::from_daemon(&config.daemon);
     if let Some(p) = options.ike_port {
         settings.ike_port = p;
