@@ -20,12 +20,14 @@ pub struct IkeArgs {
     /// remote, children, proposals, secrets).
     #[arg(long, value_name = "FILE")]
     config: PathBuf,
-    /// The data plane's SA API socket.
+    /// The data plane's SA API socket (config: `daemon.api_socket`).
     #[arg(long, value_name = "PATH")]
     api_socket: Option<PathBuf>,
-    /// The control socket to serve for `xdpsec initiate` and friends.
-    #[arg(long, value_name = "PATH")]
-    socket: Option<PathBuf>,
+    /// The control socket to serve for `xdpsec initiate` and friends
+    /// (config: `daemon.control_socket`); the other commands reach it
+    /// with the same flag.
+    #[arg(long = "ike-socket", alias = "socket", value_name = "PATH")]
+    ike_socket: Option<PathBuf>,
     /// The state file that lets a restarted daemon resume.
     #[arg(long, value_name = "PATH", default_value = daemon::state::DEFAULT_STATE_FILE)]
     state_file: PathBuf,
@@ -62,7 +64,7 @@ pub fn run_daemon(args: IkeArgs) -> ExitCode {
     let options = DaemonOptions {
         config: args.config,
         api_socket: args.api_socket,
-        ctl_socket: args.socket,
+        ctl_socket: args.ike_socket,
         state_file: args.state_file,
         ike_port: args.port,
         nat_t_port: args.port_nat_t,

@@ -2,16 +2,25 @@
 //!
 //! ```text
 //! xdpsec dataplane --config FILE [--null-cipher-benchmark] [--xdp-generic]
-//! xdpsec ike --config FILE [--api-socket PATH] [--socket PATH] [--state-file PATH]
+//! xdpsec ike --config FILE [--api-socket PATH] [--ike-socket PATH] [--state-file PATH]
+//! xdpsec check [--dataplane FILE] [--ike FILE]
 //! xdpsec initiate|terminate CONNECTION [--ike-socket PATH]
 //! xdpsec rekey CONNECTION [--child | --ike] [--ike-socket PATH]
 //! xdpsec connect CONNECTION [--tunnel NAME] [--subnet PREFIX]... [--no-firewall]
 //! xdpsec disconnect [--state-file PATH]
-//! xdpsec status      [--socket PATH] [--json]
+//! xdpsec status      [--api-socket PATH] [--json]
 //! xdpsec guard status|remove
-//! xdpsec sa list     [--socket PATH] [--ike-socket PATH] [--json]
-//! xdpsec policy list [--socket PATH] [--json]
+//! xdpsec sa list     [--api-socket PATH] [--ike-socket PATH] [--json]
+//! xdpsec policy list [--api-socket PATH] [--json]
 //! ```
+//!
+//! One flag per socket, the same on every command: `--api-socket` is the
+//! data plane's SA API (`[dataplane] api_socket`, the IKE config's
+//! `daemon.api_socket`), `--ike-socket` the IKE daemon's control socket
+//! (`daemon.control_socket`). The older `--socket` (which meant the SA API
+//! on `status`, `sa list` and `policy list`, and the control socket on
+//! `ike`) is kept as a hidden alias of each so that scripts keep working.
+//! Exit statuses: [`exit`].
 #![deny(unsafe_code)]
 
 mod check;
@@ -166,9 +175,14 @@ enum PolicyCommand {
 
 #[derive(Debug, Args)]
 struct ApiArgs {
-    /// The data plane's SA API socket.
-    #[arg(long, value_name = "PATH", default_value = DEFAULT_API_SOCKET)]
-    socket: PathBuf,
+    /// The data plane's SA API socket (`[dataplane] api_socket`).
+    #[arg(
+        long = "api-socket",
+        alias = "socket",
+        value_name = "PATH",
+        default_value = DEFAULT_API_SOCKET
+    )]
+    api_socket: PathBuf,
     /// Print the API's JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -345,10 +359,10 @@ fn query(
 
 fn request_one(args: &ApiArgs, request: Request) -> Result<Response, Failure> {
     let op = request.op();
-    let mut client = connect(&args.socket)?;
+    let mut client = connect(&args.api_socket)?;
     client
         .request(request)
-        .map_err(|e| Failure::from(format!("{op} on {}: {e}", args.socket.display())))
+        .map_err(|e| Failure::from(format!("{op} on {}: {e}", args.api_socket.display())))
 }
 
 fn unexpected(request: &Request, response: &Response) -> String {
@@ -414,7 +428,7 @@ fn connect(socket: &Path) -> Result<ApiClient, Failure> {
             let hint = match source.kind() {
                 ErrorKind::NotFound | ErrorKind::ConnectionRefused => {
                     "the data plane is not running there (start it with \
-                     `xdpsec dataplane --config FILE`, or pass --socket PATH)"
+                     `xdpsec dataplane --config FILE`, or pass --api-socket PATH)"
                 }
                 ErrorKind::PermissionDenied => {
                     "the socket is mode 0600: run this as the data plane's user (root)"
