@@ -128,12 +128,24 @@ pub fn run(options: &DaemonOptions) -> Result<()> {
         .map_err(|e| host_error(&options.config, e.field, e.reason))?;
     // Created first, so its data plane end is there to attach to; dropped
     // last (after XDP is detached), which deletes it.
-    let tunnel = match config.interfaces.iter().find(|i| i.role == Role::Tunnel) {
-        Some(iface) => Some(TunnelInterface::create(
-            &iface.name,
-            workers,
-            iface.deliver,
-        )?),
+    let tunnel = match config
+        .interfaces
+        .iter()
+        .enumerate()
+        .find(|(_, i)| i.role == Role::Tunnel)
+    {
+        Some((slot, iface)) => {
+            // Also in `create`; here first so that it reads (and exits) as
+            // the config error `xdpsec check` reports.
+            crate::tunnel::check_name_free(&iface.name).map_err(|reason| {
+                host_error(&options.config, format!("interface[{slot}].name"), reason)
+            })?;
+            Some(TunnelInterface::create(
+                &iface.name,
+                workers,
+                iface.deliver,
+            )?)
+        }
         None => None,
     };
     // Before XDP is attached: from here on, the kernel drops what a policy
@@ -265,7 +277,15 @@ pub fn run(options: &DaemonOptions) -> Result<()> {
         .dataplane
         .api_socket_group
         .as_deref()
-        .map(|g| group_id(g).with_context(|| format!("config {path}: dataplane.api_socket_group")))
+        .map(|g| {
+            group_id(g).map_err(|e| {
+                host_error(
+                    &options.config,
+                    "dataplane.api_socket_group".to_owned(),
+                    e.to_string(),
+                )
+            })
+        })
         .transpose()?;
     let api = api_server::spawn_with(
         &config.dataplane.api_socket,
@@ -438,9 +458,9 @@ fn check_interface(
 
 /// What the data plane checks of `config` (read from `file`) against this
 /// host before it changes anything, for `xdpsec check`: the CPUs to pin
-/// workers to, and each interface, its RX queues and a queue per worker.
-/// A tunnel interface is left out: the data plane creates it, with a
-/// queue per worker. Needs no privileges and changes nothing; returns
+/// workers to, each interface, its RX queues and a queue per worker (a
+/// tunnel interface only by its name: the data plane creates it, with a
+/// queue per worker), the group of the API socket. Needs no privileges and changes nothing; returns
 /// every problem, not only the first.
 pub fn check_host(config: &StaticConfig, file: &Path) -> Vec<ConfigError> {
     let mut problems = Vec::new();
@@ -449,11 +469,21 @@ pub fn check_host(config: &StaticConfig, file: &Path) -> Vec<ConfigError> {
     }
     let workers = config.dataplane.worker_count().max(1);
     for (slot, iface) in config.interfaces.iter().enumerate() {
-        if iface.role == Role::Tunnel {
-            continue;
-        }
-        if let Err(e) = check_interface(file, slot, &iface.name, iface.queues, workers) {
-            problems.push(e);
+        let checked = if iface.role == Role::Tunnel {
+            crate::tunnel::check_name_free(&iface.name)
+                .map_err(|reason| host_error(file, format!("interface[{slot}].name"), reason))
+        } else {
+            check_interface(file, slot, &iface.name, iface.queues, workers).map(|_| ())
+        };
+        problems.extend(checked.err());
+    }
+    if let Some(group) = &config.dataplane.api_socket_group {
+        if let Err(e) = group_id(group) {
+            problems.push(host_error(
+                file,
+                "dataplane.api_socket_group".to_owned(),
+                e.to_string(),
+            ));
         }
     }
     problems

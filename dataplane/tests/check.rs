@@ -2,7 +2,8 @@
 //! example configs, in a network namespace this test creates with the
 //! interfaces they name (`lan0`, `wan0`), and on configs broken in one
 //! way each: a bad field, a missing interface, queues and workers that do
-//! not fit, an SA API socket the two configs disagree on.
+//! not fit, a tunnel interface whose name is taken, a group or user that
+//! does not exist, an SA API socket the two configs disagree on.
 //!
 //! Exit statuses: 0 for good configs, 3 (config error) for the rest, 2
 //! for a command line without a file.
@@ -361,4 +362,55 @@ fn the_sa_api_socket_must_be_the_same_in_both_configs() {
     // Each file is good on its own.
     assert_eq!(out.stdout, format!("ok: {}\n", dp.display()));
     ok(&gw.check(&[&dp]));
+}
+
+#[test]
+fn names_the_daemons_look_up_on_the_host_are_checked() {
+    let gw = Gateway::new(1, false);
+    let dir = TempDir::new("names");
+    let dp = dir.file(
+        "dp.toml",
+        &format!(
+            "{}\n[[interface]]\nname = \"lo\"\nrole = \"tunnel\"\n",
+            edit(
+                &read(IKE_GATEWAY),
+                "state_dir =",
+                "api_socket_group = \"xdpsec-no-such-group\"\nstate_dir =",
+            )
+        ),
+    );
+    // The IKE example with its certificate paths made absolute, so that
+    // the copy here finds them.
+    let examples = repo("control/examples");
+    let mut ike = edit(
+        &read(IKE_EXAMPLES[0]),
+        "# user = \"xdpsec\"",
+        "user = \"xdpsec-no-such-user\"",
+    );
+    for dir in ["x509/", "private/", "x509ca/"] {
+        ike = ike.replace(
+            &format!("\"{dir}"),
+            &format!("\"{}/{dir}", examples.display()),
+        );
+    }
+    let ike = dir.file("ike.toml", &ike);
+    let out = gw.check(&[&dp, &ike]);
+    let err = config_error(&out);
+    for wanted in [
+        format!(
+            "config {}: dataplane.api_socket_group: no group \"xdpsec-no-such-group\"",
+            dp.display()
+        ),
+        // A tunnel interface's name must be free (or a pair a data plane left).
+        format!(
+            "config {}: interface[2].name: interface lo exists and is not a tunnel pair",
+            dp.display()
+        ),
+        format!(
+            "config {}: daemon.user: no user \"xdpsec-no-such-user\"",
+            ike.display()
+        ),
+    ] {
+        assert!(err.contains(&wanted), "{wanted}\nin:\n{err}");
+    }
 }

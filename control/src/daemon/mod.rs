@@ -116,6 +116,31 @@ pub fn load_config(
     Ok((config, connections))
 }
 
+/// What the daemon checks of `config` (read from `path`) against this
+/// host before it runs, for `xdpsec check`: the `[daemon]` user and group
+/// it drops to exist. Changes nothing.
+pub fn check_host(config: &IkeConfig, path: &std::path::Path) -> Vec<crate::config::ConfigError> {
+    match &config.daemon.user {
+        Some(user) => privilege::resolve(user, config.daemon.group.as_deref())
+            .err()
+            .map(|e| host_error(path, &e))
+            .into_iter()
+            .collect(),
+        None => Vec::new(),
+    }
+}
+
+/// A config that does not fit this host, as a config error (its message
+/// starts with the field: `daemon.user: ...`).
+fn host_error(path: &std::path::Path, e: &anyhow::Error) -> crate::config::ConfigError {
+    crate::config::ConfigError {
+        file: path.to_owned(),
+        field: None,
+        reason: format!("{e:#}"),
+        location: None,
+    }
+}
+
 /// Runs the daemon until SIGTERM or SIGINT, then deletes its IKE SAs
 /// (telling the peers) and exits. Errors name what failed (the config
 /// field, the socket, the missing capability).
@@ -257,7 +282,8 @@ pub fn run(options: &DaemonOptions) -> anyhow::Result<()> {
     // the network sends.
     match (&config.daemon.user, &config.daemon.group) {
         (Some(user), group) => {
-            let target = privilege::resolve(user, group.as_deref())?;
+            let target = privilege::resolve(user, group.as_deref())
+                .map_err(|e| host_error(&options.config, &e))?;
             privilege::prepare_state_dir(&options.state_file, target)?;
             privilege::drop_to(target)?;
             tracing::info!(

@@ -67,7 +67,7 @@ pub fn check(args: &CheckArgs) -> Result<(), Failure> {
             .as_deref()
             .and_then(|file| match xdpsec_control::daemon::load_config(file) {
                 Ok((config, _)) => {
-                    report.add(file, Vec::new());
+                    report.add(file, xdpsec_control::daemon::check_host(&config, file));
                     Some((file, config))
                 }
                 Err(e) => {
