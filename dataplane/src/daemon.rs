@@ -26,14 +26,15 @@ use anyhow::{bail, Context, Result};
 use std::collections::BTreeSet;
 use std::fmt;
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use xdpsec_api::config::{DataplaneConfig, GuardOnStop, Role, XdpBind, XdpMode};
 use xdpsec_api::messages::SocketInfo;
-use xdpsec_api::{Direction, Policy, PolicyAction, PolicyKey, StaticConfig};
+use xdpsec_api::sa::ValidationError;
+use xdpsec_api::{ConfigError, Direction, Policy, PolicyAction, PolicyKey, StaticConfig};
 use xdpsec_ebpf_common::Role as SteerRole;
 
 /// Command-line options of `xdpsec dataplane`.
@@ -124,15 +125,27 @@ pub fn run(options: &DaemonOptions) -> Result<()> {
     // Before anything is attached: a CPU the process may not run on is a
     // start-up error, not a worker running unpinned.
     check_cpus_allowed(&config.dataplane.cpus)
-        .map_err(|e| anyhow::anyhow!("config {path}: {e}"))?;
+        .map_err(|e| host_error(&options.config, e.field, e.reason))?;
     // Created first, so its data plane end is there to attach to; dropped
     // last (after XDP is detached), which deletes it.
-    let tunnel = match config.interfaces.iter().find(|i| i.role == Role::Tunnel) {
-        Some(iface) => Some(TunnelInterface::create(
-            &iface.name,
-            workers,
-            iface.deliver,
-        )?),
+    let tunnel = match config
+        .interfaces
+        .iter()
+        .enumerate()
+        .find(|(_, i)| i.role == Role::Tunnel)
+    {
+        Some((slot, iface)) => {
+            // Also in `create`; here first so that it reads (and exits) as
+            // the config error `xdpsec check` reports.
+            crate::tunnel::check_name_free(&iface.name).map_err(|reason| {
+                host_error(&options.config, format!("interface[{slot}].name"), reason)
+            })?;
+            Some(TunnelInterface::create(
+                &iface.name,
+                workers,
+                iface.deliver,
+            )?)
+        }
         None => None,
     };
     // Before XDP is attached: from here on, the kernel drops what a policy
@@ -149,25 +162,8 @@ pub fn run(options: &DaemonOptions) -> Result<()> {
             (Role::Tunnel, Some(tunnel)) => tunnel.peer_name().to_string(),
             _ => iface.name.clone(),
         };
-        let field = format!("config {path}: interface[{slot}]");
-        let ifindex = afxdp::ifindex(&name).with_context(|| {
-            format!("{field}.name: no interface {name:?} in this network namespace")
-        })?;
-        let rx_queues = rx_queue_count(&name, ifindex).with_context(|| field.clone())?;
-        if let Some(expected) = iface.queues.filter(|q| *q != rx_queues) {
-            bail!(
-                "{field}.queues: {name} has {rx_queues} RX queue(s), the config says {expected}; \
-                 every queue is served, so leave `queues` out, or set it to {rx_queues}, or \
-                 change the interface: `ethtool -L {name} combined {expected}`"
-            );
-        }
-        if rx_queues < workers {
-            bail!(
-                "{field}: {name} has {rx_queues} queue(s) and {workers} workers each need one \
-                 to send on; give it more (`ethtool -L {name} combined {workers}`) or run \
-                 fewer workers (`[dataplane] workers = {rx_queues}`)"
-            );
-        }
+        let (ifindex, rx_queues) =
+            check_interface(&options.config, slot, &name, iface.queues, workers)?;
         interfaces.push(Served {
             slot: slot as u32,
             ifindex,
@@ -281,7 +277,15 @@ pub fn run(options: &DaemonOptions) -> Result<()> {
         .dataplane
         .api_socket_group
         .as_deref()
-        .map(|g| group_id(g).with_context(|| format!("config {path}: dataplane.api_socket_group")))
+        .map(|g| {
+            group_id(g).map_err(|e| {
+                host_error(
+                    &options.config,
+                    "dataplane.api_socket_group".to_owned(),
+                    e.to_string(),
+                )
+            })
+        })
         .transpose()?;
     let api = api_server::spawn_with(
         &config.dataplane.api_socket,
@@ -395,6 +399,96 @@ fn group_id(group: &str) -> Result<u32> {
     }
 }
 
+/// A config that does not fit this host (the data plane refuses to start
+/// on it), in the words of a config error: the file and the field.
+fn host_error(file: &Path, field: String, reason: String) -> ConfigError {
+    ConfigError {
+        file: file.to_owned(),
+        field: (!field.is_empty()).then_some(field),
+        reason,
+        location: None,
+    }
+}
+
+/// Checks `[[interface]]` number `slot` of the config at `file` against
+/// the interface `name` of this network namespace: it exists, it has the
+/// `queues` the config expects, and a queue for each of the `workers` to
+/// send on. Returns its index and RX queue count.
+fn check_interface(
+    file: &Path,
+    slot: usize,
+    name: &str,
+    expected: Option<u32>,
+    workers: u32,
+) -> Result<(u32, u32), ConfigError> {
+    let field = format!("interface[{slot}]");
+    let ifindex = afxdp::ifindex(name).map_err(|_| {
+        host_error(
+            file,
+            format!("{field}.name"),
+            format!("no interface {name:?} in this network namespace"),
+        )
+    })?;
+    let rx_queues = rx_queue_count(name, ifindex)
+        .map_err(|e| host_error(file, field.clone(), format!("{e:#}")))?;
+    if let Some(expected) = expected.filter(|q| *q != rx_queues) {
+        return Err(host_error(
+            file,
+            format!("{field}.queues"),
+            format!(
+                "{name} has {rx_queues} RX queue(s), the config says {expected}; every queue is \
+                 served, so leave `queues` out, or set it to {rx_queues}, or change the \
+                 interface: `ethtool -L {name} combined {expected}`"
+            ),
+        ));
+    }
+    if rx_queues < workers {
+        return Err(host_error(
+            file,
+            field,
+            format!(
+                "{name} has {rx_queues} queue(s) and {workers} workers each need one to send on; \
+                 give it more (`ethtool -L {name} combined {workers}`) or run fewer workers \
+                 (`[dataplane] workers = {rx_queues}`)"
+            ),
+        ));
+    }
+    Ok((ifindex, rx_queues))
+}
+
+/// What the data plane checks of `config` (read from `file`) against this
+/// host before it changes anything, for `xdpsec check`: the CPUs to pin
+/// workers to, each interface, its RX queues and a queue per worker (a
+/// tunnel interface only by its name: the data plane creates it, with a
+/// queue per worker), the group of the API socket. Needs no privileges and changes nothing; returns
+/// every problem, not only the first.
+pub fn check_host(config: &StaticConfig, file: &Path) -> Vec<ConfigError> {
+    let mut problems = Vec::new();
+    if let Err(e) = check_cpus_allowed(&config.dataplane.cpus) {
+        problems.push(host_error(file, e.field, e.reason));
+    }
+    let workers = config.dataplane.worker_count().max(1);
+    for (slot, iface) in config.interfaces.iter().enumerate() {
+        let checked = if iface.role == Role::Tunnel {
+            crate::tunnel::check_name_free(&iface.name)
+                .map_err(|reason| host_error(file, format!("interface[{slot}].name"), reason))
+        } else {
+            check_interface(file, slot, &iface.name, iface.queues, workers).map(|_| ())
+        };
+        problems.extend(checked.err());
+    }
+    if let Some(group) = &config.dataplane.api_socket_group {
+        if let Err(e) = group_id(group) {
+            problems.push(host_error(
+                file,
+                "dataplane.api_socket_group".to_owned(),
+                e.to_string(),
+            ));
+        }
+    }
+    problems
+}
+
 /// The RX queues `name` has now (`real_num_rx_queues`: what AF_XDP can
 /// bind to and XDP sees as `rx_queue_index`), from sysfs. Refuses a sysfs
 /// that belongs to another network namespace (`nsenter` without `-m`).
@@ -424,26 +518,29 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Checks that every CPU of `[dataplane] cpus` is in this process's
 /// affinity mask (which taskset, a cgroup cpuset and systemd narrow).
-fn check_cpus_allowed(cpus: &[u32]) -> Result<()> {
+fn check_cpus_allowed(cpus: &[u32]) -> Result<(), ValidationError> {
     if cpus.is_empty() {
         return Ok(());
     }
     let Some(allowed) = core_affinity::get_core_ids() else {
-        bail!(
-            "dataplane.cpus: cannot read this process's CPU affinity (sched_getaffinity) to \
-             check them"
-        );
+        return Err(ValidationError::new(
+            "dataplane.cpus",
+            "cannot read this process's CPU affinity (sched_getaffinity) to check them",
+        ));
     };
     let allowed: BTreeSet<usize> = allowed.into_iter().map(|c| c.id).collect();
     for (i, cpu) in cpus.iter().enumerate() {
         if !allowed.contains(&(*cpu as usize)) {
-            bail!(
-                "dataplane.cpus[{i}]: this process may not run on CPU {cpu} (it may run on {}): a \
-                 taskset, a cgroup cpuset or systemd's CPUAffinity=/AllowedCPUs= restricts it, \
-                 or the CPU does not exist. List CPUs from that set, widen the restriction, or \
-                 leave `cpus` out to run the workers unpinned",
-                cpu_list(&allowed)
-            );
+            return Err(ValidationError::new(
+                format!("dataplane.cpus[{i}]"),
+                format!(
+                    "this process may not run on CPU {cpu} (it may run on {}): a taskset, a \
+                     cgroup cpuset or systemd's CPUAffinity=/AllowedCPUs= restricts it, or the \
+                     CPU does not exist. List CPUs from that set, widen the restriction, or \
+                     leave `cpus` out to run the workers unpinned",
+                    cpu_list(&allowed)
+                ),
+            ));
         }
     }
     Ok(())

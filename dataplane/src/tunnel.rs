@@ -14,7 +14,7 @@
 use crate::afxdp;
 use crate::nexthop::netlink::RtSocket;
 use crate::nexthop::{Lookup, NextHopError, NextHopTable, Resolved};
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result};
 use netlink_packet_route::link::{
     InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
@@ -81,6 +81,20 @@ pub struct TunnelInterface {
     port: TunnelPort,
 }
 
+/// Whether the data plane may create its tunnel interface `name` here:
+/// nothing has that name, or a pair a previous run left (which it
+/// replaces). Anything else by that name belongs to someone else.
+pub fn check_name_free(name: &str) -> Result<(), String> {
+    let peer_name = tunnel_peer_name(name);
+    if afxdp::ifindex(name).is_ok() && afxdp::ifindex(&peer_name).is_err() {
+        return Err(format!(
+            "interface {name} exists and is not a tunnel pair a data plane made (no \
+             {peer_name}); choose another name for the tunnel interface"
+        ));
+    }
+    Ok(())
+}
+
 impl TunnelInterface {
     /// Creates the veth pair `name` / `name-dp` with `queues` queues each
     /// (one per worker), the host end NOARP and without TX checksum offload
@@ -90,14 +104,7 @@ impl TunnelInterface {
         let peer_name = tunnel_peer_name(name);
         let mut sock = RtSocket::open(NETLINK_TIMEOUT)?;
         if let Ok(existing) = afxdp::ifindex(name) {
-            // Only a pair with our naming is ours to replace; anything else
-            // by that name belongs to someone else.
-            if afxdp::ifindex(&peer_name).is_err() {
-                bail!(
-                    "interface {name} exists and is not a tunnel pair a data plane made \
-                     (no {peer_name}); choose another name for the tunnel interface"
-                );
-            }
+            check_name_free(name).map_err(anyhow::Error::msg)?;
             eprintln!(
                 "xdpsec dataplane: replacing the tunnel interface {name} a previous run left"
             );

@@ -65,6 +65,11 @@ fn server(socket: &Path) -> ApiServer {
     server
 }
 
+/// The exit statuses `xdpsec --help` documents.
+const USAGE: i32 = 2;
+const CONFIG_ERROR: i32 = 3;
+const UNREACHABLE: i32 = 4;
+
 fn xdpsec(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_xdpsec"))
         .args(args)
@@ -107,7 +112,7 @@ fn sa_list_shows_a_row_per_sa() {
     let out = stdout(&xdpsec(&[
         "sa",
         "list",
-        "--socket",
+        "--api-socket",
         socket.to_str().unwrap(),
     ]));
     let header = out.lines().next().unwrap();
@@ -135,7 +140,7 @@ fn sa_list_json_has_the_spis() {
         "sa",
         "list",
         "--json",
-        "--socket",
+        "--api-socket",
         socket.to_str().unwrap(),
     ]));
     let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
@@ -156,7 +161,11 @@ fn status_shows_a_row_per_worker() {
     let dir = TempDir::new("status");
     let socket = dir.path("api.sock");
     let _server = server(&socket);
-    let out = stdout(&xdpsec(&["status", "--socket", socket.to_str().unwrap()]));
+    let out = stdout(&xdpsec(&[
+        "status",
+        "--api-socket",
+        socket.to_str().unwrap(),
+    ]));
     for w in 0..3u32 {
         let r = rows(&out, &w.to_string());
         assert_eq!(r.len(), 1, "{out}");
@@ -169,7 +178,7 @@ fn status_shows_a_row_per_worker() {
     let json = stdout(&xdpsec(&[
         "status",
         "--json",
-        "--socket",
+        "--api-socket",
         socket.to_str().unwrap(),
     ]));
     let v: serde_json::Value = serde_json::from_str(&json).expect("JSON");
@@ -184,7 +193,7 @@ fn policy_list_shows_a_row_per_policy() {
     let out = stdout(&xdpsec(&[
         "policy",
         "list",
-        "--socket",
+        "--api-socket",
         socket.to_str().unwrap(),
     ]));
     assert_eq!(rows(&out, "out").len(), 3, "{out}");
@@ -198,22 +207,94 @@ fn missing_socket_names_the_path() {
     let dir = TempDir::new("nosock");
     let socket = dir.path("nobody-here.sock");
     for args in [
-        &["sa", "list", "--socket"][..],
-        &["status", "--socket"][..],
-        &["policy", "list", "--json", "--socket"][..],
+        &["sa", "list", "--api-socket"][..],
+        &["status", "--api-socket"][..],
+        &["policy", "list", "--json", "--api-socket"][..],
     ] {
         let mut args = args.to_vec();
         args.push(socket.to_str().unwrap());
-        let err = stderr_of_failure(&xdpsec(&args));
+        let o = xdpsec(&args);
+        assert_eq!(o.status.code(), Some(UNREACHABLE), "{args:?}");
+        let err = stderr_of_failure(&o);
         assert!(err.contains("nobody-here.sock"), "{err}");
         assert!(err.contains("not running"), "{err}");
     }
 }
 
 #[test]
+fn an_unreachable_ike_daemon_exits_4() {
+    let dir = TempDir::new("noike");
+    let api = dir.path("api.sock");
+    let _server = server(&api);
+    let ike = dir.path("no-ike.sock");
+    let ike = ike.to_str().unwrap();
+    for args in [
+        &["initiate", "gw", "--ike-socket", ike][..],
+        &["rekey", "gw", "--ike", "--ike-socket", ike][..],
+        &["terminate", "gw", "--ike-socket", ike][..],
+        &[
+            "sa",
+            "list",
+            "--api-socket",
+            api.to_str().unwrap(),
+            "--ike-socket",
+            ike,
+        ][..],
+    ] {
+        let o = xdpsec(args);
+        assert_eq!(o.status.code(), Some(UNREACHABLE), "{args:?}: {o:?}");
+        let err = stderr_of_failure(&o);
+        assert!(err.contains("no-ike.sock"), "{err}");
+    }
+}
+
+/// The flags' old spelling (`--socket`) still works, as a hidden alias.
+#[test]
+fn the_old_socket_flag_is_an_alias() {
+    let dir = TempDir::new("alias");
+    let socket = dir.path("api.sock");
+    let _server = server(&socket);
+    for args in [
+        &["sa", "list", "--socket"][..],
+        &["status", "--socket"][..],
+        &["policy", "list", "--socket"][..],
+    ] {
+        let mut args = args.to_vec();
+        args.push(socket.to_str().unwrap());
+        stdout(&xdpsec(&args));
+    }
+    // `xdpsec ike --socket` was its control socket, now `--ike-socket`:
+    // taken (no usage error), and the missing config is what fails.
+    for flag in ["--socket", "--ike-socket"] {
+        let o = xdpsec(&[
+            "ike",
+            "--config",
+            "/nonexistent/ike.toml",
+            flag,
+            dir.path("ike.sock").to_str().unwrap(),
+            "--api-socket",
+            socket.to_str().unwrap(),
+        ]);
+        assert_eq!(o.status.code(), Some(CONFIG_ERROR), "{flag}: {o:?}");
+        assert!(stderr_of_failure(&o).contains("/nonexistent/ike.toml"));
+    }
+    let help = stdout(&xdpsec(&["status", "--help"]));
+    assert!(help.contains("--api-socket"), "{help}");
+    assert!(!help.contains("--socket"), "{help}");
+}
+
+#[test]
+fn help_lists_the_exit_statuses() {
+    let help = stdout(&xdpsec(&["--help"]));
+    for line in ["2  usage error", "3  config error", "4  daemon unreachable"] {
+        assert!(help.contains(line), "{help}");
+    }
+}
+
+#[test]
 fn dataplane_with_missing_config_names_it() {
     let o = xdpsec(&["dataplane", "--config", "/nonexistent/xdpsec.toml"]);
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(CONFIG_ERROR));
     let err = stderr_of_failure(&o);
     assert!(err.contains("/nonexistent/xdpsec.toml"), "{err}");
 }
@@ -227,7 +308,7 @@ fn dataplane_with_bad_config_names_the_field() {
     assert_ne!(text, sample_config());
     std::fs::write(&file, text).unwrap();
     let o = xdpsec(&["dataplane", "--config", file.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(CONFIG_ERROR));
     let err = stderr_of_failure(&o);
     assert!(err.contains("bad.toml"), "{err}");
     assert!(err.contains("sa[1].spi"), "{err}");
@@ -235,8 +316,14 @@ fn dataplane_with_bad_config_names_the_field() {
 
 #[test]
 fn usage_errors_are_reported() {
-    let err = stderr_of_failure(&xdpsec(&["sa"]));
-    assert!(err.contains("list"), "{err}");
-    let err = stderr_of_failure(&xdpsec(&["dataplane"]));
-    assert!(err.contains("--config"), "{err}");
+    for (args, says) in [
+        (&["sa"][..], "list"),
+        (&["dataplane"][..], "--config"),
+        (&["status", "--no-such-flag"][..], "--no-such-flag"),
+    ] {
+        let o = xdpsec(args);
+        assert_eq!(o.status.code(), Some(USAGE), "{args:?}");
+        let err = stderr_of_failure(&o);
+        assert!(err.contains(says), "{err}");
+    }
 }

@@ -74,7 +74,12 @@ fn a_queue_count_changed_under_the_data_plane_stops_it_and_the_guard_holds() {
     );
     // Down, the data plane's status says what protects the host, and fails.
     let socket = bed.api_socket(Side::A).to_string_lossy().to_string();
-    let text = match gw_a.run([env!("CARGO_BIN_EXE_xdpsec"), "status", "--socket", &socket]) {
+    let text = match gw_a.run([
+        env!("CARGO_BIN_EXE_xdpsec"),
+        "status",
+        "--api-socket",
+        &socket,
+    ]) {
         Ok(out) => panic!("status succeeded with the data plane down: {out}"),
         Err(e) => e.to_string(),
     };

@@ -214,7 +214,7 @@ fn killed_or_stopped_the_data_plane_leaves_nothing_in_cleartext() {
         .run([
             env!("CARGO_BIN_EXE_xdpsec"),
             "status",
-            "--socket",
+            "--api-socket",
             bed.api_socket(Side::A).to_str().unwrap(),
         ])
         .unwrap_err()

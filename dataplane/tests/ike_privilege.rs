@@ -125,7 +125,7 @@ fn ike_daemon_runs_with_cap_net_bind_service_alone() {
             "sa",
             "list",
             "--json",
-            "--socket",
+            "--api-socket",
             files.dir.join("api.sock").to_str().unwrap(),
             "--ike-socket",
             ctl.to_str().unwrap(),

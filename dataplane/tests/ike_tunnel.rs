@@ -103,7 +103,7 @@ fn ike_raw_esp_tunnel_carries_traffic_and_the_underlay_only_esp() {
             &[
                 "sa",
                 "list",
-                "--socket",
+                "--api-socket",
                 &bed.api_socket(Side::B).display().to_string(),
             ],
         )

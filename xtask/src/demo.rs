@@ -127,7 +127,7 @@ fn exercise(bed: &TunnelBed) -> Result<()> {
     for side in Side::BOTH {
         for args in [&["sa", "list"][..], &["status"][..]] {
             println!(
-                "  $ xdpsec {} --socket {}",
+                "  $ xdpsec {} --api-socket {}",
                 args.join(" "),
                 bed.api_socket(side).display()
             );

@@ -94,15 +94,58 @@ impl SavedState {
     }
 }
 
+/// Reads and validates the config at `path` as the daemon starts from it:
+/// the file, the certificates and keys it names, and each connection
+/// built from them. `xdpsec check --ike` calls this too, so that a config
+/// it passes is one the daemon starts with.
+pub fn load_config(
+    path: &std::path::Path,
+) -> Result<(Arc<IkeConfig>, Vec<Connection>), crate::config::ConfigError> {
+    let config = IkeConfig::load(path)?;
+    let credentials = config.load_credentials(path)?;
+    let config = Arc::new(config);
+    // Its messages start with the field (`connections.gw.proposals: ...`).
+    let connections = Connection::all_from_config(&config, &credentials).map_err(|reason| {
+        crate::config::ConfigError {
+            file: path.to_owned(),
+            field: None,
+            reason,
+            location: None,
+        }
+    })?;
+    Ok((config, connections))
+}
+
+/// What the daemon checks of `config` (read from `path`) against this
+/// host before it runs, for `xdpsec check`: the `[daemon]` user and group
+/// it drops to exist. Changes nothing.
+pub fn check_host(config: &IkeConfig, path: &std::path::Path) -> Vec<crate::config::ConfigError> {
+    match &config.daemon.user {
+        Some(user) => privilege::resolve(user, config.daemon.group.as_deref())
+            .err()
+            .map(|e| host_error(path, &e))
+            .into_iter()
+            .collect(),
+        None => Vec::new(),
+    }
+}
+
+/// A config that does not fit this host, as a config error (its message
+/// starts with the field: `daemon.user: ...`).
+fn host_error(path: &std::path::Path, e: &anyhow::Error) -> crate::config::ConfigError {
+    crate::config::ConfigError {
+        file: path.to_owned(),
+        field: None,
+        reason: format!("{e:#}"),
+        location: None,
+    }
+}
+
 /// Runs the daemon until SIGTERM or SIGINT, then deletes its IKE SAs
 /// (telling the peers) and exits. Errors name what failed (the config
 /// field, the socket, the missing capability).
 pub fn run(options: &DaemonOptions) -> anyhow::Result<()> {
-    let config = IkeConfig::load(&options.config)?;
-    let credentials = config.load_credentials(&options.config)?;
-    let config = Arc::new(config);
-    let connections =
-        Connection::all_from_config(&config, &credentials).map_err(anyhow::Error::msg)?;
+    let (config, connections) = load_config(&options.config)?;
     let mut settings = Settings::from_daemon(&config.daemon);
     if let Some(p) = options.ike_port {
         settings.ike_port = p;
@@ -239,7 +282,8 @@ pub fn run(options: &DaemonOptions) -> anyhow::Result<()> {
     // the network sends.
     match (&config.daemon.user, &config.daemon.group) {
         (Some(user), group) => {
-            let target = privilege::resolve(user, group.as_deref())?;
+            let target = privilege::resolve(user, group.as_deref())
+                .map_err(|e| host_error(&options.config, &e))?;
             privilege::prepare_state_dir(&options.state_file, target)?;
             privilege::drop_to(target)?;
             tracing::info!(

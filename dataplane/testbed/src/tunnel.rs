@@ -743,12 +743,12 @@ impl TunnelBed {
             .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
-    /// Runs `xdpsec ARGS... --socket <side's socket>` (a CLI command such
+    /// Runs `xdpsec ARGS... --api-socket <side's socket>` (a CLI command such
     /// as `sa list`) to completion; its stdout.
     pub fn cli(&self, side: Side, args: &[&str]) -> Result<String> {
         let mut argv: Vec<std::ffi::OsString> = vec![self.binary.clone().into()];
         argv.extend(args.iter().map(Into::into));
-        argv.push("--socket".into());
+        argv.push("--api-socket".into());
         argv.push(self.api_socket(side).as_os_str().to_owned());
         self.topo_gateway(side).ns.run(&argv)
     }

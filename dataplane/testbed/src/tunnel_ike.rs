@@ -664,7 +664,7 @@ impl TunnelBed {
                 "sa",
                 "list",
                 "--json",
-                "--socket",
+                "--api-socket",
                 &self.api_socket(side).display().to_string(),
             ],
         )?;

@@ -5,6 +5,7 @@
 //! `disconnect` takes the connection down and puts the host back as it
 //! was, from the state file `connect` left.
 
+use crate::exit::Failure;
 use crate::ike::{self, CtlArgs};
 use clap::Args;
 use std::path::PathBuf;
@@ -51,12 +52,13 @@ struct SessionArgs {
     state_file: PathBuf,
 }
 
-pub fn connect(args: &ConnectArgs) -> Result<(), String> {
+pub fn connect(args: &ConnectArgs) -> Result<(), Failure> {
     if args.session.state_file.exists() {
         return Err(format!(
             "already connected (state in {}); run `xdpsec disconnect` first",
             args.session.state_file.display()
-        ));
+        )
+        .into());
     }
     ike::command(
         &args.ctl,
@@ -99,18 +101,15 @@ pub fn connect(args: &ConnectArgs) -> Result<(), String> {
         }
         Err(e) => {
             terminate(&args.ctl, &args.connection);
-            Err(format!("setting the host up: {e:#}"))
+            Err(format!("setting the host up: {e:#}").into())
         }
     }
 }
 
-pub fn disconnect(args: &DisconnectArgs) -> Result<(), String> {
+pub fn disconnect(args: &DisconnectArgs) -> Result<(), Failure> {
     let path = &args.session.state_file;
     if !path.exists() {
-        return Err(format!(
-            "not connected (no session state in {})",
-            path.display()
-        ));
+        return Err(format!("not connected (no session state in {})", path.display()).into());
     }
     let state = SessionState::load(path).map_err(|e| format!("{e:#}"))?;
     // The host first: even if the daemon is gone, routes and resolver come back.
@@ -131,17 +130,17 @@ fn terminate(ctl: &CtlArgs, connection: &str) {
             connection: connection.to_string(),
         },
     ) {
-        eprintln!("xdpsec: {e}");
+        eprintln!("xdpsec: {}", e.message);
     }
 }
 
 /// The established IKE SA of `connection` that got virtual IPs.
-fn assigned_sa(ctl: &CtlArgs, connection: &str) -> Result<IkeSaInfo, String> {
+fn assigned_sa(ctl: &CtlArgs, connection: &str) -> Result<IkeSaInfo, Failure> {
     let mut client = ike::connect(ctl.socket(), Duration::from_secs(10))?;
     let sas = match client.request(CtlRequest::ListSas) {
         Ok(CtlResponse::Sas { ike_sas }) => ike_sas,
-        Ok(other) => return Err(format!("list_sas: unexpected answer {other:?}")),
-        Err(e) => return Err(format!("list_sas: {e}")),
+        Ok(other) => return Err(format!("list_sas: unexpected answer {other:?}").into()),
+        Err(e) => return Err(format!("list_sas: {e}").into()),
     };
     let sa = sas
         .into_iter()
@@ -153,7 +152,8 @@ fn assigned_sa(ctl: &CtlArgs, connection: &str) -> Result<IkeSaInfo, String> {
         return Err(format!(
             "the gateway assigned {connection} no virtual IP (does the connection have vips, \
              and the gateway's a pool?)"
-        ));
+        )
+        .into());
     }
     Ok(sa)
 }

@@ -2,6 +2,7 @@
 //! commands that talk to it over its control socket (`initiate`,
 //! `terminate`, `rekey`, and the IKE half of `sa list`).
 
+use crate::exit::{self, Failure};
 use clap::Args;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -19,12 +20,14 @@ pub struct IkeArgs {
     /// remote, children, proposals, secrets).
     #[arg(long, value_name = "FILE")]
     config: PathBuf,
-    /// The data plane's SA API socket.
+    /// The data plane's SA API socket (config: `daemon.api_socket`).
     #[arg(long, value_name = "PATH")]
     api_socket: Option<PathBuf>,
-    /// The control socket to serve for `xdpsec initiate` and friends.
-    #[arg(long, value_name = "PATH")]
-    socket: Option<PathBuf>,
+    /// The control socket to serve for `xdpsec initiate` and friends
+    /// (config: `daemon.control_socket`); the other commands reach it
+    /// with the same flag.
+    #[arg(long = "ike-socket", alias = "socket", value_name = "PATH")]
+    ike_socket: Option<PathBuf>,
     /// The state file that lets a restarted daemon resume.
     #[arg(long, value_name = "PATH", default_value = daemon::state::DEFAULT_STATE_FILE)]
     state_file: PathBuf,
@@ -61,7 +64,7 @@ pub fn run_daemon(args: IkeArgs) -> ExitCode {
     let options = DaemonOptions {
         config: args.config,
         api_socket: args.api_socket,
-        ctl_socket: args.socket,
+        ctl_socket: args.ike_socket,
         state_file: args.state_file,
         ike_port: args.port,
         nat_t_port: args.port_nat_t,
@@ -73,13 +76,13 @@ pub fn run_daemon(args: IkeArgs) -> ExitCode {
             for cause in e.chain().skip(1) {
                 eprintln!("  caused by: {cause}");
             }
-            ExitCode::FAILURE
+            exit::of_error(&e).into()
         }
     }
 }
 
 /// Sends one request and prints the daemon's message.
-pub fn command(args: &CtlArgs, request: CtlRequest) -> Result<(), String> {
+pub fn command(args: &CtlArgs, request: CtlRequest) -> Result<(), Failure> {
     let op = request.op();
     let mut client = connect(&args.ike_socket, Duration::from_secs(args.timeout.max(1)))?;
     match client.request(request) {
@@ -87,16 +90,18 @@ pub fn command(args: &CtlArgs, request: CtlRequest) -> Result<(), String> {
             println!("{message}");
             Ok(())
         }
-        Ok(CtlResponse::Error { code, message }) => Err(format!("{op}: {code:?}: {message}")),
-        Ok(other) => Err(format!("{op}: unexpected answer {other:?}")),
-        Err(e) => Err(format!("{op}: {e}")),
+        Ok(CtlResponse::Error { code, message }) => {
+            Err(format!("{op}: {code:?}: {message}").into())
+        }
+        Ok(other) => Err(format!("{op}: unexpected answer {other:?}").into()),
+        Err(e) => Err(format!("{op}: {e}").into()),
     }
 }
 
 /// The IKE SAs, or `None` when `socket` is the default one and nothing
 /// listens there (no IKE daemon on this host: `sa list` shows the data
 /// plane alone).
-pub fn list_ike_sas(socket: Option<&Path>) -> Result<Option<Vec<IkeSaInfo>>, String> {
+pub fn list_ike_sas(socket: Option<&Path>) -> Result<Option<Vec<IkeSaInfo>>, Failure> {
     let (path, explicit) = match socket {
         Some(p) => (p, true),
         None => (Path::new(DEFAULT_CTL_SOCKET), false),
@@ -111,19 +116,19 @@ pub fn list_ike_sas(socket: Option<&Path>) -> Result<Option<Vec<IkeSaInfo>>, Str
     };
     match client.request(CtlRequest::ListSas) {
         Ok(CtlResponse::Sas { ike_sas }) => Ok(Some(ike_sas)),
-        Ok(CtlResponse::Error { message, .. }) => Err(format!("list_sas: {message}")),
-        Ok(other) => Err(format!("list_sas: unexpected answer {other:?}")),
-        Err(e) => Err(format!("list_sas: {e}")),
+        Ok(CtlResponse::Error { message, .. }) => Err(format!("list_sas: {message}").into()),
+        Ok(other) => Err(format!("list_sas: unexpected answer {other:?}").into()),
+        Err(e) => Err(format!("list_sas: {e}").into()),
     }
 }
 
-pub(crate) fn connect(path: &Path, timeout: Duration) -> Result<CtlClient, String> {
+pub(crate) fn connect(path: &Path, timeout: Duration) -> Result<CtlClient, Failure> {
     CtlClient::connect(path, timeout).map_err(|e| match e {
-        CtlError::Connect { path, source } => format!(
+        CtlError::Connect { path, source } => Failure::unreachable(format!(
             "cannot connect to the IKE daemon at {}: {source}; is `xdpsec ike` running \
              (or pass --ike-socket PATH)?",
             path.display()
-        ),
-        other => other.to_string(),
+        )),
+        other => Failure::from(other.to_string()),
     })
 }

@@ -2,23 +2,35 @@
 //!
 //! ```text
 //! xdpsec dataplane --config FILE [--null-cipher-benchmark] [--xdp-generic]
-//! xdpsec ike --config FILE [--api-socket PATH] [--socket PATH] [--state-file PATH]
+//! xdpsec ike --config FILE [--api-socket PATH] [--ike-socket PATH] [--state-file PATH]
+//! xdpsec check [--dataplane FILE] [--ike FILE]
 //! xdpsec initiate|terminate CONNECTION [--ike-socket PATH]
 //! xdpsec rekey CONNECTION [--child | --ike] [--ike-socket PATH]
 //! xdpsec connect CONNECTION [--tunnel NAME] [--subnet PREFIX]... [--no-firewall]
 //! xdpsec disconnect [--state-file PATH]
-//! xdpsec status      [--socket PATH] [--json]
+//! xdpsec status      [--api-socket PATH] [--json]
 //! xdpsec guard status|remove
-//! xdpsec sa list     [--socket PATH] [--ike-socket PATH] [--json]
-//! xdpsec policy list [--socket PATH] [--json]
+//! xdpsec sa list     [--api-socket PATH] [--ike-socket PATH] [--json]
+//! xdpsec policy list [--api-socket PATH] [--json]
 //! ```
+//!
+//! One flag per socket, the same on every command: `--api-socket` is the
+//! data plane's SA API (`[dataplane] api_socket`, the IKE config's
+//! `daemon.api_socket`), `--ike-socket` the IKE daemon's control socket
+//! (`daemon.control_socket`). The older `--socket` (which meant the SA API
+//! on `status`, `sa list` and `policy list`, and the control socket on
+//! `ike`) is kept as a hidden alias of each so that scripts keep working.
+//! Exit statuses: [`exit`].
 #![deny(unsafe_code)]
 
+mod check;
 mod connect;
+mod exit;
 mod ike;
 mod show;
 
 use clap::{Args, Parser, Subcommand};
+use exit::{Exit, Failure};
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -31,7 +43,8 @@ use xdpsec_dataplane::daemon::{self, DaemonOptions};
 #[command(
     name = "xdpsec",
     version,
-    about = "IPsec VPN gateway with an XDP/AF_XDP data plane"
+    about = "IPsec VPN gateway with an XDP/AF_XDP data plane",
+    after_help = exit::HELP
 )]
 struct Cli {
     #[command(subcommand)]
@@ -71,6 +84,12 @@ enum Command {
     /// plane over the SA API. Needs CAP_NET_BIND_SERVICE for port 500 and
     /// access to the SA API socket, nothing more.
     Ike(ike::IkeArgs),
+    /// Check a data-plane config, an IKE config, or both together, as the
+    /// daemons would on start (the same loaders, the same file:field
+    /// errors), the data plane's against this host's interfaces, queues
+    /// and CPUs; prints `ok: FILE` per good file. Needs no privileges,
+    /// changes nothing.
+    Check(check::CheckArgs),
     /// Bring a configured IKE connection up.
     Initiate {
         /// The connection's name in the IKE config.
@@ -156,16 +175,33 @@ enum PolicyCommand {
 
 #[derive(Debug, Args)]
 struct ApiArgs {
-    /// The data plane's SA API socket.
-    #[arg(long, value_name = "PATH", default_value = DEFAULT_API_SOCKET)]
-    socket: PathBuf,
+    /// The data plane's SA API socket (`[dataplane] api_socket`).
+    #[arg(
+        long = "api-socket",
+        alias = "socket",
+        value_name = "PATH",
+        default_value = DEFAULT_API_SOCKET
+    )]
+    api_socket: PathBuf,
     /// Print the API's JSON instead of a table.
     #[arg(long)]
     json: bool,
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // --help and --version come this way too, and are no error.
+            let usage = e.use_stderr();
+            e.print().ok();
+            return if usage {
+                Exit::Usage.into()
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     let result = match cli.command {
         Command::Dataplane {
             config,
@@ -198,12 +234,12 @@ fn main() -> ExitCode {
         }
         Command::Status(args) => status(&args),
         Command::Guard(GuardCommand::Status) => {
-            print(&show::guard_line(&xdpsec_dataplane::guard::status()))
+            print(&show::guard_line(&xdpsec_dataplane::guard::status())).map_err(Failure::from)
         }
-        Command::Guard(GuardCommand::Remove) => {
-            xdpsec_dataplane::guard::remove().map_err(|e| format!("removing the guard: {e:#}"))
-        }
+        Command::Guard(GuardCommand::Remove) => xdpsec_dataplane::guard::remove()
+            .map_err(|e| Failure::from(format!("removing the guard: {e:#}"))),
         Command::Ike(args) => return ike::run_daemon(args),
+        Command::Check(args) => check::check(&args),
         Command::Initiate { connection, ctl } => {
             ike::command(&ctl, CtlRequest::Initiate { connection })
         }
@@ -238,9 +274,9 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("xdpsec: {message}");
-            ExitCode::FAILURE
+        Err(failure) => {
+            eprintln!("xdpsec: {}", failure.message);
+            failure.exit.into()
         }
     }
 }
@@ -264,7 +300,7 @@ fn dataplane(options: DaemonOptions) -> ExitCode {
     // whatever the rest of the start-up would fail on.
     if let Err(e) = StaticConfig::load(&options.config) {
         eprintln!("xdpsec dataplane: {e}");
-        return ExitCode::FAILURE;
+        return Exit::Config.into();
     }
     match daemon::run(&options) {
         Ok(()) => ExitCode::SUCCESS,
@@ -273,33 +309,37 @@ fn dataplane(options: DaemonOptions) -> ExitCode {
             for cause in e.chain().skip(1) {
                 eprintln!("  caused by: {cause}");
             }
-            ExitCode::FAILURE
+            exit::of_error(&e).into()
         }
     }
 }
 
 /// `xdpsec status`: the workers, then the guard. With the data plane down,
 /// says so and what protects the host meanwhile, and fails.
-fn status(args: &ApiArgs) -> Result<(), String> {
+fn status(args: &ApiArgs) -> Result<(), Failure> {
     let guard = xdpsec_dataplane::guard::status();
     let response = match request_one(args, Request::WorkerStats) {
         Ok(response) => response,
         Err(e) => {
-            return Err(format!(
-                "the data plane is not reachable: {e}\n{}",
-                show::guard_line(&guard).trim_end()
-            ));
+            return Err(Failure {
+                message: format!(
+                    "the data plane is not reachable: {}\n{}",
+                    e.message,
+                    show::guard_line(&guard).trim_end()
+                ),
+                ..e
+            });
         }
     };
     let text = if args.json {
         json_text(&response)?
     } else {
         let Response::WorkerStats { workers } = &response else {
-            return Err(unexpected(&Request::WorkerStats, &response));
+            return Err(unexpected(&Request::WorkerStats, &response).into());
         };
         show::worker_table(workers) + &show::guard_line(&guard)
     };
-    print(&text)
+    Ok(print(&text)?)
 }
 
 /// Sends one request and prints the reply, as JSON or through `table`.
@@ -307,22 +347,22 @@ fn query(
     args: &ApiArgs,
     request: Request,
     table: impl Fn(&Response) -> Option<String>,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     let response = request_one(args, request.clone())?;
     let text = if args.json {
         json_text(&response)?
     } else {
         table(&response).ok_or_else(|| unexpected(&request, &response))?
     };
-    print(&text)
+    Ok(print(&text)?)
 }
 
-fn request_one(args: &ApiArgs, request: Request) -> Result<Response, String> {
+fn request_one(args: &ApiArgs, request: Request) -> Result<Response, Failure> {
     let op = request.op();
-    let mut client = connect(&args.socket)?;
+    let mut client = connect(&args.api_socket)?;
     client
         .request(request)
-        .map_err(|e| format!("{op} on {}: {e}", args.socket.display()))
+        .map_err(|e| Failure::from(format!("{op} on {}: {e}", args.api_socket.display())))
 }
 
 fn unexpected(request: &Request, response: &Response) -> String {
@@ -342,10 +382,10 @@ fn json_text<T: serde::Serialize>(value: &T) -> Result<String, String> {
 
 /// The data plane's SAs, and the IKE daemon's IKE and Child SAs when it
 /// runs (in JSON as `ike_sas` next to the data plane's `sas`).
-fn sa_list(args: &SaListArgs) -> Result<(), String> {
+fn sa_list(args: &SaListArgs) -> Result<(), Failure> {
     let response = request_one(&args.api, Request::ListSas)?;
     let Response::Sas { sas } = &response else {
-        return Err(unexpected(&Request::ListSas, &response));
+        return Err(unexpected(&Request::ListSas, &response).into());
     };
     let ike_sas = ike::list_ike_sas(args.ike_socket.as_deref())?;
     let text = if args.api.json {
@@ -367,7 +407,7 @@ fn sa_list(args: &SaListArgs) -> Result<(), String> {
         }
         text
     };
-    print(&text)
+    Ok(print(&text)?)
 }
 
 fn print(text: &str) -> Result<(), String> {
@@ -382,24 +422,24 @@ fn print(text: &str) -> Result<(), String> {
     }
 }
 
-fn connect(socket: &Path) -> Result<ApiClient, String> {
+fn connect(socket: &Path) -> Result<ApiClient, Failure> {
     ApiClient::connect(socket).map_err(|e| match e {
         ApiError::Connect { path, source } => {
             let hint = match source.kind() {
                 ErrorKind::NotFound | ErrorKind::ConnectionRefused => {
                     "the data plane is not running there (start it with \
-                     `xdpsec dataplane --config FILE`, or pass --socket PATH)"
+                     `xdpsec dataplane --config FILE`, or pass --api-socket PATH)"
                 }
                 ErrorKind::PermissionDenied => {
                     "the socket is mode 0600: run this as the data plane's user (root)"
                 }
                 _ => "is the data plane running, and may this user open the socket (root)?",
             };
-            format!(
+            Failure::unreachable(format!(
                 "cannot connect to the SA API at {}: {source}; {hint}",
                 path.display()
-            )
+            ))
         }
-        other => format!("SA API at {}: {other}", socket.display()),
+        other => Failure::from(format!("SA API at {}: {other}", socket.display())),
     })
 }
