@@ -348,13 +348,13 @@ fn accept_loop(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 // Out of file descriptors and the like: wait and retry.
-                eprintln!("xdpsec: SA API: accept: {e}");
+                tracing::warn!("SA API: accept: {e}");
                 std::thread::sleep(ACCEPT_POLL * 5);
                 continue;
             }
         };
         if let Err(e) = serve_one(stream, state, connections, options, &mut threads) {
-            eprintln!("xdpsec: SA API: {e}");
+            tracing::warn!("SA API: {e}");
         }
     }
     connections.close_all();
@@ -396,7 +396,7 @@ fn serve_one(
                         | io::ErrorKind::TimedOut
                         | io::ErrorKind::NotConnected
                 ) {
-                    eprintln!("xdpsec: SA API connection: {e}");
+                    tracing::warn!("SA API connection: {e}");
                 }
             }
         })?;

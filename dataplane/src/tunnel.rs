@@ -105,9 +105,7 @@ impl TunnelInterface {
         let mut sock = RtSocket::open(NETLINK_TIMEOUT)?;
         if let Ok(existing) = afxdp::ifindex(name) {
             check_name_free(name).map_err(anyhow::Error::msg)?;
-            eprintln!(
-                "xdpsec dataplane: replacing the tunnel interface {name} a previous run left"
-            );
+            tracing::warn!("replacing the tunnel interface {name} a previous run left");
             delete_link(&mut sock, existing)
                 .with_context(|| format!("deleting the stale tunnel interface {name}"))?;
         }
@@ -157,9 +155,10 @@ impl TunnelInterface {
         .with_context(|| format!("bringing {name} up"))?;
         set_flags(&mut sock, port.peer_ifindex, LinkFlags::Up, LinkFlags::Up)
             .with_context(|| format!("bringing {} up", tunnel.peer_name))?;
-        eprintln!(
-            "xdpsec dataplane: tunnel interface {} up (data plane end {}, {queues} queue(s))",
-            tunnel.name, tunnel.peer_name
+        tracing::info!(
+            "tunnel interface {} up (data plane end {}, {queues} queue(s))",
+            tunnel.name,
+            tunnel.peer_name
         );
         Ok(tunnel)
     }
@@ -184,10 +183,7 @@ impl Drop for TunnelInterface {
         let deleted = RtSocket::open(NETLINK_TIMEOUT)
             .and_then(|mut sock| delete_link(&mut sock, self.port.host_ifindex));
         if let Err(e) = deleted {
-            eprintln!(
-                "xdpsec dataplane: could not delete the tunnel interface {}: {e}",
-                self.name
-            );
+            tracing::error!("could not delete the tunnel interface {}: {e}", self.name);
         }
     }
 }

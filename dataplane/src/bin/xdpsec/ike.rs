@@ -37,6 +37,9 @@ pub struct IkeArgs {
     /// UDP port for IKE and ESP after NAT detection (RFC 3948).
     #[arg(long, value_name = "PORT")]
     port_nat_t: Option<u16>,
+    /// How the log is written (stderr; `RUST_LOG` filters it).
+    #[arg(long, value_enum, default_value_t)]
+    log_format: crate::logging::LogFormat,
 }
 
 /// Options of the commands that talk to the daemon.
@@ -60,7 +63,7 @@ impl CtlArgs {
 /// Runs the daemon until SIGTERM or SIGINT. Logs go to stderr through
 /// `tracing` (`RUST_LOG` filters them; default `info`).
 pub fn run_daemon(args: IkeArgs) -> ExitCode {
-    crate::init_logging();
+    crate::logging::init(args.log_format);
     let options = DaemonOptions {
         config: args.config,
         api_socket: args.api_socket,
@@ -72,10 +75,7 @@ pub fn run_daemon(args: IkeArgs) -> ExitCode {
     match daemon::run(&options) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("xdpsec ike: {e}");
-            for cause in e.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
-            }
+            crate::logging::fatal("xdpsec ike", &e);
             exit::of_error(&e).into()
         }
     }

@@ -27,6 +27,7 @@ mod check;
 mod connect;
 mod exit;
 mod ike;
+mod logging;
 mod show;
 
 use clap::{Args, Parser, Subcommand};
@@ -64,6 +65,9 @@ enum Command {
         /// Attach XDP in generic (skb) mode instead of native.
         #[arg(long)]
         xdp_generic: bool,
+        /// How the log is written (stderr; `RUST_LOG` filters it).
+        #[arg(long, value_enum, default_value_t)]
+        log_format: logging::LogFormat,
         /// Test only (feature `fault-injection`): worker 0 panics once after
         /// receiving this many packets.
         #[cfg(feature = "fault-injection")]
@@ -207,6 +211,7 @@ fn main() -> ExitCode {
             config,
             null_cipher_benchmark,
             xdp_generic,
+            log_format,
             #[cfg(feature = "fault-injection")]
             fault_worker_panic_after,
             #[cfg(feature = "fault-injection")]
@@ -226,11 +231,14 @@ fn main() -> ExitCode {
                     xdpsec_dataplane::fault::set_umem_per_interface();
                 }
             }
-            return dataplane(DaemonOptions {
-                config,
-                null_cipher_benchmark,
-                xdp_generic,
-            });
+            return dataplane(
+                DaemonOptions {
+                    config,
+                    null_cipher_benchmark,
+                    xdp_generic,
+                },
+                log_format,
+            );
         }
         Command::Status(args) => status(&args),
         Command::Guard(GuardCommand::Status) => {
@@ -281,34 +289,18 @@ fn main() -> ExitCode {
     }
 }
 
-/// Daemon logs go to stderr through `tracing` (`RUST_LOG` filters them;
-/// default `info`).
-fn init_logging() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .init();
-}
-
-fn dataplane(options: DaemonOptions) -> ExitCode {
-    init_logging();
+fn dataplane(options: DaemonOptions, log_format: logging::LogFormat) -> ExitCode {
+    logging::init(log_format);
     // Config errors (they name the file, the field and the line) come first,
     // whatever the rest of the start-up would fail on.
     if let Err(e) = StaticConfig::load(&options.config) {
-        eprintln!("xdpsec dataplane: {e}");
+        logging::fatal("xdpsec dataplane", &anyhow::Error::new(e));
         return Exit::Config.into();
     }
     match daemon::run(&options) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("xdpsec dataplane: {e}");
-            for cause in e.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
-            }
+            logging::fatal("xdpsec dataplane", &e);
             exit::of_error(&e).into()
         }
     }
