@@ -1,0 +1,167 @@
+//! The systemd units and the sysusers.d file under `dataplane/packaging/`:
+//! `systemd-analyze verify` finds nothing to say about the units (with
+//! ExecStart pointed at the binary this build made, since verify insists on
+//! an executable), and systemd-sysusers creates the `xdpsec` user from the
+//! sysusers.d file in a scratch root. Both tools come from Debian's
+//! `systemd` package, which `cargo xtask setup` installs; without them the
+//! test fails rather than skip.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const UNITS: [&str; 2] = ["xdpsec-dataplane.service", "xdpsec-ike.service"];
+
+/// A directory of its own under the temp dir, removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("xdpsec-{name}-{}", std::process::id()));
+        std::fs::remove_dir_all(&dir).ok();
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        std::fs::remove_dir_all(&self.0).ok();
+    }
+}
+
+fn packaging() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging")
+}
+
+fn tool(name: &str) -> PathBuf {
+    for dir in ["/usr/bin", "/bin", "/usr/sbin", "/sbin"] {
+        let path = Path::new(dir).join(name);
+        if path.exists() {
+            return path;
+        }
+    }
+    panic!(
+        "{name} is missing: `cargo xtask setup` installs it (Debian package `systemd`: \
+         apt-get install systemd)"
+    );
+}
+
+/// Runs `systemd-analyze verify` on `units` (files whose ExecStart names
+/// `/usr/bin/xdpsec`) with `binary` in its place; panics with what it said
+/// if it said anything: verify exits 0 on unknown keys and bad values, it
+/// only warns.
+fn verify_units(units: &[PathBuf], binary: &Path) {
+    let scratch = Scratch::new("verify");
+    let mut args = vec!["verify".into(), "--man=no".into()];
+    for unit in units {
+        let text = std::fs::read_to_string(unit).unwrap();
+        assert!(
+            text.contains("ExecStart=/usr/bin/xdpsec "),
+            "{}: ExecStart is not /usr/bin/xdpsec",
+            unit.display()
+        );
+        let text = text.replace("/usr/bin/xdpsec ", &format!("{} ", binary.display()));
+        let copy = scratch.0.join(unit.file_name().unwrap());
+        std::fs::write(&copy, text).unwrap();
+        args.push(copy.into_os_string());
+    }
+    let out = Command::new(tool("systemd-analyze"))
+        .args(&args)
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "systemd-analyze verify ({}):\n{said}",
+        out.status
+    );
+}
+
+#[test]
+fn units_pass_systemd_analyze_verify() {
+    let units: Vec<PathBuf> = UNITS
+        .iter()
+        .map(|u| packaging().join("systemd").join(u))
+        .collect();
+    verify_units(&units, Path::new(env!("CARGO_BIN_EXE_xdpsec")));
+}
+
+#[test]
+fn units_say_what_the_design_asks() {
+    let read = |u: &str| std::fs::read_to_string(packaging().join("systemd").join(u)).unwrap();
+    let dataplane = read("xdpsec-dataplane.service");
+    let ike = read("xdpsec-ike.service");
+    for (name, text) in [("dataplane", &dataplane), ("ike", &ike)] {
+        for line in [
+            "Type=notify",
+            "NotifyAccess=main",
+            "Restart=on-failure",
+            "NoNewPrivileges=yes",
+            "ProtectSystem=strict",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{name}: no {line}");
+        }
+        assert!(text.lines().any(|l| l.starts_with("WatchdogSec=")));
+    }
+    // The attacker-facing daemon never holds more than the port.
+    assert!(ike.lines().any(|l| l == "User=xdpsec"));
+    assert!(ike
+        .lines()
+        .any(|l| l == "CapabilityBoundingSet=CAP_NET_BIND_SERVICE"));
+    assert!(ike
+        .lines()
+        .any(|l| l == "AmbientCapabilities=CAP_NET_BIND_SERVICE"));
+    assert!(ike
+        .lines()
+        .any(|l| l == "After=xdpsec-dataplane.service network-online.target"));
+    assert!(!dataplane.contains("CAP_SYS_ADMIN"));
+}
+
+#[test]
+fn sysusers_creates_the_xdpsec_user() {
+    let root = Scratch::new("sysusers");
+    std::fs::create_dir_all(root.0.join("etc")).unwrap();
+    let out = Command::new(tool("systemd-sysusers"))
+        .arg(format!("--root={}", root.0.display()))
+        .arg(packaging().join("sysusers.d/xdpsec.conf"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "systemd-sysusers: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let passwd = std::fs::read_to_string(root.0.join("etc/passwd")).unwrap();
+    let group = std::fs::read_to_string(root.0.join("etc/group")).unwrap();
+    assert!(
+        passwd
+            .lines()
+            .any(|l| l.starts_with("xdpsec:") && l.ends_with(":/usr/sbin/nologin")),
+        "{passwd}"
+    );
+    assert!(group.lines().any(|l| l.starts_with("xdpsec:")), "{group}");
+}
+
+#[test]
+fn the_packaged_configs_load() {
+    let etc = packaging().join("etc");
+    let dataplane = xdpsec_api::StaticConfig::load(etc.join("dataplane.toml")).unwrap();
+    assert_eq!(
+        dataplane.dataplane.api_socket_group.as_deref(),
+        Some("xdpsec")
+    );
+    let ike_path = etc.join("ike.toml");
+    let ike = xdpsec_control::config::IkeConfig::load(&ike_path).unwrap();
+    let credentials = ike.load_credentials(&ike_path).unwrap();
+    let ike = std::sync::Arc::new(ike);
+    xdpsec_control::ike::Connection::all_from_config(&ike, &credentials).unwrap();
+    assert_eq!(ike.daemon.api_socket, dataplane.dataplane.api_socket);
+    assert!(
+        ike.daemon.user.is_none(),
+        "systemd starts it as xdpsec already"
+    );
+}
