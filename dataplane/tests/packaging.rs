@@ -165,3 +165,167 @@ fn the_packaged_configs_load() {
         "systemd starts it as xdpsec already"
     );
 }
+
+// The packaging code of `cargo xtask deb`, as it is: the xtask crate is a
+// binary this test cannot link, and a nested cargo would wait on the build
+// lock this test run holds.
+#[allow(dead_code)]
+#[path = "../../xtask/src/deb.rs"]
+mod deb;
+
+fn run(cmd: &mut Command) -> String {
+    let shown = format!("{cmd:?}");
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{shown}: {e} (`cargo xtask setup` installs dpkg)"));
+    assert!(
+        out.status.success(),
+        "{shown}: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The package of this build's binary: what it lists, then installed with
+/// `dpkg --root` into a scratch root (its own dpkg database; the postinst
+/// runs chrootless with $DPKG_ROOT, the dependencies are not there), where
+/// the binary runs, the pages and completions are there and the units
+/// pass verify.
+#[test]
+fn the_package_lists_and_installs_into_a_scratch_root() {
+    let scratch = Scratch::new("deb");
+    let out = scratch.0.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let version = env!("CARGO_PKG_VERSION");
+    let package = deb::build(&deb::Inputs {
+        binary: Path::new(env!("CARGO_BIN_EXE_xdpsec")),
+        workspace: Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap(),
+        version,
+        out_dir: &out,
+        quick: true,
+    })
+    .unwrap();
+    let arch = deb::architecture().unwrap();
+    assert_eq!(
+        package.file_name().unwrap().to_str().unwrap(),
+        format!("xdpsec_{version}_{arch}.deb")
+    );
+
+    let info = run(Command::new(tool("dpkg-deb")).arg("--info").arg(&package));
+    for line in [
+        "Package: xdpsec".to_owned(),
+        format!("Version: {version}"),
+        format!("Architecture: {arch}"),
+        "Depends: libc6, nftables".to_owned(),
+    ] {
+        assert!(info.lines().any(|l| l.trim() == line), "no {line}:\n{info}");
+    }
+    let conffiles = run(Command::new(tool("dpkg-deb"))
+        .args(["--info"])
+        .arg(&package)
+        .arg("conffiles"));
+    assert_eq!(conffiles.lines().collect::<Vec<_>>(), deb::CONFFILES);
+
+    let contents = run(Command::new(tool("dpkg-deb"))
+        .arg("--contents")
+        .arg(&package));
+    let listed: Vec<&str> = contents
+        .lines()
+        .filter_map(|l| l.split_whitespace().last())
+        .collect();
+    let mut expected = vec![
+        "./usr/bin/xdpsec",
+        "./usr/lib/sysusers.d/xdpsec.conf",
+        "./etc/xdpsec/dataplane.toml",
+        "./etc/xdpsec/ike.toml",
+        "./usr/share/man/man1/xdpsec.1.gz",
+        "./usr/share/man/man1/xdpsec-dataplane.1.gz",
+        "./usr/share/man/man1/xdpsec-ike.1.gz",
+        "./usr/share/bash-completion/completions/xdpsec",
+        "./usr/share/zsh/vendor-completions/_xdpsec",
+        "./usr/share/fish/vendor_completions.d/xdpsec.fish",
+        "./usr/share/doc/xdpsec/copyright",
+        "./usr/share/doc/xdpsec/README.md",
+    ];
+    let units: Vec<String> = UNITS
+        .iter()
+        .map(|u| format!("./lib/systemd/system/{u}"))
+        .collect();
+    expected.extend(units.iter().map(String::as_str));
+    for file in &expected {
+        assert!(
+            listed.contains(file),
+            "{file} not in the package:\n{contents}"
+        );
+    }
+    // Everything root's: the postinst gives /etc/xdpsec to the group.
+    assert!(
+        contents.lines().all(|l| l.contains(" root/root ")),
+        "{contents}"
+    );
+
+    let root = scratch.0.join("root");
+    let admin = root.join("var/lib/dpkg");
+    for dir in ["info", "updates", "triggers"] {
+        std::fs::create_dir_all(admin.join(dir)).unwrap();
+    }
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::write(admin.join("status"), "").unwrap();
+    run(Command::new(tool("dpkg"))
+        .arg(format!("--root={}", root.display()))
+        .arg(format!("--log={}", scratch.0.join("dpkg.log").display()))
+        .args([
+            "--force-depends",
+            "--force-script-chrootless",
+            "--force-not-root",
+            "--install",
+        ])
+        .arg(&package));
+    let status = std::fs::read_to_string(admin.join("status")).unwrap();
+    assert!(
+        status.contains("Package: xdpsec\nStatus: install ok installed\n"),
+        "{status}"
+    );
+
+    let binary = root.join("usr/bin/xdpsec");
+    let said = run(Command::new(&binary).arg("--version"));
+    assert_eq!(said.trim(), format!("xdpsec {version}"));
+    let page = run(Command::new(tool("gzip"))
+        .arg("-dc")
+        .arg(root.join("usr/share/man/man1/xdpsec-dataplane.1.gz")));
+    assert!(page.contains(".TH xdpsec-dataplane"), "{page}");
+    assert!(page.contains("config"), "{page}");
+    for (file, word) in [
+        ("usr/share/bash-completion/completions/xdpsec", "dataplane"),
+        ("usr/share/zsh/vendor-completions/_xdpsec", "dataplane"),
+        (
+            "usr/share/fish/vendor_completions.d/xdpsec.fish",
+            "dataplane",
+        ),
+    ] {
+        let text = std::fs::read_to_string(root.join(file)).unwrap();
+        assert!(text.contains(word), "{file}: {text}");
+    }
+
+    // The postinst made the user in the scratch root and gave it ike.toml
+    // (the PSKs), and touched nothing outside.
+    let group = std::fs::read_to_string(root.join("etc/group")).unwrap();
+    let gid: u32 = group
+        .lines()
+        .find_map(|l| l.strip_prefix("xdpsec:"))
+        .and_then(|rest| rest.split(':').nth(1))
+        .and_then(|g| g.parse().ok())
+        .unwrap_or_else(|| panic!("no group xdpsec in the scratch root:\n{group}"));
+    {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(root.join("etc/xdpsec/ike.toml")).unwrap();
+        assert_eq!((meta.gid(), meta.mode() & 0o777), (gid, 0o640));
+    }
+
+    let installed: Vec<PathBuf> = UNITS
+        .iter()
+        .map(|u| root.join("lib/systemd/system").join(u))
+        .collect();
+    verify_units(&installed, &binary);
+}

@@ -15,6 +15,7 @@
 #![deny(unsafe_code)]
 
 mod connect;
+mod generate;
 mod ike;
 mod show;
 
@@ -165,6 +166,9 @@ struct ApiArgs {
 }
 
 fn main() -> ExitCode {
+    if let Some(code) = generate::intercept::<Cli>() {
+        return code;
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Dataplane {
