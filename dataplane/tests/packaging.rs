@@ -329,3 +329,54 @@ fn the_package_lists_and_installs_into_a_scratch_root() {
         .collect();
     verify_units(&installed, &binary);
 }
+
+/// The data plane unit's capabilities are enough: both gateways of a
+/// tunnel run `xdpsec dataplane` as uid 0 under setpriv with the unit's
+/// `CapabilityBoundingSet=` as their bounding set (what systemd gives a
+/// root service) and no new privileges, and pings cross the tunnel.
+/// Needs root and namespaces (the test bed makes and removes its own).
+#[test]
+fn the_dataplane_units_capabilities_carry_a_tunnel() {
+    let unit =
+        std::fs::read_to_string(packaging().join("systemd/xdpsec-dataplane.service")).unwrap();
+    let caps: Vec<String> = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .expect("the unit bounds its capabilities")
+        .split_whitespace()
+        .map(|c| format!("+{}", c.strip_prefix("CAP_").unwrap().to_ascii_lowercase()))
+        .collect();
+    let scratch = Scratch::new("caps");
+    let wrapper = scratch.0.join("xdpsec");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexec setpriv --bounding-set=-all,{caps} --inh-caps=-all,{caps} \
+             --ambient-caps=-all,{caps} --no-new-privs {} \"$@\"\n",
+            env!("CARGO_BIN_EXE_xdpsec"),
+            caps = caps.join(",")
+        ),
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let bed = xdpsec_testbed::tunnel::TunnelBed::new(
+        &wrapper,
+        xdpsec_testbed::tunnel::TunnelOptions::default(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    use xdpsec_testbed::tunnel::Side;
+    for (from, to) in [(Side::A, Side::B), (Side::B, Side::A)] {
+        let stats = bed
+            .ping(from, to, false, 3)
+            .unwrap_or_else(|e| panic!("ping: {e}\n{}", bed.logs()));
+        assert!(
+            stats.all_answered_once(),
+            "{from} -> {to}: {}\n{}",
+            stats.output,
+            bed.logs()
+        );
+    }
+}
