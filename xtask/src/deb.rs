@@ -234,9 +234,9 @@ fn control(version: &str, arch: &str, installed_kib: u64) -> String {
          xdpsec encrypts and decrypts ESP in user space: an XDP program steers\n \
          packets into AF_XDP sockets served by pinned worker threads, and an\n \
          IKEv2 daemon negotiates the SAs. Two systemd services: the data plane\n \
-         (root with CAP_BPF, CAP_NET_ADMIN, CAP_NET_RAW, CAP_IPC_LOCK) and the\n \
-         IKE daemon (user xdpsec, CAP_NET_BIND_SERVICE only). Neither is\n \
-         enabled on install: edit /etc/xdpsec first.\n"
+         (root with CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN, CAP_NET_RAW and\n \
+         CAP_IPC_LOCK) and the IKE daemon (user xdpsec, CAP_NET_BIND_SERVICE\n \
+         only). Neither is enabled on install: edit /etc/xdpsec first.\n"
     )
 }
 
