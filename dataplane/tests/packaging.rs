@@ -334,6 +334,10 @@ fn the_package_lists_and_installs_into_a_scratch_root() {
 /// tunnel run `xdpsec dataplane` as uid 0 under setpriv with the unit's
 /// `CapabilityBoundingSet=` as their bounding set (what systemd gives a
 /// root service) and no new privileges, and pings cross the tunnel.
+/// They also speak the notify protocol as systemd would see it, to a
+/// socket this test binds (a path: an abstract name would stay in this
+/// network namespace): READY=1 once serving, WATCHDOG=1 while running,
+/// STOPPING=1 on SIGTERM.
 /// Needs root and namespaces (the test bed makes and removes its own).
 #[test]
 fn the_dataplane_units_capabilities_carry_a_tunnel() {
@@ -347,12 +351,37 @@ fn the_dataplane_units_capabilities_carry_a_tunnel() {
         .map(|c| format!("+{}", c.strip_prefix("CAP_").unwrap().to_ascii_lowercase()))
         .collect();
     let scratch = Scratch::new("caps");
+    let notify_path = scratch.0.join("notify");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    // Read as systemd does, all along: the socket's queue holds only a few.
+    let listener = {
+        let notify = notify.try_clone().unwrap();
+        std::thread::spawn(move || {
+            notify
+                .set_read_timeout(Some(std::time::Duration::from_secs(3)))
+                .unwrap();
+            let mut said = Vec::new();
+            let mut buf = [0u8; 512];
+            while let Ok(n) = notify.recv(&mut buf) {
+                let message = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let stopping = message == "STOPPING=1";
+                said.push(message);
+                if stopping {
+                    break;
+                }
+            }
+            said
+        })
+    };
     let wrapper = scratch.0.join("xdpsec");
+    // WATCHDOG_USEC of 0.4 s: a WATCHDOG=1 every 0.2 s.
     std::fs::write(
         &wrapper,
         format!(
-            "#!/bin/sh\nexec setpriv --bounding-set=-all,{caps} --inh-caps=-all,{caps} \
+            "#!/bin/sh\nNOTIFY_SOCKET={} WATCHDOG_USEC=400000 \
+             exec setpriv --bounding-set=-all,{caps} --inh-caps=-all,{caps} \
              --ambient-caps=-all,{caps} --no-new-privs {} \"$@\"\n",
+            notify_path.display(),
             env!("CARGO_BIN_EXE_xdpsec"),
             caps = caps.join(",")
         ),
@@ -362,7 +391,7 @@ fn the_dataplane_units_capabilities_carry_a_tunnel() {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
-    let bed = xdpsec_testbed::tunnel::TunnelBed::new(
+    let mut bed = xdpsec_testbed::tunnel::TunnelBed::new(
         &wrapper,
         xdpsec_testbed::tunnel::TunnelOptions::default(),
     )
@@ -379,4 +408,17 @@ fn the_dataplane_units_capabilities_carry_a_tunnel() {
             bed.logs()
         );
     }
+    let status = bed
+        .stop(Side::A)
+        .unwrap_or_else(|e| panic!("{e}\n{}", bed.logs()));
+    assert!(status.success(), "{status}\n{}", bed.logs());
+    let said = listener.join().unwrap();
+    let count = |f: &dyn Fn(&str) -> bool| said.iter().filter(|m| f(m)).count();
+    assert_eq!(
+        count(&|m| m.starts_with("READY=1\nSTATUS=1 worker(s)")),
+        2,
+        "{said:?}"
+    );
+    assert!(count(&|m| m == "WATCHDOG=1") >= 2, "{said:?}");
+    assert_eq!(count(&|m| m == "STOPPING=1"), 1, "{said:?}");
 }

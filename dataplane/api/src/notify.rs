@@ -10,6 +10,9 @@ use std::io;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::time::{Duration, Instant};
 
+/// How long a notification may wait for room in the receiver's queue.
+const SEND_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Where to send notifications; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Notifier {
@@ -65,6 +68,10 @@ impl Notifier {
         // A socket per message: they are rare, and nothing then lingers
         // that a child process (`nft`) could inherit.
         let socket = UnixDatagram::unbound()?;
+        // A receiver that does not read (its queue holds a few datagrams)
+        // must not stall the loop that sends the watchdog: give up after a
+        // while and say so.
+        socket.set_write_timeout(Some(SEND_TIMEOUT))?;
         socket.send_to_addr(state.as_bytes(), addr)?;
         Ok(())
     }
@@ -173,6 +180,26 @@ mod tests {
         let notifier = Notifier::to(&format!("@{name}")).unwrap();
         notifier.notify("READY=1").unwrap();
         assert_eq!(recv(&socket), "READY=1");
+    }
+
+    #[test]
+    fn a_receiver_that_does_not_read_stalls_nobody_for_long() {
+        use std::os::linux::net::SocketAddrExt;
+        let name = format!("xdpsec-notify-full-{}", std::process::id());
+        let _socket =
+            UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(name.as_bytes()).unwrap())
+                .unwrap();
+        let notifier = Notifier::to(&format!("@{name}")).unwrap();
+        let start = Instant::now();
+        let mut failed = 0;
+        for _ in 0..2000 {
+            if notifier.notify("WATCHDOG=1").is_err() {
+                failed += 1;
+                break;
+            }
+        }
+        assert_eq!(failed, 1, "the queue never filled");
+        assert!(start.elapsed() < SEND_TIMEOUT * 3, "{:?}", start.elapsed());
     }
 
     #[test]
