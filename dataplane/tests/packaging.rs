@@ -422,3 +422,102 @@ fn the_dataplane_units_capabilities_carry_a_tunnel() {
     assert!(count(&|m| m == "WATCHDOG=1") >= 2, "{said:?}");
     assert_eq!(count(&|m| m == "STOPPING=1"), 1, "{said:?}");
 }
+
+/// `xdpsec ike` speaks the notify protocol: READY=1 once its sockets are
+/// bound and the data plane (an SA API server in this process) answered,
+/// WATCHDOG=1 while its loop runs, STOPPING=1 on SIGTERM. Unprivileged
+/// ports in this namespace: no root needed.
+#[test]
+fn the_ike_daemon_notifies_ready_watchdog_and_stopping() {
+    use std::sync::mpsc::sync_channel;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+    use xdpsec_dataplane::api_server::{self, ApiShared};
+    use xdpsec_dataplane::crypto::Backend;
+    use xdpsec_dataplane::stats::WorkerStatsCell;
+    use xdpsec_dataplane::tables::Tables;
+
+    let scratch = Scratch::new("ike-notify");
+    let api_socket = scratch.0.join("api.sock");
+    let (_tx, rx) = sync_channel(1);
+    let _api = api_server::spawn(
+        &api_socket,
+        ApiShared {
+            tables: Arc::new(Tables::new(Backend::available()[0])),
+            workers: (0..1).map(|w| WorkerStatsCell::new(w, None)).collect(),
+            expiries: rx,
+            on_change: Box::new(|_: &Tables| Ok(())),
+        },
+    )
+    .unwrap();
+    let config = scratch.0.join("ike.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[daemon]\napi_socket = \"{}\"\ncontrol_socket = \"{}\"\nlisten = [\"127.0.0.1\"]\n\n\
+             [connections.peer]\nlocal_addrs = [\"127.0.0.1\"]\nremote_addrs = [\"127.0.0.2\"]\n\
+             [connections.peer.local]\nauth = \"psk\"\n\
+             [connections.peer.remote]\nauth = \"psk\"\nid = \"127.0.0.2\"\n\
+             [connections.peer.children.net]\nlocal_ts = [\"10.1.0.0/24\"]\n\
+             remote_ts = [\"10.2.0.0/24\"]\n\n\
+             [secrets.ike-peer]\nsecret = \"not a real secret\"\n",
+            api_socket.display(),
+            scratch.0.join("ike.sock").display()
+        ),
+    )
+    .unwrap();
+    let notify_path = scratch.0.join("notify");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    // Ports of this run's own: tests of other runs may bind theirs.
+    let port = 20000 + (std::process::id() % 20000) as u16;
+    let child = Command::new(env!("CARGO_BIN_EXE_xdpsec"))
+        .arg("ike")
+        .arg("--config")
+        .arg(&config)
+        .arg("--state-file")
+        .arg(scratch.0.join("ike.state"))
+        .args(["--port", &port.to_string()])
+        .args(["--port-nat-t", &(port + 1).to_string()])
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env("WATCHDOG_USEC", "400000")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut said = Vec::new();
+    let mut buf = [0u8; 512];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while said.iter().filter(|m| *m == "WATCHDOG=1").count() < 2 && Instant::now() < deadline {
+        match notify.recv(&mut buf) {
+            Ok(n) => said.push(String::from_utf8_lossy(&buf[..n]).into_owned()),
+            Err(_) => break,
+        }
+    }
+    run(Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string()));
+    while !said.iter().any(|m| m == "STOPPING=1") {
+        match notify.recv(&mut buf) {
+            Ok(n) => said.push(String::from_utf8_lossy(&buf[..n]).into_owned()),
+            Err(_) => break,
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{}\n{log}", out.status);
+    assert!(
+        said[0].starts_with("READY=1\nSTATUS=IKE on UDP "),
+        "{said:?}\n{log}"
+    );
+    assert!(
+        said.iter().filter(|m| *m == "WATCHDOG=1").count() >= 2,
+        "{said:?}\n{log}"
+    );
+    assert_eq!(
+        said.last().map(String::as_str),
+        Some("STOPPING=1"),
+        "{said:?}"
+    );
+}
