@@ -1,10 +1,23 @@
-//! The systemd units and the sysusers.d file under `dataplane/packaging/`:
-//! `systemd-analyze verify` finds nothing to say about the units (with
-//! ExecStart pointed at the binary this build made, since verify insists on
-//! an executable), and systemd-sysusers creates the `xdpsec` user from the
-//! sysusers.d file in a scratch root. Both tools come from Debian's
-//! `systemd` package, which `cargo xtask setup` installs; without them the
-//! test fails rather than skip.
+//! What a machine gets from the package, checked without a running
+//! systemd (this machine has none):
+//!
+//! - the units under `dataplane/packaging/`: `systemd-analyze verify` has
+//!   nothing to say about them (ExecStart pointed at the binary this build
+//!   made, since verify insists on an executable), and they say what the
+//!   design asks (notify, watchdog, the IKE daemon unprivileged);
+//! - the sysusers.d file creates `xdpsec` in a scratch root
+//!   (systemd-sysusers), the `/etc/xdpsec` examples load;
+//! - the data plane unit's capabilities carry a tunnel (both data planes
+//!   under setpriv with exactly that bounding set), and both daemons send
+//!   READY=1, WATCHDOG=1 and STOPPING=1 to a `$NOTIFY_SOCKET` as systemd
+//!   would receive them;
+//! - the package of this build's binary (`cargo xtask deb`'s code):
+//!   `dpkg-deb --info`/`--contents`, then `dpkg --root` into a scratch
+//!   root, where the binary, man pages, completions and units are checked.
+//!
+//! systemd-analyze, systemd-sysusers and dpkg come from Debian packages
+//! that `cargo xtask setup` installs; without them the tests fail rather
+//! than skip. Needs root (chgrp in the scratch root, namespaces).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

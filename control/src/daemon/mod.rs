@@ -130,7 +130,7 @@ pub fn run(options: &DaemonOptions) -> anyhow::Result<()> {
             .context("installing the signal handler")?;
     }
 
-    let settings_ports = (settings.ike_port, settings.natt_port);
+    let ports = (settings.ike_port, settings.natt_port);
     let sockets = IkeSockets::bind(&config.daemon.listen, settings.ike_port, settings.natt_port)
         .context("binding the IKE sockets")?;
     let mut installer = Installer::new(connect_api(&api_socket)?);
@@ -285,8 +285,8 @@ pub fn run(options: &DaemonOptions) -> anyhow::Result<()> {
     // answered: `xdpsec initiate` works from here on.
     if let Err(e) = notifier.ready(&format!(
         "IKE on UDP {} and {}, control {}",
-        settings_ports.0,
-        settings_ports.1,
+        ports.0,
+        ports.1,
         ctl_socket.display()
     )) {
         tracing::warn!("telling the service manager the IKE daemon is ready: {e}");
