@@ -33,6 +33,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use xdpsec_api::config::{DataplaneConfig, GuardOnStop, Role, XdpBind, XdpMode};
 use xdpsec_api::messages::SocketInfo;
+use xdpsec_api::notify::{Notifier, Watchdog};
 use xdpsec_api::sa::ValidationError;
 use xdpsec_api::{ConfigError, Direction, Policy, PolicyAction, PolicyKey, StaticConfig};
 use xdpsec_ebpf_common::Role as SteerRole;
@@ -77,6 +78,7 @@ pub fn run(options: &DaemonOptions) -> Result<()> {
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(signal, term.clone()).context("installing a signal handler")?;
     }
+    let notifier = Notifier::from_env().context("reading NOTIFY_SOCKET")?;
     let path = options.config.display().to_string();
     let mut startup = Startup::begin();
     let mut config = StaticConfig::load(&options.config)?;
@@ -323,7 +325,27 @@ pub fn run(options: &DaemonOptions) -> Result<()> {
         guard::TABLE,
         startup,
     );
-    let outcome = supervise(&term, &mut pool, &mut keeper, &tables, &interfaces);
+    // Ready only now: the API socket serves, so a unit ordered after this
+    // one (`xdpsec ike`) finds it.
+    if let Err(e) = notifier.ready(&format!(
+        "{workers} worker(s), {} SA(s), API on {}",
+        config.sas.len(),
+        config.dataplane.api_socket.display()
+    )) {
+        tracing::warn!("telling the service manager the data plane is ready: {e}");
+    }
+    let mut watchdog = notifier.watchdog();
+    let outcome = supervise(
+        &term,
+        &mut pool,
+        &mut keeper,
+        &tables,
+        &interfaces,
+        watchdog.as_mut(),
+    );
+    if outcome.is_ok() {
+        notifier.stopping().ok();
+    }
 
     stop.store(true, Ordering::Relaxed);
     pool.join();
@@ -360,6 +382,7 @@ fn supervise(
     keeper: &mut SeqKeeper,
     tables: &Tables,
     interfaces: &[Served],
+    mut watchdog: Option<&mut Watchdog>,
 ) -> Result<()> {
     let mut last_queue_check = Instant::now();
     while !term.load(Ordering::Relaxed) {
@@ -383,6 +406,13 @@ fn supervise(
                         iface.rx_queues
                     );
                 }
+            }
+        }
+        // Only here, past every check: a stuck or half-dead data plane
+        // stops petting and systemd restarts it.
+        if let Some(w) = watchdog.as_deref_mut() {
+            if let Err(e) = w.pet(Instant::now()) {
+                tracing::warn!("watchdog notification: {e}");
             }
         }
     }

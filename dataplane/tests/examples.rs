@@ -73,6 +73,15 @@ const EXAMPLES: &[(&str, Kind)] = &[
     ("control/examples/ike-sun.toml", Kind::Ike),
 ];
 
+/// The package's `/etc/xdpsec` configs: templates for a real machine's
+/// interfaces and peers (group `xdpsec`, which the test bed's host lacks),
+/// so no README block runs them; `tests/packaging.rs` loads them, and
+/// they must parse here too.
+const PACKAGED: &[(&str, Kind)] = &[
+    ("dataplane/packaging/etc/dataplane.toml", Kind::Dataplane),
+    ("dataplane/packaging/etc/ike.toml", Kind::Ike),
+];
+
 /// TOML files that configure the build, not xdpsec.
 const TOOLING: &[&str] = &[
     "Cargo.toml",
@@ -155,12 +164,30 @@ fn every_config_file_is_an_example_that_parses_and_runs() {
             !TOOLING.contains(&name.as_ref())
         })
         .collect();
-    let listed: BTreeSet<String> = EXAMPLES.iter().map(|(p, _)| p.to_string()).collect();
+    let listed: BTreeSet<String> = EXAMPLES
+        .iter()
+        .chain(PACKAGED)
+        .map(|(p, _)| p.to_string())
+        .collect();
     assert_eq!(
         shipped, listed,
-        "config files in the repository vs. EXAMPLES in this test: add a new file to \
-         EXAMPLES and to a README block the tests run"
+        "config files in the repository vs. EXAMPLES and PACKAGED in this test: add a new \
+         file to EXAMPLES and to a README block the tests run"
     );
+    for (path, kind) in PACKAGED {
+        let file = root.join(path);
+        match kind {
+            Kind::Dataplane => {
+                StaticConfig::load(&file).unwrap_or_else(|e| panic!("{e}"));
+            }
+            Kind::Ike => {
+                let config = IkeConfig::load(&file).unwrap_or_else(|e| panic!("{e}"));
+                config
+                    .load_credentials(&file)
+                    .unwrap_or_else(|e| panic!("{e}"));
+            }
+        }
+    }
 
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
     let mut run_by_readme = Vec::new();

@@ -7,6 +7,7 @@ mod bench;
 mod bench_dataplane;
 mod bench_peer;
 mod bench_pipeline;
+mod deb;
 mod demo;
 mod fuzz;
 mod machine;
@@ -30,6 +31,10 @@ commands:
                 by size, cipher, SAs, policies, workers; perf-results/pipeline.json
   bench peer    xdpsec (null, AES-GCM-128/256) against strongSwan on one topology: loss-free rate,
                 latency, CPU, iperf3; --workers 1,2 sweeps; perf-results/peer.json (see --help)
+  deb [--binary PATH] [--out DIR]
+                the Debian package: release-builds xdpsec (or takes PATH), man pages and
+                completions from its CLI, systemd units, /etc examples; DIR/xdpsec_VERSION_ARCH.deb
+                (default DIR: target/debian)
   fuzz [--seconds N] [--merge] [TARGET...]
                 each libFuzzer target for N s (default 30; nightly, installs cargo-fuzz):
                 exec/s and coverage per target, perf-results/fuzz.json; not part of `test`,
@@ -56,12 +61,64 @@ fn run() -> Result<()> {
         ["bench", "pipeline"] => bench_pipeline::run(),
         ["bench", "peer", rest @ ..] => bench_peer::run(rest),
         ["fuzz", rest @ ..] => fuzz::run(rest),
+        ["deb", rest @ ..] => deb(rest),
         [] | ["help"] | ["-h"] | ["--help"] => {
             print!("{USAGE}");
             Ok(())
         }
         other => bail!("unknown command {:?}\n{USAGE}", other.join(" ")),
     }
+}
+
+/// `cargo xtask deb [--binary PATH] [--out DIR]`.
+fn deb(args: &[&str]) -> Result<()> {
+    let mut binary = None;
+    let mut out = None;
+    let mut rest = args.iter();
+    while let Some(&arg) = rest.next() {
+        let value = |name: &str, v: Option<&&str>| -> Result<std::path::PathBuf> {
+            v.map(std::path::PathBuf::from)
+                .ok_or_else(|| anyhow::anyhow!("{name} needs a value"))
+        };
+        match arg {
+            "--binary" => binary = Some(value(arg, rest.next())?),
+            "--out" => out = Some(value(arg, rest.next())?),
+            other => bail!("deb: unknown argument {other:?} (--binary PATH, --out DIR)"),
+        }
+    }
+    let target = shell::target_dir()?;
+    let binary = match binary {
+        Some(b) => b,
+        None => {
+            // The release build compiles the XDP program: nightly and
+            // bpf-linker, which setup brings.
+            setup::ensure_all()?;
+            shell::step(
+                "release build of xdpsec",
+                &[
+                    "cargo",
+                    "build",
+                    "--release",
+                    "--package",
+                    "xdpsec-dataplane",
+                    "--bin",
+                    "xdpsec",
+                ],
+            )?;
+            target.join("release/xdpsec")
+        }
+    };
+    let out = out.unwrap_or_else(|| target.join("debian"));
+    std::fs::create_dir_all(&out)?;
+    let deb = deb::build(&deb::Inputs {
+        binary: &binary,
+        workspace: &shell::workspace_root(),
+        version: env!("CARGO_PKG_VERSION"),
+        out_dir: &out,
+        quick: false,
+    })?;
+    println!("{}", deb.display());
+    Ok(())
 }
 
 /// The README's test command and what CI runs.

@@ -41,6 +41,11 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("/usr/sbin/dnsmasq", "dnsmasq-base"),
     // The remote-access test fetches its page with curl.
     ("/usr/bin/curl", "curl"),
+    // dataplane/tests/packaging.rs checks the systemd units with
+    // `systemd-analyze verify` and the sysusers.d file with systemd-sysusers;
+    // `cargo xtask deb` builds the package with dpkg-deb.
+    ("/usr/bin/systemd-analyze", "systemd"),
+    ("/usr/bin/dpkg-deb", "dpkg"),
 ];
 
 /// strongswan-charon pulls in strongswan-starter, whose service would start a

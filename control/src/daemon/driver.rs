@@ -12,6 +12,7 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout};
+use xdpsec_api::notify::Watchdog;
 use xdpsec_api::{ApiClient, ApiError, Event as ApiEvent, Lifetimes, SaInfo};
 
 use super::ctl_server::{CtlCall, CtlFd, CtlServer};
@@ -131,6 +132,8 @@ pub(super) struct Driver {
     /// `life_bytes`, `rekey_packets`, `life_packets`), which only the data
     /// plane can count, by (connection, child).
     pub(super) child_volume: HashMap<(String, String), Lifetimes>,
+    /// systemd's watchdog (`WatchdogSec=`), petted by the event loop.
+    pub(super) watchdog: Option<Watchdog>,
     pending: Vec<Pending>,
     orphan_timers: Vec<OrphanTimer>,
     /// Inbound SAs to delete at the instant: (when, child, SPI).
@@ -194,6 +197,7 @@ impl Driver {
             signals,
             child_life,
             child_volume,
+            watchdog: None,
             pending: Vec::new(),
             orphan_timers: Vec::new(),
             lingering: Vec::new(),
@@ -293,6 +297,11 @@ impl Driver {
             self.flush(now)?;
             self.expire(now)?;
             self.ctl.reap();
+            if let Some(w) = &mut self.watchdog {
+                if let Err(e) = w.pet(now) {
+                    tracing::warn!("watchdog notification: {e}");
+                }
+            }
         }
     }
 
@@ -305,6 +314,7 @@ impl Driver {
             self.deferred.iter().map(|d| d.at).min(),
             self.takeover_poll,
             self.lost.map(|(_, next)| next),
+            self.watchdog.as_ref().map(Watchdog::deadline),
         ]
         .into_iter()
         .flatten()

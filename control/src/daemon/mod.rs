@@ -42,6 +42,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
+use xdpsec_api::notify::Notifier;
 use xdpsec_api::{ApiClient, Direction};
 
 use crate::config::IkeConfig;
@@ -162,6 +163,7 @@ pub fn run(options: &DaemonOptions) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| config.daemon.control_socket.clone());
 
+    let notifier = Notifier::from_env().context("reading NOTIFY_SOCKET")?;
     // Signals first: a SIGTERM during start-up must not kill the process
     // half-way (it would leave SAs without a ledger).
     let (signals, signal_writer) = UnixStream::pair().context("creating the signal pipe")?;
@@ -171,6 +173,7 @@ pub fn run(options: &DaemonOptions) -> anyhow::Result<()> {
             .context("installing the signal handler")?;
     }
 
+    let ports = (settings.ike_port, settings.natt_port);
     let sockets = IkeSockets::bind(&config.daemon.listen, settings.ike_port, settings.natt_port)
         .context("binding the IKE sockets")?;
     let mut installer = Installer::new(connect_api(&api_socket)?);
@@ -322,7 +325,19 @@ pub fn run(options: &DaemonOptions) -> anyhow::Result<()> {
         api = %api_socket.display(),
         "xdpsec ike running"
     );
+    // Ready once the IKE and control sockets are bound and the data plane
+    // answered: `xdpsec initiate` works from here on.
+    if let Err(e) = notifier.ready(&format!(
+        "IKE on UDP {} and {}, control {}",
+        ports.0,
+        ports.1,
+        ctl_socket.display()
+    )) {
+        tracing::warn!("telling the service manager the IKE daemon is ready: {e}");
+    }
+    driver.watchdog = notifier.watchdog();
     let exit = driver.run()?;
+    notifier.stopping().ok();
     tracing::info!(?exit, "stopping: deleting IKE SAs");
     driver.shut_down()?;
     tracing::info!("stopped");

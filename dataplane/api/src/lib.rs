@@ -10,6 +10,8 @@
 //!   [`serve_connection`] for the server side of one connection.
 //! - [`client`]: the blocking [`ApiClient`].
 //! - [`config`]: the TOML file `xdpsec dataplane --config FILE` reads.
+//! - [`notify`]: readiness and watchdog messages to systemd, for both
+//!   daemons.
 //!
 //! Wire protocol (version [`PROTOCOL_VERSION`]): one JSON object per line,
 //! UTF-8, `\n`-terminated. Client lines are [`ClientMessage`]s
@@ -28,6 +30,7 @@ pub mod config;
 pub mod framing;
 mod hex;
 pub mod messages;
+pub mod notify;
 pub mod policy;
 pub mod prefix;
 pub mod sa;

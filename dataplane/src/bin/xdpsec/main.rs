@@ -26,6 +26,7 @@
 mod check;
 mod connect;
 mod exit;
+mod generate;
 mod ike;
 mod logging;
 mod show;
@@ -193,6 +194,9 @@ struct ApiArgs {
 }
 
 fn main() -> ExitCode {
+    if let Some(code) = generate::intercept::<Cli>() {
+        return code;
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
