@@ -30,7 +30,7 @@ use crate::procfs::{
     clock_ticks_per_second, machine_ticks, nominal_mhz, process_cpu, thread_cpu,
     wait_for_quiet_machine, CpuSample, CpuTicks, QUIET_BUSY_CPUS,
 };
-use crate::shell::{is_root, step, target_dir, workspace_root};
+use crate::shell::{is_root, release_xdpsec, workspace_root};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use serde_json::Value;
@@ -253,22 +253,7 @@ pub fn run() -> Result<()> {
     if !is_root() {
         bail!("the data-plane benchmark builds network namespaces and loads XDP: run it as root");
     }
-    step(
-        "build xdpsec (release)",
-        &[
-            "cargo",
-            "build",
-            "--release",
-            "--package",
-            "xdpsec-dataplane",
-            "--bin",
-            "xdpsec",
-        ],
-    )?;
-    let binary = target_dir()?.join("release").join("xdpsec");
-    if !binary.is_file() {
-        bail!("no xdpsec binary at {}", binary.display());
-    }
+    let binary = release_xdpsec()?;
     let (cpu_mhz, cpu_mhz_source) = nominal_mhz()?;
     let iperf3 = crate::shell::output(&["iperf3", "--version"])
         .and_then(|v| v.lines().next().map(str::to_owned))

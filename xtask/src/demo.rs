@@ -5,7 +5,7 @@
 //! drop stops the data planes and deletes the namespaces).
 
 use crate::setup;
-use crate::shell::{is_root, step, target_dir};
+use crate::shell::{is_root, release_xdpsec};
 use anyhow::{anyhow, bail, Context, Result};
 use std::path::Path;
 use std::process::Command;
@@ -18,19 +18,7 @@ const IPERF_SECONDS: u32 = 5;
 pub fn run() -> Result<()> {
     let started = Instant::now();
     setup::ensure_all()?;
-    step(
-        "build the xdpsec binary",
-        &[
-            "cargo",
-            "build",
-            "--release",
-            "-p",
-            "xdpsec-dataplane",
-            "--bin",
-            "xdpsec",
-        ],
-    )?;
-    let binary = target_dir()?.join("release").join("xdpsec");
+    let binary = release_xdpsec()?;
     if !is_root() {
         bail!("the demo builds network namespaces and attaches XDP: run it as root");
     }

@@ -93,19 +93,7 @@ fn deb(args: &[&str]) -> Result<()> {
             // The release build compiles the XDP program: nightly and
             // bpf-linker, which setup brings.
             setup::ensure_all()?;
-            shell::step(
-                "release build of xdpsec",
-                &[
-                    "cargo",
-                    "build",
-                    "--release",
-                    "--package",
-                    "xdpsec-dataplane",
-                    "--bin",
-                    "xdpsec",
-                ],
-            )?;
-            target.join("release/xdpsec")
+            shell::release_xdpsec()?
         }
     };
     let out = out.unwrap_or_else(|| target.join("debian"));

@@ -36,6 +36,26 @@ pub fn is_root() -> bool {
 
 /// Cargo's target directory as cargo itself resolves it (CARGO_TARGET_DIR,
 /// config files, or the workspace's `target`).
+/// Builds the `xdpsec` binary in release mode (which compiles the XDP
+/// program: run `setup::ensure_all` first) and returns its path.
+pub fn release_xdpsec() -> Result<std::path::PathBuf> {
+    step(
+        "release build of xdpsec",
+        &[
+            "cargo",
+            "build",
+            "--release",
+            "--package",
+            "xdpsec-dataplane",
+            "--bin",
+            "xdpsec",
+        ],
+    )?;
+    let binary = target_dir()?.join("release").join("xdpsec");
+    anyhow::ensure!(binary.is_file(), "no xdpsec binary at {}", binary.display());
+    Ok(binary)
+}
+
 pub fn target_dir() -> Result<std::path::PathBuf> {
     let metadata = output(&["cargo", "metadata", "--format-version", "1", "--no-deps"])
         .context("cargo metadata failed")?;
