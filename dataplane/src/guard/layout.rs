@@ -206,7 +206,7 @@ pub(super) fn element_changes<'a>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     fn policy(local: &str, remote: &str, direction: Direction, action: PolicyAction) -> Policy {
@@ -217,6 +217,11 @@ mod tests {
             action,
             spi: (action == PolicyAction::Protect).then_some(0x1001),
         }
+    }
+
+    /// An outbound policy from the bed's LAN, 10.1.0.0/24.
+    pub(in crate::guard) fn out(remote: &str, action: PolicyAction) -> Policy {
+        policy("10.1.0.0/24", remote, Direction::Out, action)
     }
 
     fn prefixes(list: &[&str]) -> Vec<Prefix> {
@@ -239,10 +244,8 @@ mod tests {
     fn a_run_of_one_verdict_is_one_group_per_local_prefix() {
         let mut policies: Vec<Policy> = (0..1000)
             .map(|i| {
-                policy(
-                    "10.1.0.0/24",
+                out(
                     &format!("10.{}.{}.0/24", 64 + i / 256, i % 256),
-                    Direction::Out,
                     PolicyAction::Protect,
                 )
             })
@@ -262,30 +265,10 @@ mod tests {
     #[test]
     fn a_more_specific_bypass_splits_the_runs_around_it() {
         let policies = [
-            policy(
-                "10.1.0.0/24",
-                "10.2.0.0/16",
-                Direction::Out,
-                PolicyAction::Protect,
-            ),
-            policy(
-                "10.1.0.0/24",
-                "10.2.5.0/24",
-                Direction::Out,
-                PolicyAction::Bypass,
-            ),
-            policy(
-                "10.1.0.0/24",
-                "10.3.0.0/16",
-                Direction::Out,
-                PolicyAction::Protect,
-            ),
-            policy(
-                "10.1.0.0/24",
-                "10.2.5.7/32",
-                Direction::Out,
-                PolicyAction::Drop,
-            ),
+            out("10.2.0.0/16", PolicyAction::Protect),
+            out("10.2.5.0/24", PolicyAction::Bypass),
+            out("10.3.0.0/16", PolicyAction::Protect),
+            out("10.2.5.7/32", PolicyAction::Drop),
         ];
         let l = layout(&policies, true);
         let verdicts: Vec<Verdict> = l.groups.iter().map(|g| g.verdict).collect();
@@ -301,12 +284,7 @@ mod tests {
     fn rules_match_the_set_on_the_remote_side() {
         let l = layout(
             &[
-                policy(
-                    "10.1.0.0/24",
-                    "10.2.0.0/16",
-                    Direction::Out,
-                    PolicyAction::Protect,
-                ),
+                out("10.2.0.0/16", PolicyAction::Protect),
                 policy(
                     "10.1.0.0/24",
                     "10.2.0.0/16",
@@ -348,18 +326,8 @@ mod tests {
             .map(|r| policy("10.1.0.0/24", r, Direction::Out, PolicyAction::Protect))
             .collect();
         let mut more = base.clone();
-        more.push(policy(
-            "10.1.0.0/24",
-            "10.4.0.0/24",
-            Direction::Out,
-            PolicyAction::Protect,
-        ));
-        more.push(policy(
-            "10.1.0.0/24",
-            "10.3.0.0/16",
-            Direction::Out,
-            PolicyAction::Protect,
-        ));
+        more.push(out("10.4.0.0/24", PolicyAction::Protect));
+        more.push(out("10.3.0.0/16", PolicyAction::Protect));
         let (old, new) = (layout(&base, true), layout(&more, true));
         assert_eq!(old.groups, new.groups);
         let changes = element_changes(&old, &new);

@@ -249,18 +249,9 @@ fn nft(args: &[&str], stdin: Option<&str>) -> Result<String> {
 
 #[cfg(test)]
 mod tests {
+    use super::layout::tests::out as policy;
     use super::*;
-    use xdpsec_api::{Direction, PolicyAction};
-
-    fn policy(remote: &str, action: PolicyAction) -> Policy {
-        Policy {
-            local: "10.1.0.0/24".parse().unwrap(),
-            remote: remote.parse().unwrap(),
-            direction: Direction::Out,
-            action,
-            spi: (action == PolicyAction::Protect).then_some(0x1001),
-        }
-    }
+    use xdpsec_api::PolicyAction;
 
     #[test]
     fn a_full_script_replaces_the_old_sets_and_keeps_the_counters() {
